@@ -1,0 +1,105 @@
+"""Shared fixtures: a server on loopback and an independent CoAP peer playing the device.
+
+The peer is a bare aiocoap context with one catch-all resource: it records every request
+the server sends (method, path, options, payload bytes) and answers from a table of canned
+responses written by hand in the tests, so the server's codecs are checked against bytes
+that did not come from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+import aiocoap
+import pytest
+from aiocoap import Code, Message
+from aiocoap.resource import PathCapable, Resource
+
+from tinymlaas.server.server import LwM2MServer
+
+
+@dataclass
+class Seen:
+    code: Code
+    path: str
+    accept: int | None
+    content_format: int | None
+    query: tuple[str, ...]
+    payload: bytes
+    observe: int | None
+
+
+Responder = Callable[[Message], Message]
+
+
+class CatchAll(Resource, PathCapable):
+    def __init__(self, peer: "Peer") -> None:
+        super().__init__()
+        self.peer = peer
+
+    async def render(self, request: Message) -> Message:
+        path = "/" + "/".join(request.opt.uri_path)
+        self.peer.seen.append(Seen(request.code, path, request.opt.accept and int(request.opt.accept),
+                                   request.opt.content_format and int(request.opt.content_format),
+                                   tuple(request.opt.uri_query), request.payload, request.opt.observe))
+        key = (request.code, path)
+        handler = self.peer.responses.get(key)
+        if handler is None:
+            return Message(code=Code.NOT_FOUND)
+        result = handler(request)
+        return await result if asyncio.iscoroutine(result) else result
+
+
+@dataclass
+class Peer:
+    """A device made of a bare aiocoap context (it does not use tinymlaas' codecs)."""
+
+    context: Any = None
+    server: tuple[str, int] = ("127.0.0.1", 5683)
+    seen: list[Seen] = field(default_factory=list)
+    responses: dict[tuple[Code, str], Responder] = field(default_factory=dict)
+    location: tuple[str, ...] = ()
+
+    def answer(self, code: Code, path: str, resp_code: Code, payload: bytes = b"", cf: int | None = None) -> None:
+        def handler(request: Message) -> Message:
+            return Message(code=resp_code, payload=payload, content_format=cf)
+        self.responses[(code, path)] = handler
+
+    async def request(self, code: Code, path: str, query: tuple[str, ...] = (), payload: bytes = b"",
+                      cf: int | None = 40) -> Message:
+        msg = Message(code=code, uri=f"coap://{self.server[0]}:{self.server[1]}{path}", payload=payload)
+        msg.opt.uri_query = query
+        if cf is not None and payload:
+            msg.opt.content_format = cf
+        return await asyncio.wait_for(self.context.request(msg).response, 15)
+
+    async def register(self, ep: str, links: bytes = b"</1/0>,</3/0>", query: tuple[str, ...] = ()) -> Message:
+        resp = await self.request(Code.POST, "/rd", (f"ep={ep}",) + query, links)
+        if resp.code == Code.CREATED:
+            self.location = tuple(resp.opt.location_path)
+        return resp
+
+    async def update(self, query: tuple[str, ...] = (), links: bytes = b"") -> Message:
+        return await self.request(Code.POST, "/" + "/".join(self.location), query, links)
+
+    async def deregister(self) -> Message:
+        return await self.request(Code.DELETE, "/" + "/".join(self.location))
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[LwM2MServer]:
+    srv = LwM2MServer(f"sqlite:///{tmp_path / 'tinymlaas.db'}", read_capabilities=False, expiry_interval_s=0.1)
+    await srv.start("127.0.0.1", 0)
+    yield srv
+    await srv.stop()
+
+
+@pytest.fixture
+async def peer(server: LwM2MServer) -> AsyncIterator[Peer]:
+    p = Peer(server=server.address)
+    p.context = await aiocoap.Context.create_server_context(CatchAll(p), bind=("127.0.0.1", 0), transports=["udp6"])
+    yield p
+    await p.context.shutdown()

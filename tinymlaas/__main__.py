@@ -1,0 +1,5 @@
+"""``python -m tinymlaas`` is the ``tinymlaas`` command."""
+
+from tinymlaas.cli.main import app
+
+app()

@@ -1,0 +1,1 @@
+"""The ``tinymlaas`` command line (typer). ``main.app`` is the console script."""

@@ -1,0 +1,78 @@
+"""The CLI's side of the admin API: where it is, the token, and one-line errors.
+
+The API address and token come from ``$TINYMLAAS_API`` / ``$TINYMLAAS_TOKEN``, else from
+``api.json`` in the data directory that ``tinymlaas serve`` wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator
+
+import httpx
+
+from tinymlaas.runtime import home
+
+
+class CliError(Exception):
+    """A problem to print as one line (no traceback)."""
+
+
+def endpoint() -> tuple[str, str]:
+    url, token = os.environ.get("TINYMLAAS_API"), os.environ.get("TINYMLAAS_TOKEN")
+    if not (url and token):
+        path = home() / "api.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise CliError(f"no running server found ({path} is missing): start one with 'tinymlaas serve' "
+                           "or set TINYMLAAS_API and TINYMLAAS_TOKEN") from None
+        except (OSError, ValueError) as exc:
+            raise CliError(f"cannot read {path}: {exc}") from None
+        url, token = url or data["url"], token or data["token"]
+    return url, token
+
+
+def _raise_for(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        body = resp.json()
+        msg = body.get("error") or body.get("detail") or resp.text
+        if isinstance(msg, list):  # FastAPI validation details
+            msg = "; ".join(f"{'.'.join(str(x) for x in d.get('loc', []))}: {d.get('msg')}" for d in msg)
+    except ValueError:
+        msg = resp.text
+    code = f" (CoAP {body['coap_code']})" if isinstance(body, dict) and body.get("coap_code") else ""
+    raise CliError(f"{msg}{code}")
+
+
+def call(method: str, route: str, *, json_body: Any = None, content: str | None = None,
+         params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+    url, token = endpoint()
+    headers = {"Authorization": f"Bearer {token}"}
+    if content is not None:
+        headers["Content-Type"] = "application/xml"
+    try:
+        resp = httpx.request(method, url + route, json=json_body, content=content, params=params,
+                             headers=headers, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the admin API at {url}: {exc}") from None
+    _raise_for(resp)
+    return resp.json()
+
+
+def stream(route: str, json_body: Any, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+    url, token = endpoint()
+    try:
+        with httpx.stream("POST", url + route, json=json_body, headers={"Authorization": f"Bearer {token}"},
+                          timeout=httpx.Timeout(10.0, read=timeout)) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                _raise_for(resp)
+            for line in resp.iter_lines():
+                if line.strip():
+                    yield json.loads(line)
+    except httpx.HTTPError as exc:
+        raise CliError(f"cannot reach the admin API at {url}: {exc}") from None

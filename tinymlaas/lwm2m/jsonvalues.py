@@ -1,0 +1,44 @@
+"""Content <-> JSON-safe dicts, for the admin API, the CLI's ``--json`` and the store.
+
+Paths become strings ("/3/0/0"); str, int, float and bool stay as they are; Opaque becomes
+``{"opaque": "<hex>"}`` and Objlnk ``{"objlnk": "3:0"}``. This is not an LwM2M content
+format (see ``codecs`` for those); it is how tinymlaas shows values to people and scripts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from tinymlaas.lwm2m.errors import BadRequest
+from tinymlaas.lwm2m.path import Content, ObjLink, Path, Value
+
+
+def value_to_json(value: Value) -> Any:
+    if isinstance(value, bytes):
+        return {"opaque": value.hex()}
+    if isinstance(value, ObjLink):
+        return {"objlnk": str(value)}
+    return value
+
+
+def value_from_json(data: Any) -> Value:
+    if isinstance(data, dict):
+        if set(data) == {"opaque"}:
+            try:
+                return bytes.fromhex(data["opaque"])
+            except (TypeError, ValueError):
+                raise BadRequest(f"invalid opaque value {data!r}: expected hex") from None
+        if set(data) == {"objlnk"}:
+            return ObjLink.parse(str(data["objlnk"]))
+        raise BadRequest(f"invalid value {data!r}: expected a scalar, {{'opaque': hex}} or {{'objlnk': 'O:I'}}")
+    if isinstance(data, (str, int, float, bool)):
+        return data
+    raise BadRequest(f"invalid value {data!r}: expected a scalar, {{'opaque': hex}} or {{'objlnk': 'O:I'}}")
+
+
+def content_to_json(content: Content) -> dict[str, Any]:
+    return {str(p): value_to_json(v) for p, v in sorted(content.items())}
+
+
+def content_from_json(data: Mapping[str, Any]) -> dict[Path, Value]:
+    return {Path.parse(k): value_from_json(v) for k, v in data.items()}

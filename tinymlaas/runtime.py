@@ -1,0 +1,118 @@
+"""Running a server process: CoAP server + admin API in one event loop, and where they live.
+
+``home()`` is the data directory (``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite
+database and ``api.json``, which tells the CLI where the admin API listens and its token
+(created on first start, file mode 0600). ``serve`` runs until cancelled or SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from tinymlaas.api.app import create_app
+from tinymlaas.server.server import LwM2MServer
+from tinymlaas.store.store import default_url
+
+log = logging.getLogger(__name__)
+
+
+def home() -> Path:
+    return Path(os.environ.get("TINYMLAAS_HOME") or Path.home() / ".tinymlaas")
+
+
+def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``HOST`` or ``:PORT``; raise ValueError naming the text."""
+    host, port = text, default_port
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest.startswith(":"):
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, p = text.split(":")
+        port = int(p)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range in {text!r}")
+    return host or "127.0.0.1", port
+
+
+def token_for(data_dir: Path) -> str:
+    path = data_dir / "admin-token"
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
+
+
+def write_api_file(data_dir: Path, url: str, token: str) -> None:
+    path = data_dir / "api.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"url": url, "token": token, "pid": os.getpid()}, f)
+
+
+@dataclass
+class Running:
+    server: LwM2MServer
+    api_url: str
+    token: str
+    uvicorn: Any
+    api_task: "asyncio.Task[Any]"
+
+    async def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        try:
+            await asyncio.wait_for(self.api_task, 10)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self.api_task.cancel()
+        await self.server.stop()
+
+
+async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None = None,
+                data_dir: Path | None = None, token: str | None = None, **server_kw: Any) -> Running:
+    """Start the CoAP server and the admin API; write ``api.json`` into the data directory."""
+    data_dir = data_dir or home()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = token or token_for(data_dir)
+    server = LwM2MServer(db_url or default_url(data_dir), **server_kw)
+    await server.start(*coap)
+    sock = socket.socket(socket.AF_INET6 if ":" in api[0] else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(api)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    config = uvicorn.Config(create_app(server, token), log_level="warning", lifespan="off")
+    uv = uvicorn.Server(config)
+    uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
+    while not uv.started and not task.done():
+        await asyncio.sleep(0.01)
+    write_api_file(data_dir, url, token)
+    return Running(server, url, token, uv, task)
+
+
+async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str | None,
+                        data_dir: Path | None, **server_kw: Any) -> None:
+    running = await start(coap, api, db_url, data_dir, **server_kw)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"tinymlaas: LwM2M on coap://{running.server.address[0]}:{running.server.address[1]}, "
+          f"admin API on {running.api_url} (token in {(data_dir or home()) / 'api.json'})", flush=True)
+    await stop.wait()
+    await running.stop()

@@ -1,0 +1,83 @@
+"""What a device can run: read after each new registration, stored as a snapshot.
+
+A device that registered the ML Capability object (33100) is read there (source
+``ml-capability-object``). Otherwise the server reads the Device object (3): manufacturer,
+model number, memory free/total; and, when a profile matcher is installed (the device
+profiles do that), the profile it names supplies the ML figures (source
+``device-object+profile``, or ``device-object`` with no match). The snapshot and its source
+go to ``capability_snapshots``; the device row records the source and profile.
+
+Reading runs as a background task after the registration was acknowledged; a failure is
+logged as an event (``capabilities-failed``) and never affects the registration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import Connection, insert, update
+
+from tinymlaas.lwm2m.errors import LwM2MError
+from tinymlaas.lwm2m.jsonvalues import content_to_json
+from tinymlaas.lwm2m.path import Path
+from tinymlaas.server.registrations import Registration, event_row
+from tinymlaas.store.tables import CapabilitySnapshot, Device, Event
+
+if TYPE_CHECKING:
+    from tinymlaas.server.server import LwM2MServer
+
+log = logging.getLogger(__name__)
+
+ML_CAPABILITY = 33100
+DEVICE = 3
+# Device object resources that identify hardware: manufacturer, model, memory free/total (KB).
+DEVICE_RESOURCES = {0: "manufacturer", 1: "model_number", 10: "memory_free_kb", 21: "memory_total_kb"}
+
+ProfileMatcher = Callable[[dict[str, Any]], "tuple[str, dict[str, Any]] | None"]
+
+
+def sql_snapshot(conn: Connection, endpoint: str, source: str, data: dict[str, Any], profile: str | None) -> None:
+    conn.execute(insert(CapabilitySnapshot.__table__).values(endpoint=endpoint, taken_at=time.time(),
+                                                             source=source, data=data))
+    conn.execute(update(Device.__table__).where(Device.__table__.c.endpoint == endpoint)
+                 .values(capability_source=source, profile=profile))
+
+
+class Capabilities:
+    def __init__(self, server: "LwM2MServer", enabled: bool = True) -> None:
+        self.server = server
+        self.enabled = enabled
+        self.profile_matcher: ProfileMatcher | None = None
+
+    def on_registered(self, reg: Registration) -> None:
+        if self.enabled:
+            self.server.spawn(self.refresh(reg.endpoint), name=f"capabilities {reg.endpoint}")
+
+    async def refresh(self, endpoint: str) -> dict[str, Any] | None:
+        try:
+            return await self._refresh(endpoint)
+        except LwM2MError as exc:
+            log.info("reading capabilities of %s failed: %s", endpoint, exc)
+            ev = event_row(endpoint, "capabilities-failed", error=exc.message)
+            await self.server.store.write(lambda c: c.execute(insert(Event.__table__), [ev]))
+            return None
+
+    async def _refresh(self, endpoint: str) -> dict[str, Any]:
+        reg = self.server.device_client.registration(endpoint)
+        profile: str | None = None
+        if ML_CAPABILITY in reg.objects():
+            content = await self.server.read(endpoint, Path(ML_CAPABILITY, 0))
+            source, data = "ml-capability-object", content_to_json(content)
+        else:
+            content = await self.server.read(endpoint, Path(DEVICE, 0))
+            data = {name: content.get(Path(DEVICE, 0, rid)) for rid, name in DEVICE_RESOURCES.items()}
+            source = "device-object"
+            match = self.profile_matcher(data) if self.profile_matcher else None
+            if match is not None:
+                profile, figures = match
+                data = {**data, "profile": profile, **figures}
+                source = "device-object+profile"
+        await self.server.store.write(lambda c: sql_snapshot(c, endpoint, source, data, profile))
+        return {"source": source, "profile": profile, "data": data}
