@@ -551,7 +551,7 @@ def start_profiler(args: argparse.Namespace, target: str, pid: int, workdir: Pat
         print("py-spy not found (pip install py-spy); not profiling", file=sys.stderr)
         return None
     suffix = {"flamegraph": "svg", "raw": "txt", "speedscope": "json"}[args.profile_format]
-    out = Path(args.profile) / f"{target}-{args.devices}{'-gil' if args.profile_gil else ''}.{suffix}"
+    out = Path(args.profile) / f"{target}-{args.devices}{'-gil' if args.profile_gil else ''}{'-native' if args.profile_native else ''}.{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "record", "--pid", str(pid), "--rate", "250", "--format", args.profile_format, "-o", str(out),
            "--duration", str(int(args.phase_timeout * 2 + 30)), "--nonblocking"]
@@ -559,6 +559,8 @@ def start_profiler(args: argparse.Namespace, target: str, pid: int, workdir: Pat
         cmd.append("--threads")
     if args.profile_gil:
         cmd.append("--gil")
+    if args.profile_native:
+        cmd.append("--native")
     print(f"profiling {target} (pid {pid}) into {out}", file=sys.stderr)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "py-spy.log", "wb"))
     time.sleep(1.0)  # let it attach
@@ -659,6 +661,7 @@ def main() -> int:
     parser.add_argument("--profile-format", choices=("flamegraph", "raw", "speedscope"), default="raw")
     parser.add_argument("--profile-threads", action="store_true", help="py-spy --threads")
     parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only samples holding the GIL")
+    parser.add_argument("--profile-native", action="store_true", help="py-spy --native (shows e.g. GC)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' temporary directories")
     args = parser.parse_args()
     if args.devices is None:

@@ -102,6 +102,15 @@ def serve(
                               read_capabilities=not no_capabilities))
 
 
+@app.command()
+@one_line_errors
+def demo() -> None:
+    """Start a server and a small simulated fleet on loopback, manage it, print what happened."""
+    from tinymlaas.demo import run_demo
+
+    raise typer.Exit(asyncio.run(run_demo(out)))
+
+
 @devices_app.command("list")
 @one_line_errors
 def devices_list(as_json: bool = JsonOpt) -> None:

@@ -141,7 +141,8 @@ class Observations:
         reg = self.server.registrations.by_endpoint.get(obs.endpoint)
         if reg is None:
             return
-        msg = Message(mtype=CON, code=Code.GET, observe=1, accept=obs.content_format)
+        msg = Message(code=Code.GET, observe=1, accept=obs.content_format)
+        msg.mtype = CON
         msg.token = obs.first.token
         msg.remote = obs.first.remote
         msg.opt.uri_path = tuple(p for p in reg.root_path.split("/") if p) + obs.path.uri_path
