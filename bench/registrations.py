@@ -554,13 +554,15 @@ def start_profiler(args: argparse.Namespace, target: str, pid: int, workdir: Pat
     out = Path(args.profile) / f"{target}-{args.devices}{'-gil' if args.profile_gil else ''}{'-native' if args.profile_native else ''}.{suffix}"
     out.parent.mkdir(parents=True, exist_ok=True)
     cmd = [exe, "record", "--pid", str(pid), "--rate", "250", "--format", args.profile_format, "-o", str(out),
-           "--duration", str(int(args.phase_timeout * 2 + 30)), "--nonblocking"]
+           "--duration", str(int(args.phase_timeout * 2 + 30))]
     if args.profile_threads:
         cmd.append("--threads")
     if args.profile_gil:
         cmd.append("--gil")
     if args.profile_native:
-        cmd.append("--native")
+        cmd.append("--native")  # needs to pause the process: slows it down
+    else:
+        cmd.append("--nonblocking")
     print(f"profiling {target} (pid {pid}) into {out}", file=sys.stderr)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "py-spy.log", "wb"))
     time.sleep(1.0)  # let it attach
