@@ -409,6 +409,15 @@ def system_cpu_s() -> float:
         return float("nan")
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if the benchmark dies (even by SIGKILL). Linux only."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class ServerProcess:
     """A server subprocess whose stdout carries ``coap://127.0.0.1:PORT``; stopped on exit."""
 
@@ -434,7 +443,7 @@ class ServerProcess:
         cmd, env = self.command()
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         cwd=REPO, env=env, start_new_session=True)
+                                         cwd=REPO, env=env, start_new_session=True, preexec_fn=_die_with_parent)
         end = time.monotonic() + timeout_s
         marker = f"coap://{HOST}:"
         while time.monotonic() < end:
@@ -673,6 +682,10 @@ def main() -> int:
     if args.devices < 1 or args.concurrency < 1:
         parser.error("--devices and --concurrency must be positive")
     args.profile_targets = args.profile_targets.split(",")
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt  # so that the finally blocks stop the servers
+    signal.signal(signal.SIGTERM, on_sigterm)
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:

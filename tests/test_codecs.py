@@ -596,6 +596,18 @@ def test_edge_cases() -> None:
         decode(CF.SENML_JSON, P(3, 0), b'[{"bn":"/3/0/9","v":1,"x_":1}]', REG)
     with pytest.raises(CodecError, match="duplicate key"):
         decode(CF.SENML_JSON, P(3, 0), b'[{"bn":"/3/0/9","v":1,"v":2}]', REG)
+    # numbers too large for their type
+    with pytest.raises(CodecError, match="out of range"):
+        decode(CF.TEXT, P(3, 0, 9), b"9" * 5000, REG)
+    with pytest.raises(CodecError, match="too large"):
+        decode(CF.SENML_JSON, P(323, 0, 15), b'[{"bn":"/323/0/15","v":1' + b"0" * 400 + b"}]", REG)
+    with pytest.raises(CodecError, match="too large"):
+        decode(CF.LWM2M_CBOR, P(323, 0, 15), cbor2.dumps({(323, 0, 15): 10**400}), REG)
+    # deeply nested documents
+    for fmt, payload in ((CF.SENML_JSON, b"[" * 100_000), (CF.LWM2M_JSON, b'{"e":' * 100_000),
+                         (CF.SENML_CBOR, b"\x81" * 100_000), (CF.LWM2M_CBOR, b"\xa1\x01" * 100_000)):
+        with pytest.raises(CodecError):
+            decode(fmt, P(), payload, REG)
     # empty content in LwM2M CBOR is an empty map
     assert encode(CF.LWM2M_CBOR, P(3), {}, REG) == b"\xa0"
     assert decode(CF.LWM2M_CBOR, P(3), b"\xa0", REG) == {}
@@ -616,7 +628,7 @@ def test_encode_checks_content() -> None:
         with pytest.raises(CodecError, match="single-instance"):
             encode(fmt, P(3, 0), {P(3, 0, 9, 0): 1}, REG)
         with pytest.raises(CodecError, match="Objlnk"):
-            encode(fmt, P(66, 0), {P(66, 0, 2): ObjLink(70000, 0)}, REG)
+            encode(fmt, P(66, 0), {P(66, 0, 2): "70000:0"}, REG)
 
 
 # ---------------------------------------------------------------------------------------
@@ -755,8 +767,11 @@ def test_truncated_and_mutated_payloads(fmt: ContentFormat, data: st.DataObject)
 
 LABELS = st.sampled_from(["bn", "bt", "n", "t", "v", "vs", "vb", "vd", "vlo", "e", "sv", "bv", "ov", "x_"])
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from(["/3/0/", "3/0/9", "7/0", "/", "66:0", "q83v", "", "/3/0/9/0/1", "70000:1"]), st.text(max_size=5),
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.integers(-(10**400), 10**400),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["/3/0/", "3/0/9", "7/0", "/", "66:0", "q83v", "", "/3/0/9/0/1", "70000:1", "/323/0/15", "/1/0/6",
+                     "/66/0/2", "/5/0/0", "/3/0/13", "/3/0/4", "15", "0/15", "/3/0/7/"]),
+    st.text(max_size=5),
 )
 JSON_DOCS = st.recursive(
     SCALARS,
@@ -773,6 +788,7 @@ def test_structured_json_garbage(fmt: ContentFormat, path: Path, document: Any) 
 
 
 CBOR_KEYS = st.one_of(st.integers(-10, 70), st.tuples(st.integers(0, 70)), st.tuples(st.integers(0, 9), st.integers(0, 9)),
+                      st.sampled_from([323, 15, 13, 4, 7, (3, 0), (323, 0), (323, 0, 15), (3, 0, 13), (3, 0, 7), (1, 0, 6)]),
                       st.just("vlo"), st.booleans(), st.binary(max_size=2))
 CBOR_SCALARS = st.one_of(SCALARS, st.binary(max_size=4), st.builds(cbor2.CBORTag, st.sampled_from([0, 1, 4, 30, 258]), SCALARS))
 CBOR_DOCS = st.recursive(

@@ -263,7 +263,6 @@ def test_check_value_accepts(registry: ObjectRegistry, path: str, value: object,
         ("/1/0/6", 1, BadRequest, ["expected Boolean", "int 1"]),
         ("/5/0/0", "abc", BadRequest, ["/5/0/0", "Package", "expected Opaque", "str 'abc'"]),
         ("/1/0/10", "11:0", BadRequest, ["APN Link", "expected Objlnk", "str '11:0'"]),
-        ("/1/0/10", ObjLink(70000, 0), BadRequest, ["APN Link", "outside 0..65535"]),
         ("/5/0/11", 3, BadRequest, ["/5/0/11", "Severity", "outside the range 0..2"]),
         ("/5/0/11", -1, BadRequest, ["outside the range 0..2"]),
         ("/5/0/13", -1, BadRequest, ["/5/0/13", "Maximum Defer Period", "0..2**64-1"]),
@@ -277,6 +276,11 @@ def test_check_value_rejects(registry: ObjectRegistry, path: str, value: object,
         check_value(registry, P(path), value)  # type: ignore[arg-type]
     for needle in needles:
         assert needle in info.value.message, (needle, info.value.message)
+
+
+def test_objlink_out_of_range_cannot_exist() -> None:
+    with pytest.raises(BadRequest, match="70000:0"):
+        ObjLink(70000, 0)
 
 
 def test_check_value_read_only_allowed_when_not_a_write(registry: ObjectRegistry) -> None:
@@ -361,7 +365,7 @@ def test_parse_cli_value(registry: ObjectRegistry, path: str, text: str, expecte
         ("/33100/0/12", "hex:0g", BadRequest, ["expected Opaque as hex", "'hex:0g'"]),
         ("/33100/0/12", "base64:!!", BadRequest, ["expected Opaque as base64"]),
         ("/1/0/10", "11-0", BadRequest, ["APN Link", "OBJECT:INSTANCE", "'11-0'"]),
-        ("/1/0/10", "11:70000", BadRequest, ["outside 0..65535"]),
+        ("/1/0/10", "11:70000", BadRequest, ["11:70000", "0..65535"]),
         ("/5/0/11", "9", BadRequest, ["Severity", "outside the range 0..2"]),
         ("/5/0/13", "-1", BadRequest, ["Maximum Defer Period", "0..2**64-1"]),
         ("/3/0/0", "ACME", MethodNotAllowed, ["/3/0/0", "Manufacturer", "not writable"]),

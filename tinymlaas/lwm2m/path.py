@@ -10,6 +10,7 @@ nest it again from the request path and the object model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import total_ordering
 from typing import Mapping, Union
 
 from tinymlaas.lwm2m.errors import BadRequest
@@ -17,9 +18,13 @@ from tinymlaas.lwm2m.errors import BadRequest
 MAX_ID = 65535
 
 
-@dataclass(frozen=True, order=True, slots=True)
+@total_ordering
+@dataclass(frozen=True, slots=True)
 class Path:
-    """An LwM2M path. Unset trailing levels are None; ``Path()`` is the root ``/``."""
+    """An LwM2M path. Unset trailing levels are None; ``Path()`` is the root ``/``.
+
+    Paths order by their ids, so a parent sorts before its children (``/3/0/6 < /3/0/6/0``).
+    """
 
     object_id: int | None = None
     instance_id: int | None = None
@@ -86,6 +91,11 @@ class Path:
             raise BadRequest(f"invalid LwM2M path {text!r}: expected /object[/instance[/resource[/ri]]]")
         return cls.of(*(int(p) for p in parts))
 
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Path):
+            return NotImplemented
+        return self.ids < other.ids
+
     def child(self, i: int) -> "Path":
         return Path.of(*self.ids, i)
 
@@ -112,16 +122,19 @@ class ObjLink:
     object_id: int
     instance_id: int
 
+    def __post_init__(self) -> None:
+        if not (0 <= self.object_id <= MAX_ID and 0 <= self.instance_id <= MAX_ID):
+            raise BadRequest(f"invalid Objlnk {self.object_id}:{self.instance_id}: ids must be 0..{MAX_ID}")
+
     def __str__(self) -> str:
         return f"{self.object_id}:{self.instance_id}"
 
     @classmethod
     def parse(cls, text: str) -> "ObjLink":
-        try:
-            a, b = text.split(":")
-            return cls(int(a), int(b))
-        except ValueError:
-            raise BadRequest(f"invalid Objlnk {text!r}: expected OBJ:INST") from None
+        a, sep, b = text.partition(":")
+        if not (sep and a.isdigit() and b.isdigit() and a.isascii() and b.isascii()):
+            raise BadRequest(f"invalid Objlnk {text!r}: expected OBJ:INST")
+        return cls(int(a), int(b))
 
 
 # String and Corelnk -> str; Integer, Unsigned Integer and Time (seconds since the epoch) ->

@@ -26,7 +26,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping
 
-from tinymlaas.lwm2m.errors import CodecError, NotAcceptable
+from tinymlaas.lwm2m.errors import BadRequest, CodecError, NotAcceptable
 from tinymlaas.lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
 from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
 from tinymlaas.lwm2m.path import MAX_ID, ObjLink, Path, Value
@@ -275,26 +275,23 @@ def path_from_ids(fmt: ContentFormat, ids: Iterable[int], where: str) -> Path:
     return Path(*ids)
 
 
-_PATH_TEXT = re.compile(r"/?(?:\d{1,5}(?:/\d{1,5}){0,3})?/?", re.ASCII)
-
-
 def parse_path(fmt: ContentFormat, text: str) -> Path:
-    """``/3/0/1`` (leading and trailing ``/`` optional) -> Path; CodecError naming it otherwise."""
-    if not _PATH_TEXT.fullmatch(text):
-        raise error(fmt, repr(text), f"{text!r} is not an LwM2M path")
-    ids = [int(p) for p in text.strip("/").split("/") if p]
-    return path_from_ids(fmt, ids, repr(text))
-
-
-_OBJLNK = re.compile(r"(\d{1,5}):(\d{1,5})", re.ASCII)
+    """``/3/0/1`` -> Path (``Path.parse``), with a CodecError naming the text instead."""
+    try:
+        return Path.parse(text)
+    except BadRequest as e:
+        raise error(fmt, repr(text), e.message) from None
 
 
 def parse_objlnk(fmt: ContentFormat, path: Path, text: object) -> ObjLink:
-    """``"3:0"`` -> ObjLink(3, 0); CodecError naming the path otherwise."""
-    m = _OBJLNK.fullmatch(text) if isinstance(text, str) else None
-    if m is None:
-        raise error(fmt, path, f"invalid Objlnk {text!r}: expected OBJECT:INSTANCE")
-    return _check_objlnk(fmt, path, ObjLink(int(m[1]), int(m[2])))
+    """``"3:0"`` -> ObjLink(3, 0) (``ObjLink.parse``, ids checked); CodecError naming the path."""
+    if not isinstance(text, str):
+        raise error(fmt, path, f"Objlnk text expected, got {type(text).__name__}")
+    try:
+        link = ObjLink.parse(text)
+    except BadRequest as e:
+        raise error(fmt, path, e.message) from None
+    return _check_objlnk(fmt, path, link)
 
 
 def b64encode(data: bytes, *, url: bool = False) -> str:

@@ -78,10 +78,6 @@ def _out(value: Value) -> Any:
     return value if isinstance(value, (str, int, float, bytes)) else str(value)
 
 
-def _as_float(fmt: ContentFormat, path: Path, raw: Any) -> Value:
-    return float(number(fmt, path, raw, "Float"))
-
-
 # ResourceType -> converter from the raw value of its field (FIELD_FOR_TYPE).
 _FROM_FIELD: dict[ResourceType, Converter] = {
     ResourceType.STRING: expect(str, "String"),
@@ -89,7 +85,7 @@ _FROM_FIELD: dict[ResourceType, Converter] = {
     ResourceType.INTEGER: lambda f, p, raw: integral(f, p, raw, "Integer"),
     ResourceType.UNSIGNED_INTEGER: lambda f, p, raw: integral(f, p, raw, "Unsigned Integer"),
     ResourceType.TIME: lambda f, p, raw: integral(f, p, raw, "Time"),
-    ResourceType.FLOAT: _as_float,
+    ResourceType.FLOAT: lambda f, p, raw: number(f, p, raw, "Float"),  # made float by check_value
     ResourceType.BOOLEAN: expect(bool, "Boolean"),
     ResourceType.OPAQUE: expect(bytes, "Opaque"),
     ResourceType.OBJLNK: lambda f, p, raw: parse_objlnk(f, p, raw),

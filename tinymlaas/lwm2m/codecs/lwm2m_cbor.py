@@ -61,7 +61,7 @@ VALUES: dict[ResourceType, Converter] = {
     ResourceType.INTEGER: expect(int, "Integer"),
     ResourceType.UNSIGNED_INTEGER: expect(int, "Unsigned Integer"),
     ResourceType.TIME: _time,
-    ResourceType.FLOAT: lambda f, p, raw: float(number(f, p, raw, "Float")),
+    ResourceType.FLOAT: lambda f, p, raw: number(f, p, raw, "Float"),  # made float by check_value
     ResourceType.BOOLEAN: expect(bool, "Boolean"),
     ResourceType.OPAQUE: expect(bytes, "Opaque"),
     ResourceType.OBJLNK: parse_objlnk,

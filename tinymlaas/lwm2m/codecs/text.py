@@ -58,7 +58,10 @@ def _dec_pattern(pattern: re.Pattern[str], convert: Callable[[str], Value], what
     def decode(path: Path, text: str) -> Value:
         if not pattern.fullmatch(text):
             raise error(FMT, path, f"invalid {what} {text!r:.40}")
-        return convert(text)
+        try:
+            return convert(text)
+        except ValueError:  # more digits than int() accepts (sys.get_int_max_str_digits)
+            raise error(FMT, path, f"{what} {text[:20]!r}... is out of range") from None
 
     return decode
 
