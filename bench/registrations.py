@@ -505,7 +505,9 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
         if server.proc.poll() is not None:
             raise RuntimeError(f"{target} died during the run:\n" + server.tail())
         rss_after = rss_bytes(pid)
+        t_stop = time.perf_counter()
         stop_rc = server.stop()
+        stop_s = time.perf_counter() - t_stop
         n = args.devices
         both = reg.latencies + upd.latencies
         result = {
@@ -532,7 +534,7 @@ def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
             "client_cpu_pct": round(100 * (reg.client_cpu_s + upd.client_cpu_s) / (reg.wall_s + upd.wall_s), 1),
             "other_cpu_pct": round(100 * (reg.system_cpu_s + upd.system_cpu_s - reg.server_cpu_s - upd.server_cpu_s
                                           - reg.client_cpu_s - upd.client_cpu_s) / (reg.wall_s + upd.wall_s), 1),
-            "server_stop_rc": stop_rc,
+            "server_stop_rc": stop_rc, "server_stop_s": round(stop_s, 2),
         }
         return result
     finally:
@@ -612,6 +614,8 @@ ROWS = [
     ("load generator CPU %", "client_cpu_pct", "{:.0f}"),
     ("other processes CPU %", "other_cpu_pct", "{:.0f}"),
     ("server start-up s", "startup_s", "{:.2f}"),
+    ("server stop s (SIGTERM)", "server_stop_s", "{:.2f}"),
+    ("server exit status", "server_stop_rc", "{}"),
 ]
 
 
@@ -743,4 +747,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        sys.exit(130)
