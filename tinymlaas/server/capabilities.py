@@ -23,7 +23,7 @@ from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.jsonvalues import content_to_json
 from tinymlaas.lwm2m.path import Path
 from tinymlaas.server.registrations import Registration, event_row
-from tinymlaas.store.tables import CapabilitySnapshot, Device, Event
+from tinymlaas.store.tables import CapabilitySnapshot, Device
 
 if TYPE_CHECKING:
     from tinymlaas.server.server import LwM2MServer
@@ -60,8 +60,7 @@ class Capabilities:
             return await self._refresh(endpoint)
         except LwM2MError as exc:
             log.info("reading capabilities of %s failed: %s", endpoint, exc)
-            ev = event_row(endpoint, "capabilities-failed", error=exc.message)
-            await self.server.store.write(lambda c: c.execute(insert(Event.__table__), [ev]))
+            await self.server.store.put(event_row(endpoint, "capabilities-failed", error=exc.message))
             return None
 
     async def _refresh(self, endpoint: str) -> dict[str, Any]:

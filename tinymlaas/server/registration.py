@@ -19,10 +19,12 @@ registration (the server's ``on_registered`` hook does).
 
 from __future__ import annotations
 
+import functools
 import logging
+import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from aiocoap import Code, Message
@@ -32,7 +34,7 @@ from tinymlaas.lwm2m.errors import BadRequest, LwM2MError, NotFound, Preconditio
 from tinymlaas.lwm2m.link_format import parse_links, registration_objects
 from tinymlaas.lwm2m.numbers import ContentFormat
 from tinymlaas.lwm2m.numbers.versions import DEFAULT_BINDING, DEFAULT_LIFETIME, SUPPORTED_VERSIONS
-from tinymlaas.server.registrations import Registration, event_row, sql_register, sql_remove, sql_update
+from tinymlaas.server.registrations import Registration, event_row, registration_rows, removal_rows
 
 if TYPE_CHECKING:
     from tinymlaas.server.server import LwM2MServer
@@ -113,8 +115,15 @@ def parse_payload(request: Message) -> tuple[str, str, tuple[int, ...]] | None:
         text = request.payload.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"registration payload is not UTF-8 at byte {exc.start}") from None
-    root, formats, _objects = registration_objects(parse_links(text))
+    root, formats = link_summary(text)
     return text, root, formats
+
+
+@functools.lru_cache(maxsize=4096)
+def link_summary(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse and check a link payload once: a fleet sends the same few payloads again and again."""
+    root, formats, _objects = registration_objects(parse_links(text))
+    return root, formats
 
 
 def error_response(exc: LwM2MError) -> Message:
@@ -122,7 +131,23 @@ def error_response(exc: LwM2MError) -> Message:
 
 
 def address_of(remote: Any) -> str:
-    return str(remote.hostinfo)
+    """``host:port`` of a UDP remote, as a CoAP URI authority (IPv4-mapped shown as IPv4).
+
+    Formatted from the socket address: aiocoap's ``hostinfo`` parses it with ``ipaddress``
+    on every call, which shows in a registration storm.
+    """
+    host, port = remote.sockaddr[0], remote.sockaddr[1]
+    if host.startswith("::ffff:") and "." in host:
+        return f"{host[7:]}:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+_ids = random.Random(secrets.randbits(64))
+
+
+def new_registration_id() -> str:
+    """10 hex digits; unique enough across restarts, cheap enough for a registration storm."""
+    return f"{_ids.getrandbits(40):010x}"
 
 
 class RegistrationInterface:
@@ -156,18 +181,19 @@ class RegistrationInterface:
         now = time.time()
         binding = params.binding or DEFAULT_BINDING
         reg = Registration(
-            id=secrets.token_hex(5), endpoint=params.endpoint, address=address_of(request.remote),
+            id=new_registration_id(), endpoint=params.endpoint, address=address_of(request.remote),
             lifetime=params.lifetime or DEFAULT_LIFETIME, binding=binding,
             lwm2m_version=params.version or "1.0", queue_mode=params.queue, sms=params.sms,
             links=links, registered_at=now, updated_at=now, root_path=root,
             content_formats=formats, remote=request.remote, last_seen=now,
         )
         old = self.server.registrations.by_endpoint.get(reg.endpoint)
-        events = [event_row(reg.endpoint, "registered", registration=reg.id, address=reg.address,
-                            lifetime=reg.lifetime, binding=binding, lwm2m=reg.lwm2m_version)]
+        rows = registration_rows(reg, now)
         if old is not None:
-            events.insert(0, event_row(reg.endpoint, "replaced", registration=old.id))
-        await self.server.store.write(lambda conn: sql_register(conn, reg, events))
+            rows.append(event_row(reg.endpoint, "replaced", registration=old.id))
+        rows.append(event_row(reg.endpoint, "registered", registration=reg.id, address=reg.address,
+                              lifetime=reg.lifetime, binding=binding, lwm2m=reg.lwm2m_version))
+        await self.server.store.put(*rows)
         replaced = self.server.registrations.put(reg)
         if replaced is not None:
             self.server.on_deregistered(replaced, "replaced")
@@ -199,7 +225,11 @@ class RegistrationInterface:
         if parsed is not None:
             changes["links"] = parsed[0]
 
-        await self.server.store.write(lambda conn: sql_update(conn, reg, changes))
+        notable = {k: v for k, v in changes.items() if k != "updated_at" and getattr(reg, k) != v}
+        rows = registration_rows(replace(reg, **changes), now)
+        if notable:
+            rows.append(event_row(reg.endpoint, "updated", registration=reg.id, **notable))
+        await self.server.store.put(*rows)
         if self.server.registrations.by_id.get(reg_id) is not reg:
             raise NotFound(f"no registration rd/{reg_id}")  # de-registered meanwhile
         for key, value in changes.items():
@@ -216,7 +246,7 @@ class RegistrationInterface:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
             raise NotFound(f"no registration rd/{reg_id}")
-        await self.server.store.write(lambda conn: sql_remove(conn, reg, "deregistered"))
+        await self.server.store.put(*removal_rows(reg, "deregistered"))
         self.server.registrations.remove(reg)
         self.server.on_deregistered(reg, "deregistered")
         return Message(code=Code.DELETED)
@@ -225,7 +255,7 @@ class RegistrationInterface:
         """Remove every registration whose lifetime ran out; record an ``expired`` event each."""
         regs = self.server.registrations.expired()
         for reg in regs:
-            await self.server.store.write(lambda conn, reg=reg: sql_remove(conn, reg, "expired"))
+            await self.server.store.put(*removal_rows(reg, "expired"))
             self.server.registrations.remove(reg)
             self.server.on_deregistered(reg, "expired")
         return len(regs)

@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import JSON, Connection, bindparam, select, text
 
 from tinymlaas.lwm2m.link_format import parse_links, registration_objects
 from tinymlaas.store import tables
+from tinymlaas.store.store import Row, Statement
 
 
 @dataclass(slots=True, eq=False)
@@ -117,43 +118,38 @@ class RegistrationTable:
         return out
 
 
-# -- SQL (run on the store's writer thread) ---------------------------------------------
+# -- rows for the store (batched with executemany) -------------------------------------
 
-R = tables.Registration.__table__
-D = tables.Device.__table__
-E = tables.Event.__table__
+REG_COLUMNS = ("id", "endpoint", "address", "lifetime", "binding", "lwm2m_version", "queue_mode", "sms",
+               "links", "registered_at", "updated_at")
 
-
-def event_row(endpoint: str, kind: str, **detail: Any) -> dict[str, Any]:
-    return {"ts": time.time(), "endpoint": endpoint, "kind": kind, "detail": detail}
-
-
-def sql_register(conn: Connection, reg: Registration, events: list[dict[str, Any]]) -> None:
-    now = reg.registered_at
-    conn.execute(delete(R).where(R.c.endpoint == reg.endpoint))
-    conn.execute(insert(R).values(**reg.row()))
-    changed = conn.execute(
-        update(D).where(D.c.endpoint == reg.endpoint).values(last_seen=now, lwm2m_version=reg.lwm2m_version)
-    ).rowcount
-    if not changed:
-        conn.execute(insert(D).values(endpoint=reg.endpoint, first_seen=now, last_seen=now,
-                                      lwm2m_version=reg.lwm2m_version, tags=""))
-    conn.execute(insert(E), events)
+# Upserts in the syntax SQLite (3.24+) and PostgreSQL share.
+UPSERT_REGISTRATION = Statement("upsert registration", text(
+    f"INSERT INTO registrations ({', '.join(REG_COLUMNS)}) VALUES ({', '.join(':' + c for c in REG_COLUMNS)}) "
+    f"ON CONFLICT (endpoint) DO UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in REG_COLUMNS if c != 'endpoint')}"))
+DELETE_REGISTRATION = Statement("delete registration", text("DELETE FROM registrations WHERE id = :id"), key="id")
+TOUCH_DEVICE = Statement("upsert device", text(
+    "INSERT INTO devices (endpoint, first_seen, last_seen, lwm2m_version, tags) "
+    "VALUES (:endpoint, :now, :now, :lwm2m_version, '') "
+    "ON CONFLICT (endpoint) DO UPDATE SET last_seen = excluded.last_seen, lwm2m_version = excluded.lwm2m_version"))
+INSERT_EVENT = Statement("insert event", text(
+    "INSERT INTO events (ts, endpoint, kind, detail) VALUES (:ts, :endpoint, :kind, :detail)"
+).bindparams(bindparam("detail", type_=JSON)))
 
 
-def sql_update(conn: Connection, reg: Registration, changes: dict[str, Any]) -> None:
-    """Apply an Update; changes other than the timestamp are logged as an event."""
-    conn.execute(update(R).where(R.c.id == reg.id).values(**changes))
-    conn.execute(update(D).where(D.c.endpoint == reg.endpoint).values(last_seen=changes["updated_at"]))
-    notable = {k: v for k, v in changes.items() if k != "updated_at"}
-    if notable:
-        conn.execute(insert(E), [event_row(reg.endpoint, "updated", registration=reg.id, **notable)])
+def event_row(endpoint: str, kind: str, **detail: Any) -> Row:
+    return Row(INSERT_EVENT, {"ts": time.time(), "endpoint": endpoint, "kind": kind, "detail": detail})
 
 
-def sql_remove(conn: Connection, reg: Registration, kind: str) -> None:
-    conn.execute(delete(R).where(R.c.id == reg.id))
-    conn.execute(insert(E), [event_row(reg.endpoint, kind, registration=reg.id)])
+def registration_rows(reg: Registration, now: float) -> list[Row]:
+    return [Row(UPSERT_REGISTRATION, reg.row()),
+            Row(TOUCH_DEVICE, {"endpoint": reg.endpoint, "now": now, "lwm2m_version": reg.lwm2m_version})]
+
+
+def removal_rows(reg: Registration, kind: str) -> list[Row]:
+    return [Row(DELETE_REGISTRATION, {"id": reg.id}),
+            event_row(reg.endpoint, kind, registration=reg.id)]
 
 
 def sql_load(conn: Connection) -> list[Registration]:
-    return [Registration.from_row(r) for r in conn.execute(select(R))]
+    return [Registration.from_row(r) for r in conn.execute(select(tables.Registration.__table__))]

@@ -21,7 +21,7 @@ from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.model import ObjectRegistry, default_registry
 from tinymlaas.lwm2m.model.ddf import parse_ddf
 from tinymlaas.lwm2m.path import Content, Path
-from tinymlaas.server import operations as ops
+from tinymlaas.server import dedup, operations as ops
 from tinymlaas.server.capabilities import Capabilities
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, DeviceClient
 from tinymlaas.server.observation import Observations
@@ -79,6 +79,7 @@ class LwM2MServer:
                 self.objects.add(model)
         self.context = await aiocoap.Context.create_server_context(
             RootResource(self), bind=(host, port), transports=["udp6"])
+        dedup.install(self.context)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])

@@ -1,15 +1,21 @@
 """The store: one writer thread that commits batches, so the event loop never waits on disk.
 
-``await store.write(fn)`` queues ``fn(connection)``; the writer thread takes everything queued
-while its previous commit ran, runs each function in its own SAVEPOINT (one failing write
-does not undo the others) and commits the batch once. The coroutine resumes only after that
-commit: an acknowledged registration is in the database (for SQLite: in the WAL file, which
-survives a kill -9 of this process; ``synchronous=NORMAL`` skips the fsync per commit, so
-only an OS crash or power loss can lose the last batches). ``await store.read(fn)`` runs a
-query on a worker thread.
+Two kinds of write, both acknowledged only after the batch that holds them committed:
 
-Any SQLAlchemy URL works (PostgreSQL by URL); SQLite gets WAL mode. This module knows the
-tables only to create them; what to write is the callers' business.
+- ``await store.put(Row(stmt, params), ...)``: rows for prepared ``Statement``s (the hot path:
+  registrations, updates, events). The writer groups the rows of a batch by statement and
+  runs each statement once with ``executemany``; rows that touch the same key (endpoint)
+  twice in one batch start a new group, so their order is kept.
+- ``await store.write(fn)``: any ``fn(connection)`` (rare writes: imports, snapshots).
+
+A batch is everything queued while the previous commit ran. If its transaction fails, each
+job is retried alone, so one bad write fails by itself and the others land. For SQLite the
+database runs in WAL mode with ``synchronous=NORMAL``: a commit is in the WAL file (which
+survives a kill -9 of this process) without an fsync per commit; only an OS crash or power
+loss can lose the last batches. ``await store.read(fn)`` runs a query on a worker thread.
+
+Any SQLAlchemy URL works (PostgreSQL by URL). This module knows the tables only to create
+them; which rows to write is the callers' business.
 """
 
 from __future__ import annotations
@@ -18,10 +24,11 @@ import asyncio
 import logging
 import queue
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
-from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Connection, TextClause, create_engine, event
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
@@ -30,7 +37,7 @@ from tinymlaas.store import tables  # noqa: F401  (registers the tables on SQLMo
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 2000
+MAX_BATCH = 4000
 
 
 def default_url(home: Path) -> str:
@@ -41,7 +48,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=5000")
     cur.close()
 
@@ -55,7 +61,37 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-_Job = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+@dataclass(frozen=True, eq=False)
+class Statement:
+    """A prepared statement for ``put``; ``key`` names the parameter that identifies the row."""
+
+    name: str
+    sql: TextClause
+    key: str = "endpoint"
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    stmt: Statement
+    params: dict[str, Any]
+
+
+@dataclass(eq=False)
+class _Job:
+    loop: asyncio.AbstractEventLoop
+    future: "asyncio.Future[Any]"
+    rows: Sequence[Row] = ()
+    fn: Callable[[Connection], Any] | None = None
+    ok: bool = True
+    result: Any = None
+    keys: frozenset[Any] = field(default_factory=frozenset)
+
+    def run(self, conn: Connection) -> None:
+        if self.fn is not None:
+            self.result = self.fn(conn)
+        else:
+            for row in self.rows:
+                conn.execute(row.stmt.sql, row.params)
 
 
 class Store:
@@ -68,7 +104,7 @@ class Store:
         self._jobs: "queue.SimpleQueue[_Job | None]" = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0
-        self.writes = 0
+        self.jobs = 0
 
     def start(self) -> None:
         if self._thread is None:
@@ -82,14 +118,22 @@ class Store:
             self._thread = None
         self.engine.dispose()
 
-    async def write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in the next batch; return its result once the batch is committed."""
+    def _submit(self, job: _Job) -> "asyncio.Future[Any]":
         if self._thread is None:
             raise RuntimeError("store is not started")
+        self._jobs.put(job)
+        return job.future
+
+    async def put(self, *rows: Row) -> None:
+        """Write these rows in the next batch, in one transaction with it."""
         loop = asyncio.get_running_loop()
-        fut: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((fn, loop, fut))
-        return await fut
+        keys = frozenset(r.params[r.stmt.key] for r in rows)
+        await self._submit(_Job(loop, loop.create_future(), rows=rows, keys=keys))
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in the next batch; return its result once the batch is committed."""
+        loop = asyncio.get_running_loop()
+        return await self._submit(_Job(loop, loop.create_future(), fn=fn))  # type: ignore[no-any-return]
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         return await asyncio.to_thread(self.read_sync, fn)
@@ -99,19 +143,19 @@ class Store:
             return fn(conn)
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
-        """For start-up and tools, before the event loop runs: one function, one commit."""
+        """For tools and tests outside the event loop: one function, one commit."""
         with self.engine.begin() as conn:
             return fn(conn)
 
     # -- the writer thread --------------------------------------------------------------
 
     def _writer(self) -> None:
-        stop = False
-        while not stop:
+        while True:
             first = self._jobs.get()
             if first is None:
-                break
+                return
             batch = [first]
+            stop = False
             while len(batch) < MAX_BATCH:
                 try:
                     job = self._jobs.get_nowait()
@@ -122,30 +166,63 @@ class Store:
                     break
                 batch.append(job)
             self._commit(batch)
+            if stop:
+                return
 
     def _commit(self, batch: list[_Job]) -> None:
-        results: list[tuple[bool, Any]] = []
         try:
             with self.engine.begin() as conn:
-                for fn, _loop, _fut in batch:
-                    try:
-                        with conn.begin_nested():
-                            results.append((True, fn(conn)))
-                    except Exception as exc:  # one bad write fails alone
-                        results.append((False, exc))
-        except Exception as exc:  # the commit itself failed: nothing of the batch landed
-            log.exception("store commit failed")
-            results = [(False, exc)] * len(batch)
+                _run_grouped(conn, batch)
+        except Exception:
+            log.warning("batch of %d writes failed; retrying them one by one", len(batch), exc_info=True)
+            for job in batch:
+                try:
+                    with self.engine.begin() as conn:
+                        job.run(conn)
+                    job.ok = True
+                except Exception as exc:
+                    job.ok, job.result = False, exc
         self.batches += 1
-        self.writes += len(batch)
-        for (_fn, loop, fut), (ok, value) in zip(batch, results):
-            loop.call_soon_threadsafe(_settle, fut, ok, value)
+        self.jobs += len(batch)
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        for job in batch:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():  # one wake-up per loop and batch
+            try:
+                loop.call_soon_threadsafe(_settle, jobs)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
 
 
-def _settle(fut: "asyncio.Future[Any]", ok: bool, value: Any) -> None:
-    if fut.done():
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _run_grouped(conn: Connection, batch: list[_Job]) -> None:
+    """Run the batch in order; consecutive row jobs on distinct keys share one executemany."""
+    group: dict[Statement, list[dict[str, Any]]] = {}
+    keys: set[Any] = set()
+
+    def flush() -> None:
+        for stmt, params in group.items():
+            conn.execute(stmt.sql, params)
+        group.clear()
+        keys.clear()
+
+    for job in batch:
+        if job.fn is not None:
+            flush()
+            job.result = job.fn(conn)
+            continue
+        if keys & job.keys:
+            flush()
+        keys.update(job.keys)
+        for row in job.rows:
+            group.setdefault(row.stmt, []).append(row.params)
+    flush()
+
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.done():
+            continue
+        if job.ok:
+            job.future.set_result(job.result)
+        else:
+            job.future.set_exception(job.result)
