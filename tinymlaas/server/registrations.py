@@ -134,7 +134,7 @@ TOUCH_DEVICE = Statement("upsert device", text(
     "ON CONFLICT (endpoint) DO UPDATE SET last_seen = excluded.last_seen, lwm2m_version = excluded.lwm2m_version"))
 INSERT_EVENT = Statement("insert event", text(
     "INSERT INTO events (ts, endpoint, kind, detail) VALUES (:ts, :endpoint, :kind, :detail)"
-).bindparams(bindparam("detail", type_=JSON)))
+).bindparams(bindparam("detail", type_=JSON)), json=("detail",))
 
 
 def event_row(endpoint: str, kind: str, **detail: Any) -> Row:
