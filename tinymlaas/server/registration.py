@@ -24,8 +24,8 @@ import logging
 import random
 import secrets
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiocoap import Code, Message
 
@@ -47,9 +47,9 @@ MAX_LIFETIME = 2**31 - 1
 BINDING_LETTERS = frozenset("USTNQ")
 
 
-@dataclass(frozen=True, slots=True)
-class RegisterParams:
-    """The query parameters of a Register or Update (None: not given)."""
+class RegisterParams(NamedTuple):
+    """The query parameters of a Register or Update (None: not given). A NamedTuple, not a
+    frozen dataclass: it is built once per registration and that is measurably cheaper."""
 
     endpoint: str | None = None
     lifetime: int | None = None

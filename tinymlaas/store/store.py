@@ -25,7 +25,7 @@ import json
 import logging
 import queue
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -83,15 +83,16 @@ class Row:
     params: dict[str, Any]
 
 
-@dataclass(eq=False)
 class _Job:
-    loop: asyncio.AbstractEventLoop
-    future: "asyncio.Future[Any]"
-    rows: Sequence[Row] = ()
-    fn: Callable[[Connection], Any] | None = None
-    ok: bool = True
-    result: Any = None
-    keys: frozenset[Any] = field(default_factory=frozenset)
+    """One ``put`` or ``write`` waiting for the next batch (plain slots: one per registration)."""
+
+    __slots__ = ("loop", "future", "rows", "fn", "ok", "result", "keys")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: "asyncio.Future[Any]", rows: Sequence[Row] = (),
+                 fn: Callable[[Connection], Any] | None = None, keys: frozenset[Any] = frozenset()) -> None:
+        self.loop, self.future, self.rows, self.fn, self.keys = loop, future, rows, fn, keys
+        self.ok: bool = True
+        self.result: Any = None
 
     def run(self, conn: Connection) -> None:
         if self.fn is not None:
