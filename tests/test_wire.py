@@ -158,3 +158,42 @@ def test_any_register_gets_2_01_or_4_xx(bg, query, payload):
     else:
         assert resp.payload, "a refusal carries a diagnostic"
         assert len(after) == before, "a refused Register writes nothing"
+
+
+def coap_register_bytes(mid: int, token: bytes, ep: str) -> bytes:
+    """A CON POST /rd?ep=..&lt=60 with a link payload, encoded by hand (RFC 7252 section 3)."""
+    def opt(delta: int, value: bytes) -> bytes:
+        assert delta < 13 and len(value) < 13
+        return bytes([(delta << 4) | len(value)]) + value
+    header = bytes([0x40 | len(token), 0x02]) + mid.to_bytes(2, "big") + token
+    options = opt(11, b"rd") + opt(1, bytes([40])) + opt(3, f"ep={ep}".encode()) + opt(0, b"lt=60")
+    return header + options + b"\xff" + b"</3/0>"
+
+
+async def test_retransmitted_register_is_answered_from_the_duplicate_cache(server):
+    """A CON sent twice (same message id, as a client does when the ACK is lost) registers once
+    and gets the same bytes back (RFC 7252 4.5), from the server's lean duplicate cache."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data, addr):
+            received.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Proto, remote_addr=("127.0.0.1", server.address[1]))
+    try:
+        datagram = coap_register_bytes(0x1234, b"\xa1\xb2", "twice")
+        transport.sendto(datagram)
+        first = await asyncio.wait_for(received.get(), 5)
+        transport.sendto(datagram)
+        second = await asyncio.wait_for(received.get(), 5)
+    finally:
+        transport.close()
+    assert first == second
+    assert first[0] >> 4 & 0x3 == 2 and first[1] == 0x41  # ACK, 2.01 Created
+    assert first[2:4] == b"\x12\x34" and first[4:6] == b"\xa1\xb2"
+    assert [r.endpoint for r in rows(server, Registration)] == ["twice"]
+    assert [e.kind for e in rows(server, Event)] == ["registered"]
+    from tinymlaas.server.dedup import EncodedResponse
+    cache = server.context.request_interfaces[0].token_interface._recent_messages
+    assert any(isinstance(v, EncodedResponse) for v in cache.values())
