@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tinymlaas.lwm2m.path import Path
 from tinymlaas.server.queue import QueueDeadlineExpired
-from tinymlaas.store.tables import ObservedValue
+from tinymlaas.store.tables import OBSERVED_VALUES
 from tests.conftest import Peer
 
 
@@ -63,7 +63,7 @@ async def test_observe_notifications_stored_and_published(server, battery_device
         battery_device.level = level
         battery_device.updated_state()
         assert await asyncio.wait_for(sub.get(), 5) == {Path(3, 0, 9): level}
-    rows = server.store.read_sync(lambda c: list(c.execute(select(ObservedValue.__table__))))
+    rows = server.store.read_sync(lambda c: list(c.execute(select(OBSERVED_VALUES))))
     assert [(r.endpoint, r.path, r.data) for r in rows] == [("bat", "/3/0/9", {"/3/0/9": 70})]
     assert obs.notifications == 2
 

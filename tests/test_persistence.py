@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store import Store
-from tinymlaas.store.tables import Registration
+from tinymlaas.store.tables import REGISTRATIONS
 from tests.conftest import CatchAll, Peer
 
 
@@ -80,6 +80,6 @@ async def test_kill_9_loses_no_acknowledged_registration(tmp_path: FsPath):
             proc.kill()
     assert len(acked) == 200
     store = Store(f"sqlite:///{db}")
-    ids = store.read_sync(lambda c: {r.id for r in c.execute(select(Registration.__table__))})
+    ids = store.read_sync(lambda c: {r.id for r in c.execute(select(REGISTRATIONS))})
     store.close()
     assert set(acked) <= ids

@@ -16,7 +16,7 @@ from tinymlaas.lwm2m.errors import BadRequest
 from tinymlaas.lwm2m.model import default_registry
 from tinymlaas.lwm2m.path import ObjLink, Path
 from tinymlaas.server.operations import DeviceError
-from simulator.client import FORMATS, ClientConfig, LwM2MClient
+from simulator.client import ClientConfig, LwM2MClient
 from simulator.objects import ObjectTree
 
 

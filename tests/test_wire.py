@@ -10,7 +10,6 @@ import asyncio
 import re
 import shutil
 import socket
-import subprocess
 import threading
 from concurrent.futures import Future
 from pathlib import Path as FsPath

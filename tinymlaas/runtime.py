@@ -98,7 +98,7 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     config = uvicorn.Config(create_app(server, token), log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
-    uv.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the caller handles signals
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
         await asyncio.sleep(0.01)

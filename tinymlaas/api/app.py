@@ -31,7 +31,7 @@ from tinymlaas.lwm2m.model.ddf import parse_ddf
 from tinymlaas.lwm2m.model.values import parse_cli_value
 from tinymlaas.lwm2m.path import Path
 from tinymlaas.server.server import LwM2MServer
-from tinymlaas.store.tables import CapabilitySnapshot, Device, Event, ObjectDefinition, ObservedValue
+from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES, EVENTS, OBJECT_DEFINITIONS, OBSERVED_VALUES
 
 
 def http_status(code: Code) -> int:
@@ -91,7 +91,7 @@ def create_app(server: LwM2MServer, token: str) -> FastAPI:
 
     @app.get("/devices", dependencies=[Depends(auth)])
     async def devices() -> list[dict[str, Any]]:
-        rows = await server.store.read(lambda c: list(c.execute(select(Device.__table__).order_by("endpoint"))))
+        rows = await server.store.read(lambda c: list(c.execute(select(DEVICES).order_by("endpoint"))))
         out = []
         for row in rows:
             reg = server.registrations.by_endpoint.get(row.endpoint)
@@ -106,12 +106,12 @@ def create_app(server: LwM2MServer, token: str) -> FastAPI:
     @app.get("/devices/{endpoint}", dependencies=[Depends(auth)])
     async def device(endpoint: str) -> dict[str, Any]:
         def q(c: Any) -> tuple[Any, Any, list[Any], list[Any]]:
-            dev = c.execute(select(Device.__table__).where(Device.__table__.c.endpoint == endpoint)).first()
-            snap = c.execute(select(CapabilitySnapshot.__table__)
-                             .where(CapabilitySnapshot.__table__.c.endpoint == endpoint)
+            dev = c.execute(select(DEVICES).where(DEVICES.c.endpoint == endpoint)).first()
+            snap = c.execute(select(CAPABILITY_SNAPSHOTS)
+                             .where(CAPABILITY_SNAPSHOTS.c.endpoint == endpoint)
                              .order_by(desc("taken_at")).limit(1)).first()
-            obs = list(c.execute(select(ObservedValue.__table__).where(ObservedValue.__table__.c.endpoint == endpoint)))
-            evs = list(c.execute(select(Event.__table__).where(Event.__table__.c.endpoint == endpoint)
+            obs = list(c.execute(select(OBSERVED_VALUES).where(OBSERVED_VALUES.c.endpoint == endpoint)))
+            evs = list(c.execute(select(EVENTS).where(EVENTS.c.endpoint == endpoint)
                                  .order_by(desc("id")).limit(20)))
             return dev, snap, obs, evs
         dev, snap, obs, evs = await server.store.read(q)
@@ -217,7 +217,7 @@ def create_app(server: LwM2MServer, token: str) -> FastAPI:
     async def import_objects(xml: str = Body(..., media_type="application/xml")) -> dict[str, Any]:
         models = parse_ddf(xml, source="uploaded DDF")
         now = time.time()
-        table = ObjectDefinition.__table__
+        table = OBJECT_DEFINITIONS
 
         def save(c: Any) -> None:
             for m in models:
@@ -230,7 +230,7 @@ def create_app(server: LwM2MServer, token: str) -> FastAPI:
 
     @app.get("/events", dependencies=[Depends(auth)])
     async def events(endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        t = Event.__table__
+        t = EVENTS
         q = select(t).order_by(desc("id")).limit(min(max(limit, 1), 10000))
         if endpoint:
             q = q.where(t.c.endpoint == endpoint)

@@ -23,7 +23,7 @@ from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.jsonvalues import content_to_json
 from tinymlaas.lwm2m.path import Path
 from tinymlaas.server.registrations import Registration, event_row
-from tinymlaas.store.tables import CapabilitySnapshot, Device
+from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES
 
 if TYPE_CHECKING:
     from tinymlaas.server.server import LwM2MServer
@@ -39,9 +39,9 @@ ProfileMatcher = Callable[[dict[str, Any]], "tuple[str, dict[str, Any]] | None"]
 
 
 def sql_snapshot(conn: Connection, endpoint: str, source: str, data: dict[str, Any], profile: str | None) -> None:
-    conn.execute(insert(CapabilitySnapshot.__table__).values(endpoint=endpoint, taken_at=time.time(),
+    conn.execute(insert(CAPABILITY_SNAPSHOTS).values(endpoint=endpoint, taken_at=time.time(),
                                                              source=source, data=data))
-    conn.execute(update(Device.__table__).where(Device.__table__.c.endpoint == endpoint)
+    conn.execute(update(DEVICES).where(DEVICES.c.endpoint == endpoint)
                  .values(capability_source=source, profile=profile))
 
 

@@ -15,6 +15,7 @@ They are not re-established after a server restart.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,13 +29,13 @@ from tinymlaas.lwm2m.jsonvalues import content_to_json
 from tinymlaas.lwm2m.path import Path, Value
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, preferred_format
 from tinymlaas.server.operations import Observe, decode_response
-from tinymlaas.store.tables import ObservedValue
+from tinymlaas.store.tables import OBSERVED_VALUES
 
 if TYPE_CHECKING:
     from tinymlaas.server.server import LwM2MServer
 
 log = logging.getLogger(__name__)
-OV = ObservedValue.__table__
+
 SUBSCRIBER_QUEUE = 256
 
 
@@ -56,8 +57,8 @@ class LiveObservation:
 
 
 def sql_latest(conn: Connection, endpoint: str, path: Path, fmt: int, content: dict[Path, Value]) -> None:
-    conn.execute(delete(OV).where(OV.c.endpoint == endpoint, OV.c.path == str(path)))
-    conn.execute(insert(OV).values(endpoint=endpoint, path=str(path), updated_at=time.time(),
+    conn.execute(delete(OBSERVED_VALUES).where(OBSERVED_VALUES.c.endpoint == endpoint, OBSERVED_VALUES.c.path == str(path)))
+    conn.execute(insert(OBSERVED_VALUES).values(endpoint=endpoint, path=str(path), updated_at=time.time(),
                                    content_format=fmt, data=content_to_json(content)))
 
 
@@ -101,8 +102,8 @@ class Observations:
                     continue
                 obs.latest = content
                 obs.notifications += 1
-                await self.server.store.write(
-                    lambda c, content=content: sql_latest(c, obs.endpoint, obs.path, obs.content_format, content))
+                await self.server.store.write(functools.partial(
+                    sql_latest, endpoint=obs.endpoint, path=obs.path, fmt=obs.content_format, content=content))
                 for q in list(obs.subscribers):
                     if q.full():
                         q.get_nowait()  # a slow subscriber loses the oldest value, never blocks us

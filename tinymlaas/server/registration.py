@@ -19,6 +19,7 @@ registration (the server's ``on_registered`` hook does).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -254,8 +255,9 @@ class RegistrationInterface:
     async def expire(self) -> int:
         """Remove every registration whose lifetime ran out; record an ``expired`` event each."""
         regs = self.server.registrations.expired()
+        await asyncio.gather(*(self.server.store.put(*removal_rows(reg, "expired")) for reg in regs))
         for reg in regs:
-            await self.server.store.put(*removal_rows(reg, "expired"))
-            self.server.registrations.remove(reg)
-            self.server.on_deregistered(reg, "expired")
+            if self.server.registrations.by_id.get(reg.id) is reg and reg.expires_at <= time.time():
+                self.server.registrations.remove(reg)
+                self.server.on_deregistered(reg, "expired")
         return len(regs)

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import JSON, Connection, bindparam, select, text
 
-from tinymlaas.lwm2m.link_format import parse_links, registration_objects
+from tinymlaas.lwm2m.link_format import RegisteredObject, parse_links, registration_objects
 from tinymlaas.store import tables
 from tinymlaas.store.store import Row, Statement
 
@@ -42,7 +42,7 @@ class Registration:
     def expires_at(self) -> float:
         return self.updated_at + self.lifetime
 
-    def objects(self) -> dict[int, dict[str, Any]]:
+    def objects(self) -> dict[int, RegisteredObject]:
         return registration_objects(parse_links(self.links))[2]
 
     def row(self) -> dict[str, Any]:
@@ -152,4 +152,4 @@ def removal_rows(reg: Registration, kind: str) -> list[Row]:
 
 
 def sql_load(conn: Connection) -> list[Registration]:
-    return [Registration.from_row(r) for r in conn.execute(select(tables.Registration.__table__))]
+    return [Registration.from_row(r) for r in conn.execute(select(tables.REGISTRATIONS))]

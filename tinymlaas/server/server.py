@@ -17,7 +17,6 @@ from aiocoap import Code, Message
 from aiocoap.resource import PathCapable, Resource
 from sqlalchemy import select
 
-from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.model import ObjectRegistry, default_registry
 from tinymlaas.lwm2m.model.ddf import parse_ddf
 from tinymlaas.lwm2m.path import Content, Path
@@ -26,10 +25,10 @@ from tinymlaas.server.capabilities import Capabilities
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, DeviceClient
 from tinymlaas.server.observation import Observations
 from tinymlaas.server.queue import QueueMode
-from tinymlaas.server.registration import RegistrationInterface, error_response
+from tinymlaas.server.registration import RegistrationInterface
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
 from tinymlaas.store import Store
-from tinymlaas.store.tables import ObjectDefinition
+from tinymlaas.store.tables import OBJECT_DEFINITIONS
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ class LwM2MServer:
         self.store.start()
         for reg in await self.store.read(sql_load):
             self.registrations.put(reg)
-        for row in await self.store.read(lambda c: list(c.execute(select(ObjectDefinition.__table__)))):
+        for row in await self.store.read(lambda c: list(c.execute(select(OBJECT_DEFINITIONS)))):
             for model in parse_ddf(row.xml, source=f"imported object {row.object_id}"):
                 self.objects.add(model)
         self.context = await aiocoap.Context.create_server_context(
@@ -162,5 +161,3 @@ class LwM2MServer:
     async def delete(self, endpoint: str, path: Path, **kw: Any) -> None:
         await self.send(endpoint, ops.Delete(path), **kw)
 
-
-__all__ = ["LwM2MServer", "LwM2MError", "error_response"]

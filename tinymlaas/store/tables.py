@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, Text
+from sqlalchemy import JSON, Column, Index, Table, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -85,3 +85,16 @@ class ObjectDefinition(SQLModel, table=True):
     name: str
     xml: str = Field(sa_column=Column(Text))
     imported_at: float
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined,no-any-return]
+
+
+# The Core tables, for queries and bulk statements.
+DEVICES = _table(Device)
+REGISTRATIONS = _table(Registration)
+CAPABILITY_SNAPSHOTS = _table(CapabilitySnapshot)
+OBSERVED_VALUES = _table(ObservedValue)
+EVENTS = _table(Event)
+OBJECT_DEFINITIONS = _table(ObjectDefinition)

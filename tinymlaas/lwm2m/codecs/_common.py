@@ -80,7 +80,7 @@ def expect(pytype: type, what: str) -> Converter:
     def convert(fmt: ContentFormat, path: Path, raw: Any) -> Value:
         if not isinstance(raw, pytype) or (pytype is not bool and isinstance(raw, bool)):
             raise error(fmt, path, f"{what} value expected, got {type(raw).__name__}")
-        return raw  # type: ignore[no-any-return]
+        return raw  # type: ignore[no-any-return,return-value]
 
     return convert
 
