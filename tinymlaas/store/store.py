@@ -158,6 +158,10 @@ class Store:
     # -- the writer thread --------------------------------------------------------------
 
     def _writer(self) -> None:
+        with self.engine.connect() as conn:  # one connection for the thread's life: no pool round trips
+            self._write_batches(conn)
+
+    def _write_batches(self, conn: Connection) -> None:
         while True:
             first = self._jobs.get()
             if first is None:
@@ -173,19 +177,21 @@ class Store:
                     stop = True
                     break
                 batch.append(job)
-            self._commit(batch)
+            self._commit(conn, batch)
             if stop:
                 return
 
-    def _commit(self, batch: list[_Job]) -> None:
+    def _commit(self, conn: Connection, batch: list[_Job]) -> None:
         try:
-            with self.engine.begin() as conn:
+            with conn.begin():
                 _run_grouped(conn, batch)
         except Exception:
             log.warning("batch of %d writes failed; retrying them one by one", len(batch), exc_info=True)
             for job in batch:
                 try:
-                    with self.engine.begin() as conn:
+                    if conn.invalidated:
+                        conn.rollback()  # a lost database connection reconnects on next use
+                    with conn.begin():
                         job.run(conn)
                     job.ok = True
                 except Exception as exc:
@@ -220,7 +226,7 @@ def execute_many(conn: Connection, stmt: Statement, params: list[dict[str, Any]]
     sql, order = _compiled[key]
     if stmt.json:
         params = [{**p, **{k: json.dumps(p[k]) for k in stmt.json}} for p in params]
-    conn.exec_driver_sql(sql, [tuple(p[k] for k in order) for p in params])
+    conn.exec_driver_sql(sql, [tuple(p[k] for k in order) for p in params])  # type: ignore[arg-type]
 
 
 def _run_grouped(conn: Connection, batch: list[_Job]) -> None:
