@@ -30,6 +30,7 @@ from tinymlaas.lwm2m.link_format import Link, format_links
 from tinymlaas.lwm2m.numbers import ContentFormat
 from tinymlaas.lwm2m.numbers.content_formats import canonical
 from tinymlaas.lwm2m.path import Path
+from tinymlaas.lwm2m.transport import response_within
 from simulator.objects import ObjectTree
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,7 @@ class LwM2MClient:
         msg.opt.uri_query = query
         if payload:
             msg.opt.content_format = int(CF.LINK)
-        return await asyncio.wait_for(self.context.request(msg).response, 30)
+        return await response_within(self.context.request(msg), 30)
 
     async def register(self) -> None:
         query = [f"ep={self.config.endpoint}", f"lt={self.config.lifetime}"]

@@ -19,6 +19,7 @@ from tinymlaas.lwm2m.model import ObjectRegistry
 from tinymlaas.lwm2m.path import Path, Value
 
 ExecuteHandler = Callable[[str], "Awaitable[None] | None"]
+WriteHandler = Callable[[Value], None]
 Listener = Callable[[Path], None]
 
 
@@ -28,6 +29,7 @@ class ObjectTree:
         self.values: dict[Path, Value] = {}
         self.instances: set[tuple[int, int]] = set()
         self.executables: dict[Path, ExecuteHandler] = {}
+        self.write_handlers: dict[Path, WriteHandler] = {}
         self.listeners: list[Listener] = []
 
     # -- building ----------------------------------------------------------------------
@@ -44,6 +46,10 @@ class ObjectTree:
 
     def on_execute(self, path: Path, handler: ExecuteHandler) -> None:
         self.executables[path] = handler
+
+    def on_write(self, path: Path, handler: WriteHandler) -> None:
+        """Writes to ``path`` go to ``handler`` instead of being stored (e.g. a Package)."""
+        self.write_handlers[path] = handler
 
     def set(self, path: Path, value: Value) -> None:
         """Change a value from the device side (sensor reading, state machine)."""
@@ -91,9 +97,13 @@ class ObjectTree:
         if replace and path.depth == 3:  # replacing a multiple resource drops its old instances
             for p in [p for p in self.values if p.startswith(path) and p.depth == 4]:
                 del self.values[p]
-        self.values.update(content)
-        for p in content:
-            self._changed(p)
+        for p, v in content.items():
+            handler = self.write_handlers.get(p)
+            if handler is not None:
+                handler(v)
+            else:
+                self.values[p] = v
+                self._changed(p)
 
     async def execute(self, path: Path, arguments: str) -> None:
         model = self.registry.resource(path.object_id, path.resource_id)  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from tinymlaas.cli import fleet
 from tinymlaas.cli.client import CliError, call, stream
 from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.numbers import ContentFormat
@@ -297,6 +298,8 @@ def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"
     for o in r["imported"]:
         out.print(f"imported object {o['id']} {o['name']} ({o['resources']} resources)")
 
+
+fleet.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()

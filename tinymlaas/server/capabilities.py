@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from sqlalchemy import Connection, insert, update
 
+from device_profiles import Profile, match_device
 from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.jsonvalues import content_to_json
 from tinymlaas.lwm2m.path import Path
@@ -45,11 +46,20 @@ def sql_snapshot(conn: Connection, endpoint: str, source: str, data: dict[str, A
                  .values(capability_source=source, profile=profile))
 
 
+def profile_matcher(profiles: Mapping[str, Profile]) -> ProfileMatcher:
+    """Match a Device-object reading (manufacturer, model number) to one of ``profiles``."""
+    def match(data: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        profile = match_device(data.get("manufacturer"), data.get("model_number"), profiles)
+        return (profile.name, profile.figures()) if profile is not None else None
+    return match
+
+
 class Capabilities:
-    def __init__(self, server: "LwM2MServer", enabled: bool = True) -> None:
+    def __init__(self, server: "LwM2MServer", enabled: bool = True,
+                 profiles: Mapping[str, Profile] | None = None) -> None:
         self.server = server
         self.enabled = enabled
-        self.profile_matcher: ProfileMatcher | None = None
+        self.profile_matcher: ProfileMatcher | None = profile_matcher(profiles) if profiles else None
 
     def on_registered(self, reg: Registration) -> None:
         if self.enabled:

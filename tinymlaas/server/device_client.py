@@ -23,6 +23,7 @@ from aiocoap import error as coap_error
 
 from tinymlaas.lwm2m.errors import LwM2MError, NotFound
 from tinymlaas.lwm2m.numbers import ContentFormat
+from tinymlaas.lwm2m.transport import response_within
 from tinymlaas.server.operations import Operation
 from tinymlaas.server.registrations import Registration
 
@@ -79,13 +80,12 @@ class DeviceClient:
         await self.server.queue.wait_awake(reg, queue_deadline if queue_deadline is not None else timeout)
         chosen = ContentFormat(fmt) if fmt is not None else preferred_format(reg)
         request = self.server.context.request(self.message(reg, op, chosen))
-        response = await self.await_response(reg, op, request.response, timeout)
+        response = await self.await_response(reg, op, request, timeout)
         return op.result(response, self.server.objects)
 
-    async def await_response(self, reg: Registration, op: Operation, pending: "asyncio.Future[Message]",
-                             timeout: float) -> Message:
+    async def await_response(self, reg: Registration, op: Operation, request: Any, timeout: float) -> Message:
         try:
-            response = await asyncio.wait_for(pending, timeout)
+            response = await response_within(request, timeout)
         except asyncio.TimeoutError:
             raise DeviceTimeout(f"{op.name} {op.path} on {reg.endpoint}: no response within {timeout:g} s") from None
         except coap_error.Error as exc:

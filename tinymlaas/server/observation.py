@@ -82,7 +82,7 @@ class Observations:
         op = Observe(path)
         chosen = fmt if fmt is not None else int(preferred_format(reg))
         request = self.server.context.request(client.message(reg, op, chosen))  # type: ignore[arg-type]
-        first = await client.await_response(reg, op, request.response, timeout)
+        first = await client.await_response(reg, op, request, timeout)
         content = op.result(first, self.server.objects)
         obs = LiveObservation(endpoint, path, chosen, request, first, content)
         await self.server.store.write(lambda c: sql_latest(c, endpoint, path, chosen, content))

@@ -17,6 +17,7 @@ from aiocoap import Code, Message
 from aiocoap.resource import PathCapable, Resource
 from sqlalchemy import select
 
+from device_profiles import load_profiles
 from tinymlaas.lwm2m.model import ObjectRegistry, default_registry
 from tinymlaas.lwm2m.model.ddf import parse_ddf
 from tinymlaas.lwm2m.path import Content, Path
@@ -24,6 +25,7 @@ from tinymlaas.server import dedup, operations as ops
 from tinymlaas.server.capabilities import Capabilities
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, DeviceClient
 from tinymlaas.server.observation import Observations
+from tinymlaas.server.packages import PREFIX as PACKAGES_PREFIX, PackageOffers
 from tinymlaas.server.queue import QueueMode
 from tinymlaas.server.registration import RegistrationInterface
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
@@ -39,11 +41,14 @@ class RootResource(Resource, PathCapable):
     def __init__(self, server: "LwM2MServer") -> None:
         super().__init__()
         self.rd = RegistrationInterface(server)
+        self.packages = server.packages
 
     async def render(self, request: Message) -> Message:
         path = request.opt.uri_path
         if path and path[0] == "rd":
             return await self.rd.handle(request, tuple(path[1:]))
+        if path and path[0] == PACKAGES_PREFIX:
+            return self.packages.handle(request, tuple(path[1:]))
         return Message(code=Code.NOT_FOUND, payload=f"no resource at /{'/'.join(path)}".encode())
 
     def get_link_description(self) -> dict[str, str]:
@@ -56,10 +61,12 @@ class LwM2MServer:
         self.store = Store(db_url)
         self.objects = objects if objects is not None else default_registry()
         self.registrations = RegistrationTable()
+        self.packages = PackageOffers()
         self.queue = QueueMode() if queue_awake_s is None else QueueMode(queue_awake_s)
         self.device_client = DeviceClient(self)
         self.observations = Observations(self)
-        self.capabilities = Capabilities(self, enabled=read_capabilities)
+        self.capabilities = Capabilities(self, enabled=read_capabilities,
+                                         profiles=load_profiles() if read_capabilities else None)
         self.expiry_interval_s = expiry_interval_s
         self.context: aiocoap.Context = None  # type: ignore[assignment]
         self.address: tuple[str, int] = ("", 0)
@@ -104,6 +111,11 @@ class LwM2MServer:
                 await self.registration_interface.expire()
             except Exception:
                 log.exception("lifetime expiry failed")
+
+    def package_uri(self, path: str) -> str:
+        """The coap:// URI of an offered package, as devices reach this server."""
+        host, port = self.address
+        return f"coap://{'[' + host + ']' if ':' in host else host}:{port}{path}"
 
     @property
     def registration_interface(self) -> RegistrationInterface:

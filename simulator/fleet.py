@@ -1,0 +1,76 @@
+"""Fleets of simulated devices in one process: one event loop, one model runner.
+
+Each device has its own UDP socket (the server tells devices apart by address, so sockets
+cannot be shared between LwM2M clients), all on the same event loop. ``start_fleet`` brings
+devices up with bounded concurrency (a registration storm the machine can take) and reports
+progress; several processes can run side by side against one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable
+
+from device_profiles import Profile
+from simulator.device import SimulatedDevice
+from simulator.faults import Faults
+from simulator.runtimes import ModelRunner
+
+
+@dataclass(frozen=True)
+class FleetSpec:
+    profile: Profile
+    count: int = 1
+    version: str = "1.1"
+    update_objects: tuple[int, ...] = (9,)
+    queue_mode: bool = False
+    lifetime: int = 300
+    faults: Faults = Faults()
+    prefix: str = ""
+    with_capability_object: bool = True
+
+
+def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRunner,
+                signing_key: bytes | None = None) -> list[SimulatedDevice]:
+    devices = []
+    for spec in specs:
+        prefix = spec.prefix or f"sim-{spec.profile.name}"
+        for i in range(spec.count):
+            devices.append(SimulatedDevice(
+                spec.profile, f"{prefix}-{i:04d}", server, runner, version=spec.version, lifetime=spec.lifetime,
+                queue_mode=spec.queue_mode, update_objects=spec.update_objects, faults=spec.faults,
+                signing_key=signing_key, with_capability_object=spec.with_capability_object))
+    return devices
+
+
+async def start_fleet(devices: list[SimulatedDevice], concurrency: int = 64,
+                      progress: Callable[[int], None] | None = None) -> list[BaseException]:
+    """Start every device (register), ``concurrency`` at a time; returns the failures."""
+    gate = asyncio.Semaphore(concurrency)
+    failures: list[BaseException] = []
+
+    async def one(device: SimulatedDevice) -> None:
+        async with gate:
+            try:
+                await device.start()
+            except Exception as exc:  # a refused or lost registration: report, keep going
+                failures.append(exc)
+            if progress is not None:
+                progress(1)
+
+    await asyncio.gather(*(one(d) for d in devices))
+    return failures
+
+
+async def stop_fleet(devices: list[SimulatedDevice], deregister: bool = True, concurrency: int = 64) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(device: SimulatedDevice) -> None:
+        async with gate:
+            try:
+                await asyncio.wait_for(device.stop(deregister=deregister), 10)
+            except (Exception, asyncio.TimeoutError):
+                pass
+
+    await asyncio.gather(*(one(d) for d in devices))

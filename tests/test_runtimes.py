@@ -1,0 +1,342 @@
+"""The simulator's model runners: artifact kinds, TFLM arena checks and runs, Wasm ABI v1.
+
+TFLM outputs are compared with LiteRT (ai-edge-litert), an independent interpreter. Wasm
+modules are written here as WAT and assembled with wasmtime.wat2wasm; they run in wasm3.
+A Wasm module with imports is refused as install-failure (a well-formed module that the
+sandbox cannot link), like every other ABI violation; unsupported-package is for bytes that
+are not a model format at all, or are malformed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import wasmtime
+
+from simulator import runtimes
+from simulator import wasm_module as wm
+from simulator.runtimes import ModelError, ModelRunner, artifact_kind
+
+MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+needs_models = pytest.mark.skipif(not (MODELS / "models.json").exists(), reason="shared/models is absent")
+
+
+@pytest.fixture(scope="module")
+def runner() -> Iterator[ModelRunner]:
+    r = ModelRunner(timeout_s=10)
+    yield r
+    r.close()
+
+
+def model(path: str) -> bytes:
+    return (MODELS / path).read_bytes()
+
+
+def catalogue(path: str) -> dict:
+    entries = json.loads((MODELS / "models.json").read_text())["models"]
+    return next(e for e in entries if e["path"] == path)
+
+
+async def expect(result: str, coro: object) -> ModelError:
+    with pytest.raises(ModelError) as info:
+        await coro  # type: ignore[misc]
+    assert info.value.result == result, str(info.value)
+    return info.value
+
+
+# ---------------------------------------------------------------- kinds
+
+@needs_models
+def test_artifact_kind_of_the_shared_models() -> None:
+    files = [p for p in MODELS.rglob("*") if p.is_file()]
+    assert len([p for p in files if p.suffix == ".tflite"]) >= 10
+    for p in files:
+        want = "tflite" if p.suffix == ".tflite" else None  # .onnx, .pb, README, licences, json
+        assert artifact_kind(p.read_bytes()) == want, p
+
+
+def test_artifact_kind_by_content_only() -> None:
+    assert artifact_kind(b"\x1c\0\0\0TFL3" + bytes(20)) == "tflite"
+    assert artifact_kind(bytes(wasmtime.wat2wasm("(module)"))) == "wasm"
+    assert artifact_kind(b"\0asm\x02\0\0\0") is None  # another binary version
+    for junk in (b"", b"TFL3", b"\x7fELF\x02\x01\x01", b"PK\x03\x04" + bytes(40), bytes(64)):
+        assert artifact_kind(junk) is None
+
+
+async def test_junk_is_unsupported(runner: ModelRunner) -> None:
+    e = await expect("unsupported-package", runner.check(b"\x7fELF\x02\x01\x01\0" + bytes(100), 10**6))
+    assert str(e) == "not a TFLite flatbuffer or Wasm module (first bytes 7f454c46)"
+
+
+# ---------------------------------------------------------------- TFLite Micro
+
+def litert(blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_content=blob)
+    it.allocate_tensors()
+    for d, x in zip(it.get_input_details(), inputs):
+        it.set_tensor(d["index"], x)
+    it.invoke()
+    return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]
+
+
+@needs_models
+@pytest.mark.parametrize("path", ["tflm_examples/hello_world_int8.tflite", "mlperf_tiny/kws_ref_model.tflite"])
+async def test_tflm_arena_and_outputs(runner: ModelRunner, path: str) -> None:
+    blob, entry = model(path), catalogue(path)
+    plan = await runner.check(blob, sram_free=256 * 1024, runtime_ram=8 * 1024)
+    recorded = entry["tflm_arena_measured"]
+    assert plan.recorded is not None
+    assert (plan.recorded.total, plan.recorded.head, plan.recorded.tail) == (
+        recorded["total"], recorded["head"], recorded["tail"])
+    assert plan.need >= recorded["total"]  # Prepare's temporary memory may need more
+    assert plan.arena == 256 * 1024 - 8 * 1024 and plan.kind == "tflite"
+    [spec] = plan.inputs
+    assert list(spec.shape) == entry["inputs"][0]["shape"] and spec.dtype == "int8"
+    assert spec.zero_point == entry["inputs"][0]["zero_point"]
+
+    rng = np.random.default_rng(7)
+    x = rng.integers(-128, 128, size=spec.shape, dtype=np.int8)
+    result = await runner.run(blob, plan, [x.tobytes()])
+    [want] = litert(blob, [x])
+    got = np.frombuffer(result.outputs[0], np.int8).reshape(want.shape)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    assert result.latency_us > 0 and result.arena_bytes == recorded["total"]
+
+    sample = await runner.run(blob, plan)  # sample input: the zero point everywhere
+    [want] = litert(blob, [np.full(spec.shape, spec.zero_point, np.int8)])
+    got = np.frombuffer(sample.outputs[0], np.int8).reshape(want.shape)
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@needs_models
+async def test_arena_one_byte_short_is_out_of_memory(runner: ModelRunner) -> None:
+    blob = model("mlperf_tiny/kws_ref_model.tflite")
+    need = (await runner.check(blob, 10**6)).need
+    assert need == 24272
+    e = await expect("out-of-memory", runner.check(blob, need - 1))
+    assert str(e) == "model needs a 24,272-byte TFLM arena; 24,271 bytes of SRAM are free"
+    await expect("out-of-memory", runner.check(blob, need + 1000, runtime_ram=1001))
+    plan = await runner.check(blob, need + 1000, runtime_ram=1000)
+    assert plan.arena == need  # the smallest arena the device may give: it still runs
+    assert len((await runner.run(blob, plan)).outputs[0]) == 12
+
+
+@needs_models
+async def test_needed_arena_is_the_smallest_that_works(runner: ModelRunner) -> None:
+    """hello_world records 1,504 bytes but needs more; below the need TFLM fails or crashes,
+    which only the forked child notices."""
+    blob = model("tflm_examples/hello_world_int8.tflite")
+    plan = await runner.check(blob, 10**6)
+    assert plan.need > plan.recorded.total  # type: ignore[union-attr]
+
+    async def probe(arena: int) -> runtimes._Outcome:
+        return await runner._call(runtimes._isolated, runtimes._tflm_once, (blob, arena, None), 10.0)
+
+    assert (await probe(plan.need)).status == "ok"
+    assert (await probe(plan.need - 1)).status in ("exception", "crash")
+    crashed = await probe(200)  # tflite-micro segfaults with this arena
+    assert crashed.status == "crash" and "Failed to allocate tail memory" in crashed.log
+    assert (await probe(plan.need)).status == "ok"  # the same worker carries on
+
+
+@needs_models
+async def test_tflm_refusals(runner: ModelRunner) -> None:
+    e = await expect("install-failure", runner.check(model("mlperf_tiny/kws_ref_model_float32.tflite"), 10**6))
+    assert "Hybrid models are not supported" in str(e)
+    truncated = model("mlperf_tiny/kws_ref_model.tflite")[:3000]
+    await expect("unsupported-package", runner.check(truncated, 10**6))
+    blob = model("tflm_examples/hello_world_int8.tflite")
+    plan = await runner.check(blob, 10**5)
+    e = await expect("runtime-error", runner.run(blob, plan, [b"\0\0"]))
+    assert str(e) == "input 0 has 2 bytes; the model takes 1 (int8 [1, 1])"
+
+
+@needs_models
+async def test_worker_crash_is_a_runtime_error_and_the_pool_comes_back(runner: ModelRunner) -> None:
+    blob = model("tflm_examples/hello_world_int8.tflite")
+    plan = await runner.check(blob, 10**5)
+    e = await expect("runtime-error", runner._call(os._exit, 3))
+    assert "the runtime crashed" in str(e)
+    assert len((await runner.run(blob, plan)).outputs) == 1
+
+
+@needs_models
+async def test_many_devices_checking_one_model_share_one_measurement(runner: ModelRunner) -> None:
+    blob = model("tflm_examples/micro_speech_quantized.tflite")
+    plans = await asyncio.gather(*(runner.check(blob, 32 * 1024 + i) for i in range(20)))
+    assert {p.need for p in plans} == {7584} and [p.arena for p in plans] == [32 * 1024 + i for i in range(20)]
+    assert not runner._inflight
+
+
+@needs_models
+async def test_runs_do_not_block_the_event_loop(runner: ModelRunner) -> None:
+    blob = model("mlperf_tiny/kws_ref_model.tflite")
+    plan = await runner.check(blob, 10**6)
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            gaps.append(time.monotonic() - last)
+            last = time.monotonic()
+
+    tick = asyncio.create_task(ticker())
+    results = await asyncio.gather(*(runner.run(blob, plan) for _ in range(30)))
+    done.set()
+    await tick
+    assert len({r.outputs[0] for r in results}) == 1
+    assert max(gaps) < 0.25
+
+
+# ---------------------------------------------------------------- Wasm
+
+ABI_EXPORTS = """
+  (func (export "tinyml_abi_version") (result i32) (i32.const {version}))
+  (func (export "input_count") (result i32) (i32.const 1))
+  (func (export "output_count") (result i32) (i32.const 1))
+  (func (export "input_ptr") (param i32) (result i32) (i32.const 0))
+  (func (export "input_size") (param i32) (result i32) (i32.const 16))
+  (func (export "output_ptr") (param i32) (result i32) (i32.const 16))
+  (func (export "output_size") (param i32) (result i32) (i32.const 16))
+"""
+ADD_ONE = """
+  (func (export "invoke") (result i32) (local $i i32)
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (i32.const 16)))
+      (i32.store8 (i32.add (local.get $i) (i32.const 16))
+                  (i32.add (i32.load8_u (local.get $i)) (i32.const 1)))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $next)))
+    (i32.const 0))
+"""
+META = '(@custom "tinyml" "{\\"name\\": \\"add-one\\", \\"version\\": \\"1\\", \\"tensors\\": ' \
+       '{\\"inputs\\": [{\\"name\\": \\"x\\", \\"dtype\\": \\"uint8\\", \\"shape\\": [4, 4]}]}}")'
+
+
+def wasm(invoke: str = ADD_ONE, memory: str = '(memory (export "memory") 1)', extra: str = "",
+         version: int = 1) -> bytes:
+    return bytes(wasmtime.wat2wasm(f"(module {extra} {memory} {ABI_EXPORTS.format(version=version)} {invoke})"))
+
+
+def test_parse_wasm_sections() -> None:
+    blob = wasm(extra='(import "env" "abort" (func (param i32)))', memory='(memory (export "memory") 2 8)')
+    blob += bytes([0, 8, 6]) + b"tinyml" + b"{"  # a custom section appended at the end
+    info = wm.parse_wasm(blob)
+    assert info.imports == (wm.Import("env", "abort", "func"),)
+    assert info.memories == (wm.Memory(2, 8),)
+    assert {e.name for e in info.exports} >= set(wm.ABI_FUNCTIONS) | {"memory"}
+    ptr = info.export("input_ptr")
+    assert ptr is not None and info.function_type(ptr.index) == wm.FuncType(("i32",), ("i32",))
+    assert info.custom_section("tinyml") == b"{"
+    problems = wm.abi_violations(info)
+    assert problems[0] == "Wasm module imports env.abort: the sandbox grants no imports"
+    assert any("not UTF-8 JSON" in p for p in problems)
+    assert wm.abi_violations(wm.parse_wasm(wasm())) == []
+
+
+@pytest.mark.parametrize("blob, words", [
+    (b"\0asm\x01\0\0\0\x01\x05\x01", "type section of 5 bytes, 1 left"),
+    (b"\0asm\x01\0\0\0\x01\xff\xff\xff\xff\xff\xff", "LEB128"),
+    (b"\0asm\x01\0\0\0\x0e\0", "unknown section id 14"),
+    (b"\0asm\x01\0\0\0\x05\x03\x01\x00\x01\x01\x01\x00", "out of order or repeated"),
+    (b"\0asm\x01\0\0\0\x05\x04\x01\x00\x01\x00", "1 bytes left over"),
+], ids=["truncated", "long-leb128", "unknown-id", "out-of-order", "left-over"])
+def test_parse_wasm_rejects_malformed(blob: bytes, words: str) -> None:
+    with pytest.raises(wm.WasmFormatError, match=words):
+        wm.parse_wasm(blob)
+
+
+async def test_wasm_abi_module_runs(runner: ModelRunner) -> None:
+    blob = wasm(extra=META)
+    plan = await runner.check(blob, sram_free=256 * 1024, runtime_ram=16 * 1024)
+    assert (plan.kind, plan.need, plan.memory_pages) == ("wasm", 65536, (1, None))
+    assert plan.metadata and plan.metadata["name"] == "add-one"
+    assert plan.inputs == (runtimes.TensorSpec("x", "uint8", (4, 4), 16),)
+    assert plan.outputs == (runtimes.TensorSpec("output0", "uint8", (16,), 16),)
+    x = bytes(range(240, 256))
+    result = await runner.run(blob, plan, [x])
+    assert result.outputs == [bytes((b + 1) % 256 for b in x)]
+    assert result.arena_bytes == 65536 and result.latency_us >= 0
+    assert (await runner.run(blob, plan)).outputs == [b"\x01" * 16]  # sample input: zero bytes
+
+
+async def test_wasm_dense_layer(runner: ModelRunner) -> None:
+    """y[j] = sum_i w[j][i] * x[i] over int8 x (16 of them) and int8 weights; int32 outputs."""
+    w = np.arange(-32, 32, dtype=np.int8).reshape(4, 16)
+    data = "".join(f"\\{b:02x}" for b in w.tobytes())
+    dense = f"""
+      (data (i32.const 256) "{data}")
+      (func (export "invoke") (result i32) (local $i i32) (local $j i32) (local $acc i32)
+        (block $jdone (loop $jnext
+          (br_if $jdone (i32.ge_u (local.get $j) (i32.const 4)))
+          (local.set $acc (i32.const 0)) (local.set $i (i32.const 0))
+          (block $idone (loop $inext
+            (br_if $idone (i32.ge_u (local.get $i) (i32.const 16)))
+            (local.set $acc (i32.add (local.get $acc) (i32.mul
+              (i32.load8_s (local.get $i))
+              (i32.load8_s (i32.add (i32.const 256) (i32.add (i32.mul (local.get $j) (i32.const 16)) (local.get $i)))))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $inext)))
+          (i32.store (i32.add (i32.const 16) (i32.mul (local.get $j) (i32.const 4))) (local.get $acc))
+          (local.set $j (i32.add (local.get $j) (i32.const 1))) (br $jnext)))
+        (i32.const 0))"""
+    blob = wasm(dense)
+    plan = await runner.check(blob, 128 * 1024)
+    x = np.random.default_rng(3).integers(-128, 128, 16, dtype=np.int8)
+    result = await runner.run(blob, plan, [x.tobytes()])
+    assert np.array_equal(np.frombuffer(result.outputs[0], "<i4"), w.astype(np.int32) @ x.astype(np.int32))
+
+
+async def test_wasm_refusals(runner: ModelRunner) -> None:
+    e = await expect("install-failure", runner.check(wasm(extra='(import "env" "abort" (func))'), 10**6))
+    assert str(e) == "Wasm module imports env.abort: the sandbox grants no imports"
+    e = await expect("install-failure", runner.check(wasm(memory="(memory 1)"), 10**6))
+    assert 'does not export its memory as "memory"' in str(e)
+    e = await expect("install-failure", runner.check(wasm(invoke=""), 10**6))
+    assert "lacks the function export invoke" in str(e)
+    e = await expect("install-failure", runner.check(wasm(version=2), 10**6))
+    assert str(e) == "Wasm module speaks tinyml ABI 2; this device speaks 1"
+    e = await expect("out-of-memory", runner.check(wasm(memory='(memory (export "memory") 5)'), 256 * 1024))
+    assert str(e) == "Wasm module declares 5 pages (320 KiB) of memory; 256 KiB of SRAM are free"
+    await expect("out-of-memory", runner.check(wasm(), 64 * 1024, runtime_ram=1))
+    await expect("unsupported-package", runner.check(wasm()[:25], 10**6))
+
+
+async def test_wasm_trap_is_a_runtime_error_and_the_next_run_works(runner: ModelRunner) -> None:
+    bad = wasm(invoke='(func (export "invoke") (result i32) (i32.load (i32.const 70000)))')
+    plan = await runner.check(bad, 10**6)  # nothing in the binary says it will trap
+    e = await expect("runtime-error", runner.run(bad, plan))
+    assert str(e).startswith("Wasm trap in invoke(): out of bounds memory access")
+    good = wasm()
+    assert (await runner.run(good, await runner.check(good, 10**6))).outputs == [b"\x01" * 16]
+
+
+async def test_wasm_failures_while_running(runner: ModelRunner) -> None:
+    failing = wasm(invoke='(func (export "invoke") (result i32) (i32.const 3))')
+    e = await expect("runtime-error", runner.run(failing, await runner.check(failing, 10**6)))
+    assert str(e) == "Wasm invoke() returned error code 3"
+    greedy = wasm(invoke='(func (export "invoke") (result i32) '
+                         '(drop (memory.grow (i32.const 2))) (i32.const 0))')
+    plan = await runner.check(greedy, 128 * 1024)
+    e = await expect("out-of-memory", runner.run(greedy, plan))
+    assert str(e) == "Wasm module grew its memory to 3 pages (192 KiB); 128 KiB are free"
+    assert (await runner.run(greedy, await runner.check(greedy, 192 * 1024))).arena_bytes == 3 * 65536
+
+
+async def test_wasm_endless_loop_is_stopped() -> None:
+    spin = wasm(invoke='(func (export "invoke") (result i32) (loop $l (br $l)) (i32.const 0))')
+    async with ModelRunner(timeout_s=1) as r:
+        plan = await r.check(spin, 10**6)
+        e = await expect("runtime-error", r.run(spin, plan))
+        assert "did not finish within 1 s" in str(e)
+        good = wasm()
+        assert (await r.run(good, await r.check(good, 10**6))).outputs == [b"\x01" * 16]

@@ -1,0 +1,67 @@
+"""Packages the server offers for pull delivery: ``coap://<server>/p/<token>``, served with Block2.
+
+``publish`` stores a package under a fresh random token and returns the path; the URI a device
+gets stays short (under 128 bytes: some clients overflow on longer Package URIs). A device
+may ask for any block in any order (aiocoap slices the response by the Block2 option), so a
+dropped transfer resumes from its last good block. Tokens expire after ``ttl`` seconds or
+when revoked; an unknown or expired token is 4.04. Responses carry Size2 so a device can
+refuse a package its flash cannot hold before downloading it.
+
+Packages live in memory; the registry of published packages is not persisted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+
+from aiocoap import Code, Message
+
+PREFIX = "p"
+DEFAULT_TTL_S = 3600.0
+
+
+@dataclass
+class Offer:
+    data: bytes
+    expires: float
+    downloads: int = 0  # requests for block 0 (starts of a download)
+    blocks_served: int = 0
+
+
+class PackageOffers:
+    def __init__(self) -> None:
+        self.offers: dict[str, Offer] = {}
+
+    def publish(self, data: bytes, ttl: float = DEFAULT_TTL_S) -> str:
+        """Offer ``data``; returns the URI path (``/p/<token>``)."""
+        self._expire()
+        token = secrets.token_urlsafe(9)
+        self.offers[token] = Offer(data, time.time() + ttl)
+        return f"/{PREFIX}/{token}"
+
+    def revoke(self, path: str) -> None:
+        self.offers.pop(path.rsplit("/", 1)[-1], None)
+
+    def offer(self, path: str) -> Offer | None:
+        return self.offers.get(path.rsplit("/", 1)[-1])
+
+    def _expire(self) -> None:
+        now = time.time()
+        for token in [t for t, o in self.offers.items() if o.expires < now]:
+            del self.offers[token]
+
+    def handle(self, request: Message, subpath: tuple[str, ...]) -> Message:
+        if request.code != Code.GET:
+            return Message(code=Code.METHOD_NOT_ALLOWED, payload=b"packages are read with GET")
+        offer = self.offers.get(subpath[0]) if len(subpath) == 1 else None
+        if offer is None or offer.expires < time.time():
+            return Message(code=Code.NOT_FOUND, payload=b"no such package (unknown or expired token)")
+        block = request.opt.block2
+        if block is None or block.block_number == 0:
+            offer.downloads += 1
+        offer.blocks_served += 1
+        response = Message(code=Code.CONTENT, payload=offer.data, content_format=42)
+        response.opt.size2 = len(offer.data)
+        return response
