@@ -53,6 +53,7 @@ class ClientConfig:
     queue_mode: bool = False
     bind: tuple[str, int] = ("127.0.0.1", 0)
     update_margin: float = 0.8  # send an Update when this share of the lifetime has passed
+    awake_s: float = 10.0  # queue mode: how long the device listens after it spoke to the server
 
 
 class ClientRoot(Resource, PathCapable, ObservableResource):
@@ -95,7 +96,9 @@ class LwM2MClient:
     attributes: dict[Path, dict[str, str | None]] = field(default_factory=dict)
     registrations: int = 0
     updates: int = 0
+    sleep: Any = None  # queue mode: called with True (radio off) / False (radio on)
     _task: "asyncio.Task[None] | None" = None
+    _nap: Any = None
 
     @property
     def formats(self) -> tuple[ContentFormat, ...]:
@@ -113,6 +116,7 @@ class LwM2MClient:
     async def stop(self, deregister: bool = True) -> None:
         if self._task is not None:
             self._task.cancel()
+        self._wake()
         if deregister and self.location:
             try:
                 await self._request(Code.DELETE, self.location, ())
@@ -161,12 +165,26 @@ class LwM2MClient:
             self.updates += 1
 
     async def _update_loop(self) -> None:
+        self._doze()
         while True:
             await asyncio.sleep(self.config.lifetime * self.config.update_margin)
+            self._wake()
             try:
                 await self.update()
             except (LwM2MError, asyncio.TimeoutError, aiocoap.error.Error) as exc:
                 log.info("%s: update failed: %s", self.config.endpoint, exc)
+            self._doze()
+
+    def _wake(self) -> None:
+        if self.config.queue_mode and self.sleep is not None:
+            if self._nap is not None:
+                self._nap.cancel()
+            self.sleep(False)
+
+    def _doze(self) -> None:
+        """Queue mode: listen for ``awake_s`` after speaking to the server, then sleep."""
+        if self.config.queue_mode and self.sleep is not None:
+            self._nap = asyncio.get_running_loop().call_later(self.config.awake_s, self.sleep, True)
 
     # -- the device-management interface --------------------------------------------------
 

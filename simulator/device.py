@@ -37,11 +37,11 @@ def runtime_text(runtime: Any) -> str:
 
 class SimulatedDevice:
     def __init__(self, profile: Profile, endpoint: str, server: tuple[str, int], runner: ModelRunner, *,
-                 version: str = "1.1", lifetime: int = 300, queue_mode: bool = False,
+                 version: str = "1.1", lifetime: int = 300, queue_mode: bool = False, awake_s: float = 10.0,
                  update_objects: tuple[int, ...] = (9,), faults: Faults | None = None,
                  signing_key: bytes | None = None, with_capability_object: bool = True) -> None:
         self.profile, self.endpoint, self.server, self.runner = profile, endpoint, server, runner
-        self.version, self.lifetime, self.queue_mode = version, lifetime, queue_mode
+        self.version, self.lifetime, self.queue_mode, self.awake_s = version, lifetime, queue_mode, awake_s
         self.faults = faults or Faults()
         self.signing_key = signing_key
         self.sample_inputs: list[bytes] | None = None
@@ -124,9 +124,20 @@ class SimulatedDevice:
             await self.link.start()
             server = self.link.address
         config = ClientConfig(self.endpoint, server, lifetime=self.lifetime, version=self.version,
-                              queue_mode=self.queue_mode, update_margin=0.8 * (1 + self.faults.drift))
-        self.client = LwM2MClient(config, self.tree)
+                              queue_mode=self.queue_mode, update_margin=0.8 * (1 + self.faults.drift),
+                              awake_s=self.awake_s)
+        self.client = self._client(config)
         await self.client.start()
+
+    def _client(self, config: ClientConfig) -> LwM2MClient:
+        client = LwM2MClient(config, self.tree)
+        if self.link is not None:
+            client.sleep = self._radio
+        return client
+
+    def _radio(self, asleep: bool) -> None:
+        if self.link is not None:
+            self.link.asleep = asleep
 
     async def stop(self, deregister: bool = True) -> None:
         for task in list(self._tasks):
@@ -156,7 +167,7 @@ class SimulatedDevice:
         self.inference.reset()
         config = self.client.config if self.client else None
         assert config is not None
-        self.client = LwM2MClient(config, self.tree)
+        self.client = self._client(config)
         await self.client.start()
         if self.active is not None:  # the active model is in flash: it starts again
             await self.inference.start(self.active[0])
