@@ -106,7 +106,9 @@ async def test_device_side_errors(server, client: LwM2MClient):
 
 async def test_demo_runs():
     from tinymlaas.demo import run_demo
-    console = Console(record=True, width=160)
+    console = Console(record=True, width=240)
     assert await run_demo(console) == 0
     text = console.export_text()
-    assert "demo-nrf52840" in text and "device-object" in text and "ml-capability-object" in text
+    assert "demo-nrf52840" in text and "demo-samd21" in text
+    assert "device-object+profile -> nrf52840" in text and "ml-capability-object" in text
+    assert "FAILED" not in text

@@ -1,106 +1,96 @@
-"""``tinymlaas demo``: a server and a small simulated fleet on loopback, end to end.
+"""``tinymlaas demo``: a server and a mixed simulated fleet on loopback, end to end.
 
-Starts the server (SQLite in a temporary directory) and the admin API, brings up three
-simulated devices (LwM2M 1.0, spoken to in TLV; 1.1 and 1.2, in SenML JSON), lets the
-server read their capabilities, then reads, writes, executes and observes through the same
-calls the CLI uses, prints what happened, and shuts everything down. Bounded in time.
+Starts the server (SQLite in a temporary directory) and its admin API, brings up simulated
+boards from the device profiles (nRF52840, STM32L4R5, ESP32-S3, RP2040, SAMD21 speaking LwM2M
+1.1, and an nRF52840 speaking 1.0 without the ML Capability object, which the server matches
+to its profile through the Device object), lets the server read what each can offer for ML,
+manages one device (write, execute, observe), prints it all, and shuts down. Bounded in time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-import time
 from pathlib import Path as FsPath
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from device_profiles import load_profiles
 from tinymlaas import runtime
-from tinymlaas.lwm2m.model import default_registry
 from tinymlaas.lwm2m.path import Path
 from tinymlaas.server.device_client import preferred_format
-from simulator.client import ClientConfig, LwM2MClient
-from simulator.objects import ObjectTree
+from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
+from simulator.runtimes import ModelRunner
 
-# name, LwM2M version, vendor, model, SRAM / flash free for ML (bytes), core, clock
-FLEET = [
-    ("demo-nrf52840", "1.0", "Nordic Semiconductor", "nRF52840", 180_000, 700_000, "cortex-m4f", 64),
-    ("demo-stm32l4r5", "1.1", "STMicroelectronics", "STM32L4R5ZI", 560_000, 1_600_000, "cortex-m4f", 120),
-    ("demo-esp32s3", "1.2", "Espressif", "ESP32-S3", 300_000, 6_000_000, "xtensa-lx7", 240),
-]
+FLEET = ("nrf52840", "stm32l4r5", "esp32s3", "rp2040", "samd21")
 
 
-def device_tree(name: str, vendor: str, model: str, sram: int, flash: int, core: str, mhz: int,
-                with_ml: bool) -> ObjectTree:
-    tree = ObjectTree(default_registry())
-    tree.add_instance(1, 0, {0: 1, 1: 300, 6: False, 7: "U"})
-    tree.add_instance(3, 0, {0: vendor, 1: model, 2: f"SN-{name}", 3: "1.0.0", 9: 87, 10: sram // 1024,
-                             11: [0], 13: int(time.time()), 16: "U", 21: (sram * 2) // 1024})
-    tree.on_execute(Path(3, 0, 4), lambda _args: None)  # Reboot: accepted, nothing to do here
-    if with_ml:
-        tree.add_instance(33100, 0, {0: sram * 2, 1: sram, 2: flash * 2, 3: flash, 4: core, 5: mhz,
-                                     6: "sp", 7: ["dsp"], 8: "none", 9: ["tflm 1.2", "wasm3 0.5"],
-                                     11: flash})
-    return tree
+def kib(n: Any) -> str:
+    return f"{int(n) // 1024:,}" if isinstance(n, int) else "?"
 
 
-async def run_demo(console: Console, timeout_s: float = 30.0) -> int:
+async def run_demo(console: Console, timeout_s: float = 60.0) -> int:
+    profiles = load_profiles()
     with tempfile.TemporaryDirectory(prefix="tinymlaas-demo-") as tmp:
         home = FsPath(tmp)
         running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{home / 'demo.db'}", home)
         server = running.server
         console.print(f"server: coap://127.0.0.1:{server.address[1]}, admin API {running.api_url}, database in {home}")
-        clients: list[LwM2MClient] = []
+        specs = [FleetSpec(profiles[name], 1, prefix=f"demo-{name}") for name in FLEET]
+        specs.append(FleetSpec(profiles["nrf52840"], 1, version="1.0", with_capability_object=False,
+                               prefix="demo-legacy"))
+        runner = ModelRunner()
+        devices = build_fleet(specs, server.address, runner)
         try:
-            for name, version, vendor, model, sram, flash, core, mhz in FLEET:
-                tree = device_tree(name, vendor, model, sram, flash, core, mhz, with_ml=version != "1.0")
-                client = LwM2MClient(ClientConfig(name, server.address, lifetime=60, version=version), tree)
-                await client.start()
-                clients.append(client)
-            results = await asyncio.wait_for(exercise(server, clients), timeout_s)
+            failures = await start_fleet(devices)
+            if failures:
+                raise RuntimeError(f"{len(failures)} simulated devices failed to register: {failures[0]}")
+            rows = await asyncio.wait_for(exercise(server, devices), timeout_s)
         finally:
-            for client in clients:
-                await client.stop()
+            await stop_fleet(devices)
+            runner.close()
             await running.stop()
-    show(console, results)
-    return 0 if all(r["ok"] for r in results) else 1
+    show(console, rows)
+    return 0 if all(r["ok"] for r in rows) else 1
 
 
-async def exercise(server: Any, clients: list[LwM2MClient]) -> list[dict[str, Any]]:
-    results = []
-    for client in clients:
-        ep = client.config.endpoint
+async def exercise(server: Any, devices: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for device in devices:
+        ep = device.endpoint
         snap = await server.capabilities.refresh(ep)
-        dev = await server.read(ep, Path(3, 0))
+        data = snap["data"] if snap else {}
+        if snap and snap["source"] == "ml-capability-object":
+            sram, flash = data.get("/33100/0/1"), data.get("/33100/0/3")
+            runtimes = ", ".join(v for k, v in sorted(data.items()) if k.startswith("/33100/0/9/"))
+        else:
+            sram, flash = data.get("sram_free"), data.get("flash_free")
+            runtimes = ", ".join(data.get("runtimes", {}))
         await server.write(ep, Path(1, 0, 1), {Path(1, 0, 1): 120})
-        await server.execute(ep, Path(3, 0, 4))
         obs = await server.observations.observe(ep, Path(3, 0, 9))
         queue = server.observations.subscribe(obs)
-        client.tree.set(Path(3, 0, 9), 42)
+        device.tree.set(Path(3, 0, 9), 42)
         note = await asyncio.wait_for(queue.get(), 5)
-        data = snap["data"] if snap else {}
-        results.append({
-            "endpoint": ep, "lwm2m": client.config.version,
-            "format": preferred_format(server.registrations.by_endpoint[ep]).name,
-            "device": f"{dev.get(Path(3, 0, 0))} {dev.get(Path(3, 0, 1))}",
-            "source": snap["source"] if snap else "-",
-            "sram": data.get("/33100/0/1") or (data.get("memory_free_kb") or 0) * 1024,
-            "flash": data.get("/33100/0/3", "-"),
-            "lifetime": client.tree.values[Path(1, 0, 1)],
-            "battery": note.get(Path(3, 0, 9)) if note else None,
-            "ok": client.tree.values[Path(1, 0, 1)] == 120 and note == {Path(3, 0, 9): 42},
+        server.observations.cancel(ep, Path(3, 0, 9))
+        reg = server.registrations.by_endpoint[ep]
+        rows.append({
+            "endpoint": ep, "profile": device.profile.name, "lwm2m": f"{reg.lwm2m_version} {preferred_format(reg).name}",
+            "source": snap["source"] if snap else "-", "matched": snap.get("profile") if snap else None,
+            "sram": sram, "flash": flash, "runtimes": runtimes,
+            "ok": bool(snap) and sram == device.profile.sram_free and note == {Path(3, 0, 9): 42}
+            and device.tree.values[Path(1, 0, 1)] == 120,
         })
-    return results
+    return rows
 
 
-def show(console: Console, results: list[dict[str, Any]]) -> None:
-    table = Table("endpoint", "LwM2M", "device (object 3)", "capabilities", "SRAM/flash free KB",
-                  "write/exec/observe", title="tinymlaas demo fleet")
-    for r in results:
-        flash = f"{r['flash'] // 1024}" if isinstance(r["flash"], int) else "?"
-        table.add_row(r["endpoint"], f"{r['lwm2m']} {r['format']}", r["device"], r["source"],
-                      f"{r['sram'] // 1024}/{flash}",
-                      f"lt={r['lifetime']} battery={r['battery']} " + ("ok" if r["ok"] else "FAILED"))
+def show(console: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table("device", "profile", "LwM2M", "capabilities read from", "SRAM free KiB", "flash free KiB",
+                  "runtimes", "managed", title="tinymlaas demo fleet")
+    for r in rows:
+        source = r["source"] + (f" -> {r['matched']}" if r["matched"] else "")
+        table.add_row(r["endpoint"], r["profile"], r["lwm2m"], source, kib(r["sram"]), kib(r["flash"]),
+                      escape(str(r["runtimes"])), "ok" if r["ok"] else "FAILED")
     console.print(table)
