@@ -1,0 +1,49 @@
+"""The compiler's exception hierarchy: every error the compiler raises on purpose is a
+``CompilerError``.
+
+What it does: gives callers (the server, the CLI, tests) one type to catch and a few
+subtypes to tell "the file is broken" from "the model uses something we do not support"
+from "our own IR is inconsistent". Each message names what is wrong and where (op type,
+opset, node name, tensor, dimension) so it can be shown to a user as one line.
+
+What it does not do: no error codes, no recovery, no logging.
+"""
+
+from __future__ import annotations
+
+
+class CompilerError(Exception):
+    """Base class of every error the compiler raises deliberately."""
+
+
+class ModelFormatError(CompilerError):
+    """The model file cannot be read: truncated, corrupt, not a model, invalid per its spec."""
+
+
+class UnsupportedOp(CompilerError):
+    """An op (or one configuration of an op: an attribute value, a non-constant input
+    where we need a constant, a training-mode flag) that the frontend cannot express."""
+
+    def __init__(self, op_type: str, opset: int | None, node: str, detail: str = "") -> None:
+        self.op_type, self.opset, self.node, self.detail = op_type, opset, node, detail
+        where = f"{op_type} (opset {opset})" if opset is not None else op_type
+        msg = f"unsupported op {where} at node {node!r}"
+        super().__init__(f"{msg}: {detail}" if detail else msg)
+
+
+class UnsupportedDType(CompilerError):
+    """A tensor element type the IR has no ``DType`` for (bfloat16, float8, int4, string...)."""
+
+
+class ShapeError(CompilerError):
+    """A shape that cannot be made static: a dynamic dimension nobody fixed, or shape
+    inference failing on the model."""
+
+
+class GraphError(CompilerError):
+    """The IR graph is inconsistent (raised by ``Graph.validate``): names the node and the
+    problem."""
+
+
+class ExecutionError(CompilerError):
+    """The reference interpreter was given inputs that do not fit the graph."""
