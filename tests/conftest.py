@@ -89,6 +89,25 @@ class Peer:
         return await self.request(Code.DELETE, "/" + "/".join(self.location))
 
 
+async def eventually(cond: Callable[[], bool], seconds: float = 5.0) -> bool:
+    """Poll ``cond`` every 50 ms for at most ``seconds``; its last value."""
+    for _ in range(int(seconds / 0.05)):
+        if cond():
+            return True
+        await asyncio.sleep(0.05)
+    return cond()
+
+
+@pytest.fixture(scope="module")
+def runner():
+    """One model runner (worker process pool) per test module, as a simulator process has."""
+    from simulator.runtimes import ModelRunner
+
+    r = ModelRunner()
+    yield r
+    r.close()
+
+
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[LwM2MServer]:
     srv = LwM2MServer(f"sqlite:///{tmp_path / 'tinymlaas.db'}", read_capabilities=False, expiry_interval_s=0.1)

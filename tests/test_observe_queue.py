@@ -14,7 +14,7 @@ from sqlalchemy import select
 from tinymlaas.lwm2m.path import Path
 from tinymlaas.server.queue import QueueDeadlineExpired
 from tinymlaas.store.tables import OBSERVED_VALUES
-from tests.conftest import Peer
+from tests.conftest import Peer, eventually
 
 
 class Battery(ObservableResource):
@@ -31,14 +31,6 @@ class Battery(ObservableResource):
     async def render_get(self, request: Message) -> Message:
         body = json.dumps([{"bn": "/3/0/9", "v": self.level}]).encode()
         return Message(payload=body, content_format=110)
-
-
-async def eventually(cond, seconds=5.0):
-    for _ in range(int(seconds / 0.05)):
-        if cond():
-            return True
-        await asyncio.sleep(0.05)
-    return cond()
 
 
 @pytest.fixture

@@ -20,14 +20,7 @@ from tinymlaas.server.server import LwM2MServer
 from simulator.device import SimulatedDevice
 from simulator.faults import Faults, FaultyLink, is_blockwise
 from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
-from simulator.runtimes import ModelRunner
-
-
-@pytest.fixture(scope="module")
-def runner():
-    r = ModelRunner()
-    yield r
-    r.close()
+from tests.conftest import eventually
 
 
 @pytest.fixture
@@ -36,14 +29,6 @@ async def capserver(tmp_path):
     await srv.start("127.0.0.1", 0)
     yield srv
     await srv.stop()
-
-
-async def until(cond, seconds=10.0):
-    for _ in range(int(seconds / 0.05)):
-        if cond():
-            return True
-        await asyncio.sleep(0.05)
-    return cond()
 
 
 async def test_every_profile_registers_and_is_read(capserver, runner):
@@ -120,7 +105,7 @@ async def test_queue_mode_device_sleeps_and_is_reached_when_it_wakes(server, run
     await d.start()
     try:
         assert server.registrations.by_endpoint["sleeper"].queue_mode
-        assert await until(lambda: d.link.asleep, 3)
+        assert await eventually(lambda: d.link.asleep, 3)
         pending = asyncio.create_task(server.read("sleeper", Path(3, 0, 0), timeout=10))
         await asyncio.sleep(0.3)
         assert not pending.done() and server.queue.held("sleeper") == 1  # held, not sent into the void

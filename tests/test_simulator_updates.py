@@ -17,19 +17,11 @@ from device_profiles import get_profile
 from tinymlaas.lwm2m.path import Path
 from simulator.device import SimulatedDevice
 from simulator.faults import Faults
-from simulator.runtimes import ModelRunner
 from tests.sim_helpers import SHARED_MODELS, add_one_wasm, keypair, package, wait_value
 
 STATE9, RESULT9, ACTIVE9, REASON9 = 7, 9, 12, 16
 STATE5, RESULT5 = 3, 5
 INFER = 33101
-
-
-@pytest.fixture(scope="module")
-def runner():
-    r = ModelRunner()
-    yield r
-    r.close()
 
 
 @pytest.fixture

@@ -265,6 +265,14 @@ class Collector:
             self._times[path] = time
 
 
+
+def single_item(fmt: ContentFormat, request: Path, content: Mapping[Path, Value], registry: ObjectRegistry) -> Item:
+    """The one value a single-value format (text, opaque) carries for ``request``."""
+    items = content_items(fmt, request, content, registry)
+    if len(items) != 1 or items[0].path != request:
+        raise error(fmt, request, f"exactly one value for {request} expected, got {len(items)} entries")
+    return items[0]
+
 def path_from_ids(fmt: ContentFormat, ids: Iterable[int], where: str) -> Path:
     ids = tuple(ids)
     if len(ids) > 4:

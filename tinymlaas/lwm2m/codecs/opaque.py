@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from tinymlaas.lwm2m.codecs._common import content_items, error, not_acceptable, resource_model
+from tinymlaas.lwm2m.codecs._common import error, not_acceptable, resource_model, single_item
 from tinymlaas.lwm2m.codecs.text import single_value_path
 from tinymlaas.lwm2m.model import ObjectRegistry, ResourceType
 from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
@@ -44,10 +44,7 @@ class OpaqueCodec:
 
     def encode(self, path: Path, content: Mapping[Path, Value], registry: ObjectRegistry) -> bytes:
         self._require(path, registry)
-        items = content_items(FMT, path, content, registry)
-        if len(items) != 1 or items[0].path != path:
-            raise error(FMT, path, f"exactly one value for {path} expected, got {len(items)} entries")
-        value = items[0].value
+        value = single_item(FMT, path, content, registry).value
         if not isinstance(value, bytes):
             raise error(FMT, path, f"Opaque value expected, got {type(value).__name__}")
         return value

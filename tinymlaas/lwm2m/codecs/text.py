@@ -27,11 +27,11 @@ from tinymlaas.lwm2m.codecs._common import (
     b64decode,
     b64encode,
     check_value,
-    content_items,
     error,
     not_acceptable,
     parse_objlnk,
     resource_model,
+    single_item,
 )
 from tinymlaas.lwm2m.model import ObjectRegistry, ResourceType
 from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
@@ -122,10 +122,7 @@ class TextCodec:
 
     def encode(self, path: Path, content: Mapping[Path, Value], registry: ObjectRegistry) -> bytes:
         self._require(path, registry)
-        items = content_items(FMT, path, content, registry)
-        if len(items) != 1 or items[0].path != path:
-            raise error(FMT, path, f"exactly one value for {path} expected, got {len(items)} entries")
-        item = items[0]
+        item = single_item(FMT, path, content, registry)
         if item.model is None and isinstance(item.value, bytes):
             return item.value
         encode_value, _ = _TABLE[item.type]

@@ -1,0 +1,438 @@
+"""The compiler's one intermediate representation: a static, typed dataflow graph.
+
+What it is:
+
+* ``DType``: the element types the IR knows. Exotic ONNX/TFLite types (bfloat16, float8,
+  int4, strings) have no member: frontends raise ``UnsupportedDType`` for them.
+* ``Quant``: affine quantisation of one tensor, ``real = scale * (q - zero_point)``;
+  per-tensor (``axis is None``, one scale) or per-channel (``axis`` = the channel axis, one
+  scale and zero point per channel). It lives on the *integer* tensor: the output of
+  QUANTIZE, the input of DEQUANTIZE, an int8 weight or an int8 graph input.
+* ``Tensor``: name, static shape (a tuple of ints; no dynamic dims ever), dtype, optional
+  quant, and ``data`` for constants (a read-only NumPy array; ``None`` for activations).
+* ``Op``: one enum of our ops. Frontends *normalise* into it so that later passes and
+  backends see few ops with one meaning each:
+
+  - CONV is N-d convolution with a ``group`` attribute; depthwise is ``group == C_in``
+    (ONNX has one op; the TFLite frontend turns DEPTHWISE_CONV_2D weights into this form).
+  - padding is always explicit: ``pads`` is one ``(begin, end)`` pair per spatial axis;
+    ``auto_pad`` SAME_UPPER/SAME_LOWER/VALID is resolved by the frontend.
+  - RESHAPE carries the full static target ``shape`` (no 0 / -1); ONNX Reshape, Flatten,
+    Squeeze and Unsqueeze all become RESHAPE.
+  - SOFTMAX is over one ``axis`` (opset-13 meaning); the old flatten-at-axis meaning is
+    expressed with RESHAPE around it. GlobalAveragePool is REDUCE_MEAN over the spatial
+    axes; Dropout (inference) is IDENTITY; Clip/Pad/ReduceMean/Squeeze operands that ONNX
+    passes as inputs (opset >= 11/13/18) become attributes, so they must be constants.
+  - every axis is non-negative; every attribute in ``OP_ATTRS`` is always present.
+* ``Node``: op, input names, output names, attributes as a sorted tuple of
+  ``(name, value)`` pairs (hashable, typed per ``OP_ATTRS``), and a name for messages.
+  Optional inputs (CONV/CONV_TRANSPOSE bias, GEMM's C) are simply left off the end.
+* ``Graph``: name, input and output names, nodes, and every tensor by name. ``validate()``
+  checks the graph and raises ``GraphError`` naming the node and the problem.
+
+Layout: the IR keeps the layout the model was imported with. ONNX models are NCHW (CONV
+weights OIHW); a later pass converts to NHWC for the TFLM/CMSIS backends. Ops that depend
+on layout (CONV, pools) are defined in NCHW here: batch, channels, then spatial axes.
+
+What it does not do: no dynamic shapes, no control flow, no sequences, no training ops,
+no mutation (every class is frozen; build a new graph with ``dataclasses.replace``).
+Shape rules per op are in ``compilers.shapes``; op semantics in ``compilers.reference``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Iterable, Mapping, Union
+
+import numpy as np
+
+from .errors import GraphError, UnsupportedDType
+
+
+class DType(enum.Enum):
+    """Element types. ``value`` is the NumPy name."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    FLOAT64 = "float64"
+    INT8 = "int8"
+    UINT8 = "uint8"
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    BOOL = "bool"
+
+    @property
+    def numpy(self) -> np.dtype:
+        return np.dtype(self.value)
+
+    @property
+    def is_float(self) -> bool:
+        return self in (DType.FLOAT32, DType.FLOAT16, DType.FLOAT64)
+
+    @property
+    def is_int(self) -> bool:
+        return not self.is_float and self is not DType.BOOL
+
+    @property
+    def itemsize(self) -> int:
+        return self.numpy.itemsize
+
+    @classmethod
+    def from_numpy(cls, dtype: np.dtype | type) -> "DType":
+        try:
+            return cls(np.dtype(dtype).name)
+        except (ValueError, TypeError) as e:
+            raise UnsupportedDType(f"element type {np.dtype(dtype)} has no IR DType") from e
+
+
+@dataclass(frozen=True)
+class Quant:
+    """Affine quantisation: ``real = scale * (q - zero_point)``. Per-tensor when ``axis`` is
+    None (one scale, one zero point), else per-channel along ``axis``."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scale", tuple(float(s) for s in self.scale))
+        object.__setattr__(self, "zero_point", tuple(int(z) for z in self.zero_point))
+        if not self.scale or len(self.scale) != len(self.zero_point):
+            raise GraphError(f"quant: {len(self.scale)} scales but {len(self.zero_point)} zero points")
+        if self.axis is None and len(self.scale) != 1:
+            raise GraphError(f"quant: per-tensor quantisation with {len(self.scale)} scales")
+
+    def arrays(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """Scale (float32) and zero point (int64) shaped to broadcast against a tensor of
+        ``rank`` dimensions."""
+        shape = [1] * rank
+        if self.axis is not None:
+            shape[self.axis] = len(self.scale)
+        return (np.asarray(self.scale, np.float32).reshape(shape),
+                np.asarray(self.zero_point, np.int64).reshape(shape))
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A named, statically shaped value. ``data`` is set (read-only) for constants."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: DType
+    quant: Quant | None = None
+    data: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
+        if any(d < 0 for d in self.shape):
+            raise GraphError(f"tensor {self.name!r}: negative dimension in {self.shape}")
+        if self.data is not None:
+            data = np.array(self.data, dtype=self.dtype.numpy, copy=True)
+            if data.shape != self.shape:
+                raise GraphError(f"tensor {self.name!r}: data shape {data.shape} != {self.shape}")
+            data.setflags(write=False)
+            object.__setattr__(self, "data", data)
+        if self.quant is not None and self.quant.axis is not None:
+            ax = self.quant.axis
+            if not 0 <= ax < len(self.shape) or self.shape[ax] != len(self.quant.scale):
+                raise GraphError(f"tensor {self.name!r}: per-channel quant axis {ax} with "
+                                 f"{len(self.quant.scale)} scales does not fit shape {self.shape}")
+
+    @classmethod
+    def const(cls, name: str, data: np.ndarray, quant: Quant | None = None) -> "Tensor":
+        data = np.asarray(data)
+        return cls(name, data.shape, DType.from_numpy(data.dtype), quant, data)
+
+    @property
+    def is_const(self) -> bool:
+        return self.data is not None
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+
+class Op(enum.Enum):
+    """Our ops. Semantics: ``compilers.reference``; shapes: ``compilers.shapes``."""
+
+    CONV = "conv"
+    CONV_TRANSPOSE = "conv_transpose"
+    GEMM = "gemm"
+    MATMUL = "matmul"
+    ADD = "add"
+    SUB = "sub"
+    MUL = "mul"
+    DIV = "div"
+    RELU = "relu"
+    CLIP = "clip"
+    LEAKY_RELU = "leaky_relu"
+    PRELU = "prelu"
+    SIGMOID = "sigmoid"
+    HARD_SIGMOID = "hard_sigmoid"
+    HARD_SWISH = "hard_swish"
+    TANH = "tanh"
+    SOFTMAX = "softmax"
+    MAX_POOL = "max_pool"
+    AVG_POOL = "avg_pool"
+    REDUCE_MEAN = "reduce_mean"
+    BATCH_NORM = "batch_norm"
+    RESHAPE = "reshape"
+    TRANSPOSE = "transpose"
+    CONCAT = "concat"
+    PAD = "pad"
+    CAST = "cast"
+    IDENTITY = "identity"
+    QUANTIZE = "quantize"
+    DEQUANTIZE = "dequantize"
+
+
+AttrValue = Union[int, float, bool, str, DType, tuple[int, ...], tuple[tuple[int, int], ...]]
+
+# Attribute kinds: "int", "float", "number" (int or float), "bool", "str", "dtype",
+# "ints" (tuple of int), "pairs" (tuple of (begin, end) int pairs, one per axis).
+_KIND_CHECK = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, float),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "dtype": lambda v: isinstance(v, DType),
+    "ints": lambda v: isinstance(v, tuple) and all(isinstance(i, int) for i in v),
+    "pairs": lambda v: isinstance(v, tuple) and all(
+        isinstance(p, tuple) and len(p) == 2 and all(isinstance(i, int) for i in p) for p in v),
+}
+
+_WINDOW = {"strides": "ints", "dilations": "ints", "pads": "pairs"}
+
+# Every attribute of every op, with its kind. Nodes carry exactly these (no defaults).
+OP_ATTRS: Mapping[Op, Mapping[str, str]] = MappingProxyType({
+    Op.CONV: {**_WINDOW, "group": "int"},
+    Op.CONV_TRANSPOSE: {**_WINDOW, "group": "int", "output_padding": "ints"},
+    Op.GEMM: {"alpha": "float", "beta": "float", "trans_a": "bool", "trans_b": "bool"},
+    Op.CLIP: {"min": "number", "max": "number"},
+    Op.LEAKY_RELU: {"alpha": "float"},
+    Op.HARD_SIGMOID: {"alpha": "float", "beta": "float"},
+    Op.SOFTMAX: {"axis": "int"},
+    Op.MAX_POOL: {**_WINDOW, "kernel": "ints", "ceil_mode": "bool"},
+    Op.AVG_POOL: {**_WINDOW, "kernel": "ints", "ceil_mode": "bool", "count_include_pad": "bool"},
+    Op.REDUCE_MEAN: {"axes": "ints", "keepdims": "bool"},
+    Op.BATCH_NORM: {"epsilon": "float"},
+    Op.RESHAPE: {"shape": "ints"},
+    Op.TRANSPOSE: {"perm": "ints"},
+    Op.CONCAT: {"axis": "int"},
+    Op.PAD: {"pads": "pairs", "mode": "str", "value": "number"},
+    Op.CAST: {"to": "dtype"},
+})
+
+# (min inputs, max inputs, outputs). CONCAT takes any number >= 1.
+OP_ARITY: Mapping[Op, tuple[int, int, int]] = MappingProxyType({
+    **{op: (1, 1, 1) for op in Op},
+    Op.CONV: (2, 3, 1), Op.CONV_TRANSPOSE: (2, 3, 1), Op.GEMM: (2, 3, 1),
+    Op.MATMUL: (2, 2, 1), Op.ADD: (2, 2, 1), Op.SUB: (2, 2, 1), Op.MUL: (2, 2, 1),
+    Op.DIV: (2, 2, 1), Op.PRELU: (2, 2, 1), Op.BATCH_NORM: (5, 5, 1),
+    Op.CONCAT: (1, 1 << 30, 1),
+})
+
+
+def _freeze(v: object) -> AttrValue:
+    if isinstance(v, (list, tuple)):
+        return tuple(_freeze(i) for i in v)  # type: ignore[return-value]
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Node:
+    """One op application. ``attrs`` is a name-sorted tuple of (name, value) pairs."""
+
+    op: Op
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attrs: tuple[tuple[str, AttrValue], ...] = ()
+    name: str = ""
+
+    @classmethod
+    def make(cls, op: Op, inputs: Iterable[str], outputs: Iterable[str], *, name: str = "",
+             **attrs: object) -> "Node":
+        frozen = tuple(sorted((k, _freeze(v)) for k, v in attrs.items()))
+        return cls(op, tuple(inputs), tuple(outputs), frozen, name)
+
+    def attr(self, key: str) -> AttrValue:
+        for k, v in self.attrs:
+            if k == key:
+                return v
+        raise KeyError(f"node {self.name!r} ({self.op.name}) has no attribute {key!r}")
+
+    @property
+    def attr_dict(self) -> dict[str, AttrValue]:
+        return dict(self.attrs)
+
+    def label(self) -> str:
+        return f"{self.op.name} node {self.name!r}"
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A static dataflow graph. ``tensors`` maps every name (inputs, constants, node
+    outputs) to its ``Tensor``; constants are the tensors with ``data``."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    nodes: tuple[Node, ...]
+    tensors: Mapping[str, Tensor]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+
+    @classmethod
+    def make(cls, name: str, inputs: Iterable[str], outputs: Iterable[str],
+             nodes: Iterable[Node], tensors: Iterable[Tensor]) -> "Graph":
+        return cls(name, tuple(inputs), tuple(outputs), tuple(nodes), {t.name: t for t in tensors})
+
+    # ---- queries -------------------------------------------------------------------------
+    def tensor(self, name: str) -> Tensor:
+        try:
+            return self.tensors[name]
+        except KeyError:
+            raise GraphError(f"graph {self.name!r}: no tensor {name!r}") from None
+
+    @property
+    def constants(self) -> dict[str, Tensor]:
+        return {n: t for n, t in self.tensors.items() if t.is_const}
+
+    def producers(self) -> dict[str, Node]:
+        """Tensor name -> the node that writes it (inputs and constants have none)."""
+        return {o: n for n in self.nodes for o in n.outputs}
+
+    def consumers(self) -> dict[str, tuple[Node, ...]]:
+        """Tensor name -> the nodes that read it, in node order (each node once)."""
+        out: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in dict.fromkeys(n.inputs):
+                out.setdefault(i, []).append(n)
+        return {k: tuple(v) for k, v in out.items()}
+
+    def topological_order(self) -> tuple[Node, ...]:
+        """Nodes ordered so that every producer comes before its consumers (stable: keeps
+        the given order where it is already valid). Raises ``GraphError`` on a cycle."""
+        prod = self.producers()
+        index = {id(n): i for i, n in enumerate(self.nodes)}
+        state: dict[int, int] = {}  # 1 = on the stack, 2 = done
+        order: list[Node] = []
+        for root in self.nodes:
+            stack: list[tuple[Node, int]] = [(root, 0)]
+            while stack:
+                node, k = stack.pop()
+                if k == 0:
+                    if state.get(index[id(node)]) == 2:
+                        continue
+                    state[index[id(node)]] = 1
+                deps = [prod[i] for i in node.inputs if i in prod]
+                if k < len(deps):
+                    stack.append((node, k + 1))
+                    dep = deps[k]
+                    s = state.get(index[id(dep)])
+                    if s == 1:
+                        raise GraphError(f"{dep.label()}: cycle through {node.label()}")
+                    if s is None:
+                        stack.append((dep, 0))
+                    continue
+                state[index[id(node)]] = 2
+                order.append(node)
+        return tuple(order)
+
+    def toposorted(self) -> "Graph":
+        return Graph(self.name, self.inputs, self.outputs, self.topological_order(), self.tensors)
+
+    # ---- checks --------------------------------------------------------------------------
+    def validate(self) -> "Graph":
+        """Check the graph; raise ``GraphError`` naming the node and the problem. Returns
+        the graph so calls can be chained."""
+        from .shapes import infer_node  # shapes imports this module
+
+        g = self.name
+        for k, t in self.tensors.items():
+            if k != t.name:
+                raise GraphError(f"graph {g!r}: tensor stored under {k!r} is named {t.name!r}")
+        if len(set(self.inputs)) != len(self.inputs):
+            raise GraphError(f"graph {g!r}: duplicate graph input")
+        for i in self.inputs:
+            if i not in self.tensors:
+                raise GraphError(f"graph {g!r}: graph input {i!r} has no tensor")
+            if self.tensors[i].is_const:
+                raise GraphError(f"graph {g!r}: graph input {i!r} is a constant")
+        written: dict[str, Node] = {}
+        defined = set(self.inputs) | {o for n in self.nodes for o in n.outputs}
+        for node in self.nodes:
+            self._check_node(node, written, defined)
+        for o in self.outputs:
+            if o not in self.tensors or not (o in written or o in self.inputs or self.tensors[o].is_const):
+                raise GraphError(f"graph {g!r}: graph output {o!r} is never defined")
+        self.topological_order()
+        for node in self.nodes:
+            ins = [self.tensors[i] for i in node.inputs]
+            outs = [self.tensors[o] for o in node.outputs]
+            try:
+                expected = infer_node(node, ins, outs)
+            except GraphError:
+                raise
+            except Exception as e:  # a rule tripping over malformed attributes
+                raise GraphError(f"{node.label()}: {e}") from e
+            for name, (shape, dtype) in zip(node.outputs, expected):
+                t = self.tensors[name]
+                if dtype is not None and t.dtype is not dtype:
+                    raise GraphError(f"{node.label()}: output {name!r} is {t.dtype.value}, "
+                                     f"op gives {dtype.value}")
+                if shape is not None and t.shape != shape:
+                    raise GraphError(f"{node.label()}: output {name!r} has shape {t.shape}, "
+                                     f"op gives {shape}")
+        return self
+
+    def _check_node(self, node: Node, written: dict[str, Node], defined: set[str]) -> None:
+        where = node.label()
+        lo, hi, n_out = OP_ARITY[node.op]
+        if not lo <= len(node.inputs) <= hi:
+            raise GraphError(f"{where}: {len(node.inputs)} inputs, {node.op.name} takes {lo}..{hi}")
+        if len(node.outputs) != n_out:
+            raise GraphError(f"{where}: {len(node.outputs)} outputs, {node.op.name} gives {n_out}")
+        schema = OP_ATTRS.get(node.op, {})
+        names = [k for k, _ in node.attrs]
+        if names != sorted(set(names)):
+            raise GraphError(f"{where}: attributes not sorted or duplicated: {names}")
+        if set(names) != set(schema):
+            raise GraphError(f"{where}: attributes {sorted(names)}, expected {sorted(schema)}")
+        for k, v in node.attrs:
+            if not _KIND_CHECK[schema[k]](v):
+                raise GraphError(f"{where}: attribute {k!r}={v!r} is not of kind {schema[k]}")
+        for i in node.inputs:
+            if i not in self.tensors:
+                raise GraphError(f"{where}: undefined input {i!r}")
+            if not self.tensors[i].is_const and i not in defined:
+                raise GraphError(f"{where}: input {i!r} is neither a graph input, a constant "
+                                 f"nor any node's output")
+        for o in node.outputs:
+            if o not in self.tensors:
+                raise GraphError(f"{where}: output {o!r} has no tensor")
+            if o in written:
+                raise GraphError(f"{where}: duplicate output {o!r} (also written by "
+                                 f"{written[o].label()})")
+            if o in self.inputs or self.tensors[o].is_const:
+                raise GraphError(f"{where}: output {o!r} overwrites a graph input or constant")
+            written[o] = node
