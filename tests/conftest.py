@@ -21,6 +21,17 @@ from aiocoap.resource import PathCapable, Resource
 from tinymlaas.server.server import LwM2MServer
 
 
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In CI the real models must be there: tests that need them would otherwise skip quietly."""
+    import os
+
+    if os.environ.get("CI") and not SHARED_MODELS.is_dir():
+        pytest.exit(f"CI run without the shared models next to the checkout ({SHARED_MODELS.name} missing)", 2)
+
+
 @dataclass
 class Seen:
     code: Code
