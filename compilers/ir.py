@@ -44,7 +44,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterable, Mapping, Union
+from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -279,6 +279,41 @@ class Node:
     @property
     def attr_dict(self) -> dict[str, AttrValue]:
         return dict(self.attrs)
+
+    # Typed accessors: the attribute, checked to be of the kind OP_ATTRS promises.
+    def _typed(self, key: str, kind: str) -> Any:
+        value = self.attr(key)
+        if not _KIND_CHECK[kind](value):
+            raise GraphError(f"{self.label()}: attribute {key!r}={value!r} is not of kind {kind}")
+        return value
+
+    def attr_int(self, key: str) -> int:
+        return int(self._typed(key, "int"))
+
+    def attr_float(self, key: str) -> float:
+        return float(self._typed(key, "float"))
+
+    def attr_number(self, key: str) -> int | float:
+        value: int | float = self._typed(key, "number")
+        return value
+
+    def attr_bool(self, key: str) -> bool:
+        return bool(self._typed(key, "bool"))
+
+    def attr_str(self, key: str) -> str:
+        return str(self._typed(key, "str"))
+
+    def attr_dtype(self, key: str) -> DType:
+        value: DType = self._typed(key, "dtype")
+        return value
+
+    def attr_ints(self, key: str) -> tuple[int, ...]:
+        value: tuple[int, ...] = self._typed(key, "ints")
+        return value
+
+    def attr_pairs(self, key: str) -> tuple[tuple[int, int], ...]:
+        value: tuple[tuple[int, int], ...] = self._typed(key, "pairs")
+        return value
 
     def label(self) -> str:
         return f"{self.op.name} node {self.name!r}"

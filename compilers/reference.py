@@ -94,14 +94,13 @@ def _bound(x: np.ndarray, v: float | int) -> np.generic:
 
 @kernel(Op.CLIP)
 def _clip(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    lo, hi = node.attr("min"), node.attr("max")
-    assert isinstance(lo, (int, float)) and isinstance(hi, (int, float))
+    lo, hi = node.attr_number("min"), node.attr_number("max")
     return np.minimum(np.maximum(x, _bound(x, lo)), _bound(x, hi))
 
 
 @kernel(Op.LEAKY_RELU)
 def _leaky_relu(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    return np.where(x < 0, x * _scalar(x, float(node.attr("alpha"))), x)  # type: ignore[arg-type]
+    return np.where(x < 0, x * _scalar(x, node.attr_float("alpha")), x)
 
 
 @kernel(Op.PRELU)
@@ -118,7 +117,7 @@ def _sigmoid(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
 
 @kernel(Op.HARD_SIGMOID)
 def _hard_sigmoid(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    a, b = _scalar(x, node.attr("alpha")), _scalar(x, node.attr("beta"))  # type: ignore[arg-type]
+    a, b = _scalar(x, node.attr_float("alpha")), _scalar(x, node.attr_float("beta"))
     return np.clip(a * x + b, _scalar(x, 0), _scalar(x, 1))
 
 
@@ -134,7 +133,7 @@ def _tanh(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
 
 @kernel(Op.SOFTMAX)
 def _softmax(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    axis = int(node.attr("axis"))
+    axis = node.attr_int("axis")
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
@@ -147,7 +146,7 @@ def _identity(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
 @kernel(Op.CAST)
 def _cast(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
-        return x.astype(node.attr("to").numpy)  # type: ignore[union-attr]
+        return x.astype(node.attr_dtype("to").numpy)
 
 
 # ---- linear algebra ---------------------------------------------------------------------------
@@ -159,10 +158,10 @@ def _matmul(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @kernel(Op.GEMM)
 def _gemm(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray,
           c: np.ndarray | None = None) -> np.ndarray:
-    a = a.T if node.attr("trans_a") else a
-    b = b.T if node.attr("trans_b") else b
+    a = a.T if node.attr_bool("trans_a") else a
+    b = b.T if node.attr_bool("trans_b") else b
     y = a @ b
-    alpha, beta = float(node.attr("alpha")), float(node.attr("beta"))  # type: ignore[arg-type]
+    alpha, beta = node.attr_float("alpha"), node.attr_float("beta")
     if alpha != 1.0:
         y = y * _scalar(y, alpha)
     if c is not None:
@@ -174,7 +173,7 @@ def _gemm(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray,
 def _batch_norm(node: Node, io: NodeIO, x: np.ndarray, scale: np.ndarray, bias: np.ndarray,
                 mean: np.ndarray, var: np.ndarray) -> np.ndarray:
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    eps = _scalar(var, float(node.attr("epsilon")))  # type: ignore[arg-type]
+    eps = _scalar(var, node.attr_float("epsilon"))
     inv = scale / np.sqrt(var + eps)
     return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
 
@@ -214,14 +213,14 @@ def _windows(x: np.ndarray, kernel: tuple[int, ...], strides: tuple[int, ...],
 
 
 def _window_attrs(node: Node) -> tuple[tuple[int, ...], tuple[int, ...], tuple[tuple[int, int], ...]]:
-    return node.attr("strides"), node.attr("dilations"), node.attr("pads")  # type: ignore[return-value]
+    return node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
 
 
 @kernel(Op.CONV)
 def _conv(node: Node, io: NodeIO, x: np.ndarray, w: np.ndarray,
           b: np.ndarray | None = None) -> np.ndarray:
     strides, dilations, pads = _window_attrs(node)
-    g = int(node.attr("group"))  # type: ignore[arg-type]
+    g = node.attr_int("group")
     n, c = x.shape[:2]
     o, k = w.shape[0], w.shape[2:]
     win = _windows(x, k, strides, dilations, pads, False, 0)
@@ -243,12 +242,12 @@ def _conv(node: Node, io: NodeIO, x: np.ndarray, w: np.ndarray,
 def _conv_transpose(node: Node, io: NodeIO, x: np.ndarray, w: np.ndarray,
                     b: np.ndarray | None = None) -> np.ndarray:
     strides, dilations, pads = _window_attrs(node)
-    out_pad = node.attr("output_padding")
-    g = int(node.attr("group"))  # type: ignore[arg-type]
+    out_pad = node.attr_ints("output_padding")
+    g = node.attr_int("group")
     n, c, *spatial = x.shape
     og, k = w.shape[1], w.shape[2:]
     full = [(i - 1) * s + (kk - 1) * d + 1 + p
-            for i, s, kk, d, p in zip(spatial, strides, k, dilations, out_pad)]  # type: ignore[call-overload]
+            for i, s, kk, d, p in zip(spatial, strides, k, dilations, out_pad)]
     y = np.zeros((n, g, og, *full), dtype=x.dtype)
     xg = x.reshape(n, g, c // g, -1)                       # (N, G, Cg, P)
     wg = w.reshape(g, c // g, og, -1)                      # (G, Cg, Og, K)
@@ -269,8 +268,8 @@ def _conv_transpose(node: Node, io: NodeIO, x: np.ndarray, w: np.ndarray,
 
 def _pool_windows(node: Node, x: np.ndarray, fill: float | int) -> np.ndarray:
     strides, dilations, pads = _window_attrs(node)
-    return _windows(x, node.attr("kernel"), strides, dilations, pads,  # type: ignore[arg-type]
-                    bool(node.attr("ceil_mode")), fill)
+    return _windows(x, node.attr_ints("kernel"), strides, dilations, pads,
+                    node.attr_bool("ceil_mode"), fill)
 
 
 @kernel(Op.MAX_POOL)
@@ -283,16 +282,15 @@ def _max_pool(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
 @kernel(Op.AVG_POOL)
 def _avg_pool(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     strides, dilations, pads = _window_attrs(node)
-    kernel_ = node.attr("kernel")
-    assert isinstance(kernel_, tuple)
+    kernel_ = node.attr_ints("kernel")
     axes = tuple(range(x.ndim, 2 * x.ndim - 2))
     total = _pool_windows(node, x, 0).sum(axis=axes)
     # The divisor counts the window cells inside the input, plus the explicit pads if
     # count_include_pad, never the cells a ceil_mode window hangs past the end.
     out, spans, widths = _plan(x.shape[2:], kernel_, strides, dilations, pads,
-                               bool(node.attr("ceil_mode")))
+                               node.attr_bool("ceil_mode"))
     mask = np.pad(np.ones(x.shape[2:], dtype=x.dtype), pads,
-                  constant_values=1 if node.attr("count_include_pad") else 0)
+                  constant_values=1 if node.attr_bool("count_include_pad") else 0)
     extra = [(0, w[1] - p[1]) for w, p in zip(widths, pads)]
     mask = np.pad(mask, extra)[None, None]
     count = _slide(mask, out, spans, strides, dilations).sum(axis=axes)
@@ -302,42 +300,40 @@ def _avg_pool(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
 # ---- shape and data movement ------------------------------------------------------------------
 @kernel(Op.REDUCE_MEAN)
 def _reduce_mean(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    axes = tuple(node.attr("axes"))  # type: ignore[arg-type]
-    keep = bool(node.attr("keepdims"))
+    axes = node.attr_ints("axes")
+    keep = node.attr_bool("keepdims")
     if x.dtype.kind == "f":
-        return np.mean(x, axis=axes, keepdims=keep, dtype=x.dtype)
+        return np.mean(x, axis=axes, keepdims=keep)
     count = int(np.prod([x.shape[a] for a in axes]))
     return (np.sum(x, axis=axes, keepdims=keep, dtype=np.int64) // count).astype(x.dtype)
 
 
 @kernel(Op.RESHAPE)
 def _reshape(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    return x.reshape(node.attr("shape"))  # type: ignore[arg-type]
+    return x.reshape(node.attr_ints("shape"))
 
 
 @kernel(Op.TRANSPOSE)
 def _transpose(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(np.transpose(x, node.attr("perm")))  # type: ignore[arg-type]
+    return np.ascontiguousarray(np.transpose(x, node.attr_ints("perm")))
 
 
 @kernel(Op.CONCAT)
 def _concat(node: Node, io: NodeIO, *xs: np.ndarray) -> np.ndarray:
-    return np.concatenate(xs, axis=int(node.attr("axis")))  # type: ignore[arg-type]
-
-
-_NP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+    return np.concatenate(xs, axis=node.attr_int("axis"))
 
 
 @kernel(Op.PAD)
 def _pad(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    pads = node.attr("pads")
-    crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(x.shape, pads))  # type: ignore[union-attr]
-    x = x[crop]
-    widths = [(max(0, b), max(0, e)) for b, e in pads]  # type: ignore[union-attr]
-    mode = _NP_PAD_MODE[str(node.attr("mode"))]
+    pads = node.attr_pairs("pads")
+    crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(x.shape, pads))
+    x = x[crop]  # negative pads remove
+    widths = [(max(0, b), max(0, e)) for b, e in pads]
+    mode = node.attr_str("mode")  # constant, reflect, edge, wrap: numpy's meanings are ONNX's
     if mode == "constant":
-        return np.pad(x, widths, mode="constant", constant_values=_bound(x, node.attr("value")))  # type: ignore[arg-type]
-    return np.pad(x, widths, mode=mode)
+        return np.pad(x, widths, mode="constant",
+                      constant_values=_bound(x, node.attr_number("value")))
+    return np.pad(x, widths, mode=mode)  # type: ignore[call-overload]
 
 
 # ---- quantisation -----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def _axis(node: Node, axis: int, rank: int) -> int:
 
 
 def _softmax(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
-    _axis(node, int(node.attr("axis")), len(ins[0].shape))
+    _axis(node, node.attr_int("axis"), len(ins[0].shape))
     return _unary(node, ins, outs)
 
 
@@ -104,8 +104,8 @@ def _gemm(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out
     a, b = ins[0].shape, ins[1].shape
     if len(a) != 2 or len(b) != 2:
         raise _fail(node, f"GEMM needs 2-D operands, got {a} and {b}")
-    m, k = a[::-1] if node.attr("trans_a") else a
-    k2, n = b[::-1] if node.attr("trans_b") else b
+    m, k = a[::-1] if node.attr_bool("trans_a") else a
+    k2, n = b[::-1] if node.attr_bool("trans_b") else b
     if k != k2:
         raise _fail(node, f"inner dimensions differ: {k} vs {k2}")
     if len(ins) == 3 and _broadcast(node, (m, n), ins[2].shape) != (m, n):
@@ -115,18 +115,17 @@ def _gemm(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out
 
 def _window_attrs(node: Node, spatial: int) -> tuple[tuple[int, ...], tuple[int, ...],
                                                       tuple[tuple[int, int], ...]]:
-    s, d, p = node.attr("strides"), node.attr("dilations"), node.attr("pads")
-    assert isinstance(s, tuple) and isinstance(d, tuple) and isinstance(p, tuple)
+    s, d, p = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
     if not len(s) == len(d) == len(p) == spatial:
         raise _fail(node, f"strides/dilations/pads do not have {spatial} spatial entries")
     if min(s + d, default=1) < 1:
         raise _fail(node, "strides and dilations must be >= 1")
-    return s, d, p  # type: ignore[return-value]
+    return s, d, p
 
 
 def _conv(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
     x, w = ins[0].shape, ins[1].shape
-    g = int(node.attr("group"))
+    g = node.attr_int("group")
     if len(x) < 3 or len(w) != len(x):
         raise _fail(node, f"input {x} and weight {w} ranks do not fit")
     s, d, p = _window_attrs(node, len(x) - 2)
@@ -140,12 +139,11 @@ def _conv(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out
 
 def _conv_transpose(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
     x, w = ins[0].shape, ins[1].shape
-    g = int(node.attr("group"))
+    g = node.attr_int("group")
     if len(x) < 3 or len(w) != len(x):
         raise _fail(node, f"input {x} and weight {w} ranks do not fit")
     s, d, p = _window_attrs(node, len(x) - 2)
-    op = node.attr("output_padding")
-    assert isinstance(op, tuple)
+    op = node.attr_ints("output_padding")
     if g < 1 or x[1] != w[0] or w[0] % g or len(op) != len(s):
         raise _fail(node, f"{x[1]} input channels, weight {w}, group {g} do not fit")
     if len(ins) == 3 and ins[2].shape != (w[1] * g,):
@@ -157,25 +155,23 @@ def _conv_transpose(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -
 
 def _pool(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
     x = ins[0].shape
-    k = node.attr("kernel")
-    assert isinstance(k, tuple)
+    k = node.attr_ints("kernel")
     if len(x) < 3 or len(k) != len(x) - 2:
         raise _fail(node, f"kernel {k} does not fit input {x}")
     s, d, p = _window_attrs(node, len(k))
-    ceil = bool(node.attr("ceil_mode"))
+    ceil = node.attr_bool("ceil_mode")
     sp = tuple(window_out(x[2 + i], k[i], s[i], d[i], *p[i], ceil) for i in range(len(k)))
     return [(x[:2] + sp, ins[0].dtype)]
 
 
 def _reduce_mean(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
     x = ins[0].shape
-    axes = node.attr("axes")
-    assert isinstance(axes, tuple)
+    axes = node.attr_ints("axes")
     for a in axes:
         _axis(node, a, len(x))
     if len(set(axes)) != len(axes):
         raise _fail(node, f"repeated axes {axes}")
-    keep = bool(node.attr("keepdims"))
+    keep = node.attr_bool("keepdims")
     shape = tuple(1 if i in axes else n for i, n in enumerate(x) if keep or i not in axes)
     return [(shape, ins[0].dtype)]
 
@@ -191,23 +187,21 @@ def _batch_norm(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> li
 
 
 def _reshape(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
-    shape = node.attr("shape")
-    assert isinstance(shape, tuple)
+    shape = node.attr_ints("shape")
     if any(d < 0 for d in shape) or math.prod(shape) != ins[0].size:
         raise _fail(node, f"cannot reshape {ins[0].shape} to {shape}")
     return [(shape, ins[0].dtype)]
 
 
 def _transpose(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
-    perm = node.attr("perm")
-    assert isinstance(perm, tuple)
+    perm = node.attr_ints("perm")
     if sorted(perm) != list(range(len(ins[0].shape))):
         raise _fail(node, f"perm {perm} is not a permutation of rank {len(ins[0].shape)}")
     return [(tuple(ins[0].shape[i] for i in perm), ins[0].dtype)]
 
 
 def _concat(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
-    axis = _axis(node, int(node.attr("axis")), len(ins[0].shape))
+    axis = _axis(node, node.attr_int("axis"), len(ins[0].shape))
     first = ins[0].shape
     for t in ins[1:]:
         if len(t.shape) != len(first) or any(a != b for i, (a, b) in
@@ -222,10 +216,9 @@ PAD_MODES = ("constant", "reflect", "edge", "wrap")
 
 def _pad(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
     x = ins[0].shape
-    pads = node.attr("pads")
-    assert isinstance(pads, tuple)
-    if len(pads) != len(x) or node.attr("mode") not in PAD_MODES:
-        raise _fail(node, f"pads {pads} / mode {node.attr('mode')!r} do not fit input {x}")
+    pads, mode = node.attr_pairs("pads"), node.attr_str("mode")
+    if len(pads) != len(x) or mode not in PAD_MODES:
+        raise _fail(node, f"pads {pads} / mode {mode!r} do not fit input {x}")
     shape = tuple(n + b + e for n, (b, e) in zip(x, pads))
     if min(shape, default=0) < 0:
         raise _fail(node, f"negative pads {pads} remove more than input {x}")
@@ -233,9 +226,7 @@ def _pad(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]
 
 
 def _cast(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
-    to = node.attr("to")
-    assert isinstance(to, DType)
-    return [(ins[0].shape, to)]
+    return [(ins[0].shape, node.attr_dtype("to"))]
 
 
 def _quantize(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:

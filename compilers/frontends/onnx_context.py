@@ -44,6 +44,7 @@ class Builder:
     opset: int
     onnx_types: dict[str, tuple[tuple[int, ...] | None, DType | None]]  # from shape inference
     taken: set[str]                                                     # every ONNX name
+    bad_types: dict[str, str]               # tensors of element types the IR cannot hold
     tensors: dict[str, Tensor] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
     _counter: int = 0
@@ -78,14 +79,31 @@ class NodeCtx:
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
 
-    def inp(self, i: int) -> str | None:
+    def opt_input(self, i: int) -> str | None:
         """The i-th input name, None if absent (omitted or given as "")."""
         names = self.proto.input
         return names[i] if i < len(names) and names[i] else None
 
-    def out(self, i: int) -> str | None:
+    def opt_output(self, i: int) -> str | None:
         names = self.proto.output
         return names[i] if i < len(names) and names[i] else None
+
+    def present_inputs(self) -> list[str]:
+        """The names of the inputs that are given (for ops whose optional inputs trail)."""
+        return [name for name in self.proto.input if name]
+
+    def input(self, i: int) -> str:
+        """The i-th input name, which the op requires."""
+        name = self.opt_input(i)
+        if name is None:
+            raise self.unsupported(f"required input {i} is missing")
+        return name
+
+    def output(self, i: int = 0) -> str:
+        name = self.opt_output(i)
+        if name is None:
+            raise self.unsupported(f"required output {i} is missing")
+        return name
 
     def tensor(self, name: str) -> Tensor:
         try:
@@ -95,20 +113,18 @@ class NodeCtx:
                              f"not defined before it is used") from None
 
     def shape(self, i: int) -> tuple[int, ...]:
-        name = self.inp(i)
-        assert name is not None
-        return self.tensor(name).shape
+        return self.tensor(self.input(i)).shape
 
     def const(self, i: int) -> np.ndarray | None:
         """The value of input i if it is a constant, else None (also None if absent)."""
-        name = self.inp(i)
+        name = self.opt_input(i)
         return None if name is None else self.tensor(name).data
 
     def need_const(self, i: int, what: str) -> np.ndarray:
         """The value of input i, which must be a constant (the IR makes it an attribute)."""
         value = self.const(i)
         if value is None:
-            raise self.unsupported(f"{what} (input {i}, {self.inp(i)!r}) must be a constant")
+            raise self.unsupported(f"{what} (input {i}, {self.opt_input(i)!r}) must be a constant")
         return value
 
     def axis(self, axis: int, rank: int) -> int:
