@@ -23,7 +23,11 @@ What it is:
     expressed with RESHAPE around it. GlobalAveragePool is REDUCE_MEAN over the spatial
     axes; Dropout (inference) is IDENTITY; Clip/Pad/ReduceMean/Squeeze operands that ONNX
     passes as inputs (opset >= 11/13/18) become attributes, so they must be constants.
-  - every axis is non-negative; every attribute in ``OP_ATTRS`` is always present.
+  - every axis is non-negative; every attribute in ``OP_ATTRS`` is always present
+    (``Node.make`` fills ``OP_DEFAULTS``).
+  - a ``fused`` activation (none, relu, relu6, relu_n1_to_1, tanh) on CONV, GEMM, MATMUL,
+    the element-wise arithmetic ops, pools and CONCAT: applied to the op's result
+    (TFLite's fused activations; the fusion pass folds a following RELU/CLIP into it).
 * ``Node``: op, input names, output names, attributes as a sorted tuple of
   ``(name, value)`` pairs (hashable, typed per ``OP_ATTRS``), and a name for messages.
   Optional inputs (CONV/CONV_TRANSPOSE bias, GEMM's C) are simply left off the end.
@@ -234,6 +238,19 @@ OP_ATTRS: Mapping[Op, Mapping[str, str]] = MappingProxyType({
     Op.CAST: {"to": "dtype"},
 })
 
+# Fused activations (TFLite's FusedActivationFunction, and what the fusion pass makes):
+# the op's result goes through this before it is stored. In the integer domain a fused
+# activation is a clamp of the output range (see compilers.reference's int8 kernels).
+FUSED_ACTIVATIONS = ("none", "relu", "relu6", "relu_n1_to_1", "tanh")
+FUSABLE = frozenset({"CONV", "CONV_TRANSPOSE", "GEMM", "MATMUL", "ADD", "SUB", "MUL", "DIV",
+                     "MAX_POOL", "AVG_POOL", "CONCAT"})
+OP_ATTRS = MappingProxyType({op: ({**OP_ATTRS.get(op, {}), "fused": "str"} if op.name in FUSABLE
+                                  else OP_ATTRS.get(op, {})) for op in Op})
+
+# Attributes ``Node.make`` fills in when a frontend or pass leaves them out.
+OP_DEFAULTS: Mapping[Op, Mapping[str, "AttrValue"]] = MappingProxyType(
+    {op: {"fused": "none"} for op in Op if op.name in FUSABLE})
+
 # (min inputs, max inputs, outputs). CONCAT takes any number >= 1.
 OP_ARITY: Mapping[Op, tuple[int, int, int]] = MappingProxyType({
     **{op: (1, 1, 1) for op in Op},
@@ -267,7 +284,8 @@ class Node:
     @classmethod
     def make(cls, op: Op, inputs: Iterable[str], outputs: Iterable[str], *, name: str = "",
              **attrs: object) -> "Node":
-        frozen = tuple(sorted((k, _freeze(v)) for k, v in attrs.items()))
+        merged = {**OP_DEFAULTS.get(op, {}), **attrs}
+        frozen = tuple(sorted((k, _freeze(v)) for k, v in merged.items()))
         return cls(op, tuple(inputs), tuple(outputs), frozen, name)
 
     def attr(self, key: str) -> AttrValue:
@@ -456,6 +474,8 @@ class Graph:
         for k, v in node.attrs:
             if not _KIND_CHECK[schema[k]](v):
                 raise GraphError(f"{where}: attribute {k!r}={v!r} is not of kind {schema[k]}")
+            if k == "fused" and v not in FUSED_ACTIVATIONS:
+                raise GraphError(f"{where}: fused activation {v!r}, expected one of {FUSED_ACTIVATIONS}")
         for i in node.inputs:
             if i not in self.tensors:
                 raise GraphError(f"{where}: undefined input {i!r}")

@@ -31,7 +31,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ExecutionError
-from .ir import Graph, Node, Op, Tensor
+from .ir import FUSABLE, Graph, Node, Op, Tensor
 from .shapes import window_out
 
 
@@ -360,6 +360,15 @@ assert set(KERNELS) == set(Op), f"ops without a kernel: {set(Op) - set(KERNELS)}
 
 
 # ---- the interpreter --------------------------------------------------------------------------
+# Fused activations in float (the definitions; integer kernels clamp their output range).
+FUSED: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relu": lambda y: np.maximum(y, 0),
+    "relu6": lambda y: np.clip(y, 0, 6),
+    "relu_n1_to_1": lambda y: np.clip(y, -1, 1),
+    "tanh": np.tanh,
+}
+
+
 def run(graph: Graph, inputs: Mapping[str, np.ndarray], *,
         return_all: bool = False) -> dict[str, np.ndarray]:
     """Run ``graph`` on ``inputs`` (graph input name -> array of exactly the declared shape
@@ -379,6 +388,9 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], *,
         io = NodeIO(tuple(graph.tensors[i] for i in node.inputs),
                     tuple(graph.tensors[o] for o in node.outputs))
         y = np.asarray(KERNELS[node.op](node, io, *(env[i] for i in node.inputs)))
+        fused = node.attr_str("fused") if node.op.name in FUSABLE else "none"
+        if fused != "none" and io.outputs[0].dtype.is_float:
+            y = FUSED[fused](y).astype(y.dtype)  # integer kernels clamp inside (output range)
         want = io.outputs[0]
         if y.shape != want.shape or y.dtype != want.dtype.numpy:
             raise ExecutionError(f"{node.label()}: kernel gave {y.dtype}{list(y.shape)}, "

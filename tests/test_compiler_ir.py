@@ -170,3 +170,17 @@ def test_compilers_never_import_upward() -> None:
     pattern = re.compile(r"^\s*(from|import)\s+(tinymlaas|simulator|device_profiles)\b", re.M)
     offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_fused_activation_defaults_and_applies() -> None:
+    g = _mlp().validate()
+    assert g.nodes[0].attr("fused") == "none"  # Node.make fills the default
+    fused = Graph.make(name="mlp-fused", inputs=["x"], outputs=["h"], tensors=list(g.tensors.values())[:4],
+                       nodes=[Node.make(Op.GEMM, ["x", "w", "b"], ["h"], name="fc", alpha=1.0, beta=1.0,
+                                        trans_a=False, trans_b=False, fused="relu")]).validate()
+    x = np.array([[1, -2, 3, -4]], np.float32)
+    np.testing.assert_array_equal(run(fused, {"x": x})["h"], run(g, {"x": x})["y"])
+    bad = dataclasses.replace(fused, nodes=(Node.make(Op.GEMM, ["x", "w", "b"], ["h"], name="fc", alpha=1.0,
+                                                     beta=1.0, trans_a=False, trans_b=False, fused="gelu"),))
+    with pytest.raises(GraphError, match="fused activation 'gelu'"):
+        bad.validate()
