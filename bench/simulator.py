@@ -24,11 +24,19 @@ script re-runs itself with ``--child`` (a distinct endpoint prefix each); a chil
 lines on stdout (``registered``, then ``mark`` snapshots on request, then its final figures)
 and this process aggregates them. CPU % is of one core (100 = one core busy).
 
+After the storm it counts loopback UDP ports held by more than one socket: aiocoap's udp6
+transport sets SO_REUSEPORT before binding port 0, and Linux then hands some ephemeral ports
+to two sockets at once (about n^2 / 56,000 pairs for n sockets); the kernel delivers all of
+a shared port's datagrams to one of them, so the other device never gets its responses
+(Register or Update times out after 30 s). ``--no-reuseport`` sets AIOCOAP_REUSE_PORT=0 in
+the simulator process(es) only, to compare.
+
 It prints a table and, as the LAST line of stdout, one JSON object.
 
     python bench/simulator.py --quick
     python bench/simulator.py --devices 2000 --lifetime 60 --steady 20
     python bench/simulator.py --processes 2 --devices 600
+    python bench/simulator.py --devices 5000 --no-reuseport
 """
 
 from __future__ import annotations
@@ -51,12 +59,15 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# This file is called simulator.py: its own directory (sys.path[0] when run as a script) would
+# shadow the ``simulator`` package, so import from the repository root instead.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, REPO)]
 
 HOST = "127.0.0.1"
 DEFAULT_PROFILES = "nrf52840,stm32l4r5,esp32s3,rp2040,samd21"
 UPDATE_MARGIN = 0.8  # simulator.device: an Update when 80% of the lifetime has passed (no drift)
+CHILDREN: list[Any] = []  # simulator child processes (asyncio Process), killed in main's finally
 MAX_CHILD_LINES = 10_000  # a child's stdout lines read per request, at most
 ENDPOINT = re.compile(r"\b[\w-]+-\d{4,}\b")  # endpoint names in messages, for grouping
 
@@ -86,6 +97,32 @@ def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))
     except OSError:
         return -1
+
+
+def udp_port_sharing(server_port: int) -> dict[str, int]:
+    """Local UDP ports on loopback held by more than one socket (this host, all processes).
+
+    aiocoap's udp6 transport sets SO_REUSEPORT before it binds port 0, and Linux may then
+    hand the same ephemeral port to several such sockets of one user; datagrams to that port
+    all go to one of them (picked by a hash of the addresses), the others never hear back.
+    """
+    ports: dict[int, int] = {}
+    for table, loopback in (("/proc/net/udp", ("0100007F",)),
+                            ("/proc/net/udp6", ("0000000000000000FFFF00000100007F",
+                                                "00000000000000000000000001000000", "0" * 32))):
+        try:
+            with open(table) as f:
+                next(f, None)
+                for line in f:
+                    local = line.split()[1]
+                    addr, _, port = local.rpartition(":")
+                    if addr in loopback or addr == "00000000":
+                        ports[int(port, 16)] = ports.get(int(port, 16), 0) + 1
+        except OSError:
+            pass
+    shared = {p: n for p, n in ports.items() if n > 1}
+    return {"shared_ports": len(shared), "sockets_on_shared_ports": sum(shared.values()),
+            "sockets_sharing_server_port": ports.get(server_port, 1) - 1}
 
 
 def _die_with_parent() -> None:
@@ -251,20 +288,32 @@ class LocalFleet:
     def __init__(self, args: argparse.Namespace, devices: int, prefix: str, port: int, log: LogCounter) -> None:
         self.args, self.n, self.prefix, self.port, self.log = args, devices, prefix, port, log
         self.devices: list[Any] = []
+        self.profiles: list[Any] = []
         self.runner: Any = None
         self.label = "this process"
 
-    def build(self) -> None:
+    def prepare(self) -> None:
+        """Imports, profiles, the runner and lazily built caches: not counted as the fleet's memory."""
+        import importlib
+        for module in ("aiocoap.transports.udp6",  # aiocoap imports it on the first context
+                       "simulator.device", "simulator.fleet"):
+            importlib.import_module(module)
         from device_profiles import get_profile
-        from simulator.fleet import FleetSpec, build_fleet
         from simulator.runtimes import ModelRunner
+        from tinymlaas.lwm2m.model import default_registry
 
-        profiles = [get_profile(name) for name in self.args.profile_names]
+        default_registry()  # parses and caches the built-in object models (shared by all devices)
+        self.profiles = [get_profile(name) for name in self.args.profile_names]
+        self.runner = ModelRunner()  # as the fleet CLI does: one per process, its pool starts on first use
+
+    def build(self) -> None:
+        from simulator.fleet import FleetSpec, build_fleet
+
+        profiles = self.profiles
         k = len(profiles)
         counts = [self.n // k + (1 if i < self.n % k else 0) for i in range(k)]
         specs = [FleetSpec(p, c, lifetime=self.args.lifetime, prefix=f"{self.prefix}-{p.name}")
                  for p, c in zip(profiles, counts) if c]
-        self.runner = ModelRunner()  # as the fleet CLI does: one per process, its pool starts on first use
         flat = build_fleet(specs, (HOST, self.port), self.runner)
         groups, i = [], 0
         for spec in specs:
@@ -274,6 +323,7 @@ class LocalFleet:
 
     async def start(self) -> dict[str, Any]:
         import gc
+        self.prepare()
         gc.collect()
         rss0, fds0 = rss_bytes(), open_fds()
         t_build = time.perf_counter()
@@ -284,10 +334,12 @@ class LocalFleet:
         from simulator.fleet import start_fleet
         failures: list[BaseException] = []
         timed_out = False
+        done_at: list[float] = []  # wall time each device's start finished (registered or failed)
         cpu0, wall0 = time.process_time(), time.time()
         t0 = time.perf_counter()
         try:
-            failures = await asyncio.wait_for(start_fleet(self.devices, concurrency=self.args.concurrency),
+            failures = await asyncio.wait_for(start_fleet(self.devices, concurrency=self.args.concurrency,
+                                                          progress=lambda _n: done_at.append(time.time())),
                                               self.args.storm_timeout)
         except asyncio.TimeoutError:
             timed_out = True
@@ -304,8 +356,11 @@ class LocalFleet:
             import traceback
             first_tb = "".join(traceback.format_exception(failures[0]))
         rss_after = rss_bytes()
+        done_at.sort()
+        p95 = done_at[min(len(done_at) - 1, int(0.95 * len(done_at)))] if done_at else wall1
         return {"event": "registered", "devices": self.n, "prefix": self.prefix, "pid": os.getpid(),
                 "storm_start": wall0, "storm_end": wall1, "storm_s": round(storm_s, 3),
+                "first_done": done_at[0] if done_at else wall1, "p95_done": p95,
                 "storm_cpu_s": round(cpu1 - cpu0, 3), "build_s": round(build_s, 3),
                 "registered": registered, "failures": self.n - registered, "failure_kinds": kinds,
                 "first_failure": first_tb,
@@ -394,6 +449,7 @@ class ChildFleet:
         self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None, cwd=REPO, env=env,
             preexec_fn=_die_with_parent, limit=1 << 20)
+        CHILDREN.append(self.proc)
 
     async def start(self) -> dict[str, Any]:
         return await self._line(self.args.storm_timeout + 120)
@@ -479,21 +535,26 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
         storm_end = max(r["storm_end"] for r in regs)
         storm_s = storm_end - storm_start
         failures = sum(r["failures"] for r in regs)
+        p95_s = max(r["p95_done"] for r in regs) - storm_start
         print(f"registered in {storm_s:.2f} s, {failures} failures", file=sys.stderr, flush=True)
         for r in regs:
             if r.get("first_failure"):
                 print(f"first registration failure ({r['prefix']}):\n{r['first_failure']}", file=sys.stderr)
         if not server.alive():
             raise RuntimeError("the server died during the storm:\n" + server.tail())
+        sharing = udp_port_sharing(server.port)
+        if sharing["shared_ports"]:
+            print(f"UDP ports shared by several sockets after the storm: {sharing}", file=sys.stderr, flush=True)
 
         # place the window: on the first wave of Updates (see the module docstring) or after --warmup
         period = args.lifetime * UPDATE_MARGIN
         now = time.time()
         if args.warmup is not None:
             window_start = storm_end + args.warmup
-        else:
-            wave = max(0.0, storm_s)
-            window_start = max(storm_end, storm_start + period - max(0.0, (args.steady - wave) / 2))
+        else:  # centre the window on the first wave: Updates come `period` s after each Register
+            wave_start = min(r["first_done"] for r in regs) + period
+            wave_end = max(r["p95_done"] for r in regs) + period
+            window_start = max(storm_end, (wave_start + wave_end) / 2 - args.steady / 2)
         warmup = max(0.0, window_start - now)
         if warmup > 0:
             print(f"waiting {warmup:.1f} s for the first Update wave (every {period:.0f} s) ...", file=sys.stderr,
@@ -552,8 +613,9 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
     summary: dict[str, Any] = {
         "devices": n_total, "processes": args.processes, "profiles": args.profile_names,
         "concurrency": args.concurrency, "lifetime_s": args.lifetime, "update_period_s": round(period, 1),
-        "storm_s": round(storm_s, 3),
+        "storm_s": round(storm_s, 3), "storm_p95_s": round(p95_s, 3),
         "registrations_per_s": round(registered / storm_s, 1) if storm_s else 0.0,
+        "registrations_per_s_p95": round(0.95 * n_total / p95_s, 1) if p95_s > 0 else 0.0,
         "failures": failures,
         "rss_before_kb": sum(p["rss_before_kb"] for p in per), "rss_built_kb": sum(p["rss_built_kb"] for p in per),
         "rss_after_kb": sum(p["rss_after_kb"] for p in per),
@@ -572,6 +634,7 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
         "registered_on_server_at_window_start": on_server_before,
         "registered_after_stop": on_server_after_stop,
         "stop_s": round(stop_wall, 3),
+        **sharing, "reuseport": os.environ.get("AIOCOAP_REUSE_PORT", "aiocoap default"),
         "server_rss_kb": round(kb(rss_bytes(spid))) if server.alive() else None,
         "cpus": os.cpu_count(),
     }
@@ -586,7 +649,9 @@ ROWS = [
     ("devices", "devices", "{:,}"),
     ("profiles (round-robin)", "profiles", None),
     ("registration storm s", "storm_s", "{:.2f}"),
+    ("95% of devices started by s", "storm_p95_s", "{:.2f}"),
     ("registrations/s (storm)", "registrations_per_s", "{:,.0f}"),
+    ("registrations/s (first 95%)", "registrations_per_s_p95", "{:,.0f}"),
     ("failures", "failures", "{:,}"),
     ("simulator CPU % (storm)", "storm_cpu_pct", "{:.0f}"),
     ("server CPU % (storm)", "server_storm_cpu_pct", "{:.0f}"),
@@ -605,6 +670,8 @@ ROWS = [
     ("registered on server", "registered_on_server", "{:,}"),
     ("stop (Deregister) s", "stop_s", "{:.2f}"),
     ("registered after stop", "registered_after_stop", "{:,}"),
+    ("UDP ports shared (SO_REUSEPORT)", "shared_ports", "{:,}"),
+    ("sockets on shared ports", "sockets_on_shared_ports", "{:,}"),
 ]
 PER_ROWS = [("pid", "pid", "{}"), ("devices", "devices", "{:,}"), ("storm s", "storm_s", "{:.2f}"),
             ("failures", "failures", "{:,}"), ("RSS per device (KB)", "rss_per_device_kb", "{:.2f}"),
@@ -677,6 +744,8 @@ def main() -> int:
     parser.add_argument("--storm-timeout", type=float, default=600.0, help="give up on the storm after this")
     parser.add_argument("--stop-timeout", type=float, default=300.0, help="give up on stop_fleet after this")
     parser.add_argument("--deadline", type=float, default=None, help="whole run, s (default 900; quick 120)")
+    parser.add_argument("--no-reuseport", action="store_true",
+                        help="AIOCOAP_REUSE_PORT=0 in the simulator process(es): no port sharing (diagnosis)")
     parser.add_argument("--keep", action="store_true", help="keep the server's temporary directory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--server-port", type=int, default=0, help=argparse.SUPPRESS)
@@ -723,12 +792,21 @@ def main() -> int:
         port = server.start()
         api_url, _token = server.api()
         print(f"server pid {server.pid} on coap://{HOST}:{port}, admin API {api_url}", file=sys.stderr, flush=True)
+        if args.no_reuseport:  # after the server started: only the simulator's sockets (children inherit it)
+            os.environ["AIOCOAP_REUSE_PORT"] = "0"
         summary = asyncio.run(run(args, server, api_url, log))
         t_stop = time.perf_counter()
         summary["server_stop_rc"] = server.stop()
         summary["server_stop_s"] = round(time.perf_counter() - t_stop, 2)
     finally:
         signal.alarm(0)
+        for child in CHILDREN:
+            if child.returncode is None:  # not reaped: still ours
+                try:
+                    os.kill(child.pid, signal.SIGKILL)
+                    os.waitpid(child.pid, 0)
+                except (ProcessLookupError, ChildProcessError):
+                    pass
         server.stop()
         if args.keep:
             print(f"kept {workdir}", file=sys.stderr)
