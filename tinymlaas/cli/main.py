@@ -18,8 +18,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import fleet
+from tinymlaas.cli import fleet, models
 from tinymlaas.cli.client import CliError, call, stream
+from compilers.errors import CompilerError
 from tinymlaas.lwm2m.errors import LwM2MError
 from tinymlaas.lwm2m.numbers import ContentFormat
 
@@ -51,7 +52,7 @@ def one_line_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (CliError, LwM2MError, ValueError, OSError) as exc:
+        except (CliError, LwM2MError, CompilerError, ValueError, OSError) as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
     return wrapper  # type: ignore[return-value]
@@ -300,6 +301,7 @@ def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"
 
 
 fleet.register(app, one_line_errors)
+models.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()

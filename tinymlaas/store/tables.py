@@ -98,3 +98,21 @@ CAPABILITY_SNAPSHOTS = _table(CapabilitySnapshot)
 OBSERVED_VALUES = _table(ObservedValue)
 EVENTS = _table(Event)
 OBJECT_DEFINITIONS = _table(ObjectDefinition)
+
+
+class ModelRecord(SQLModel, table=True):
+    """A model in the registry: the file is stored content-addressed under its sha256."""
+
+    __tablename__ = "models"
+    __table_args__ = (Index("ix_models_name_version", "name", "version", unique=True),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    version: str = Field(max_length=64)
+    sha256: str = Field(max_length=64, index=True)
+    format: str = Field(max_length=16)  # "onnx" | "tflite"
+    size: int
+    calibration_sha256: Optional[str] = Field(default=None, max_length=64)
+    added_at: float
+
+
+MODELS = _table(ModelRecord)

@@ -1,0 +1,72 @@
+"""``tinymlaas models``: the model registry from the command line (no server needed).
+
+``add`` stores a model content-addressed with a name and version (and a calibration set);
+``list`` shows them; ``inspect`` shows what a model needs — ops, parameters, MACs, and for
+float32 and int8 the flash bytes, the planned arena and its lower bound — and, with
+``--profile``, whether that fits the board.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from tinymlaas.registry import ModelRegistry
+from tinymlaas.runtime import home
+from tinymlaas.store import Store
+from tinymlaas.store.store import default_url
+
+models_app = typer.Typer(help="The model registry: add, list and inspect trained models.", no_args_is_help=True)
+out = Console()
+
+
+def registry(db: str | None) -> ModelRegistry:
+    data_dir = home()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ModelRegistry(data_dir, Store(db or default_url(data_dir)))
+
+
+def register(app: typer.Typer, one_line_errors: Any) -> None:
+    DbOpt = typer.Option(None, "--db", envvar="TINYMLAAS_DB", help="SQLAlchemy URL; default SQLite in the data dir")
+
+    @models_app.command("add")
+    @one_line_errors
+    def add(file: Path = typer.Argument(..., help="an .onnx or .tflite model"),
+            name: Optional[str] = typer.Option(None, help="default: the file name"),
+            version: Optional[str] = typer.Option(None, help="default: the next integer"),
+            calibration: Optional[Path] = typer.Option(None, help=".npz of sample inputs for int8 calibration"),
+            db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+        """Store a model (content-addressed by sha256) under a name and version."""
+        entry = registry(db).add(file, name, version, calibration)
+        if as_json:
+            sys.stdout.write(json.dumps({"name": entry.name, "version": entry.version, "sha256": entry.sha256,
+                                         "format": entry.format, "size": entry.size}) + "\n")
+        else:
+            out.print(f"added {entry.name}:{entry.version} ({entry.format}, {entry.size:,} bytes, "
+                      f"sha256 {entry.sha256[:16]}…)", highlight=False)
+
+    @models_app.command("list")
+    @one_line_errors
+    def list_(db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+        """Every model version in the registry."""
+        entries = registry(db).list()
+        if as_json:
+            sys.stdout.write(json.dumps([{"name": e.name, "version": e.version, "sha256": e.sha256,
+                                          "format": e.format, "size": e.size,
+                                          "calibration": e.calibration is not None} for e in entries]) + "\n")
+            return
+        table = Table("name", "version", "format", "bytes", "sha256", "calibration", "added")
+        for e in entries:
+            table.add_row(escape(e.name), escape(e.version), e.format, f"{e.size:,}", e.sha256[:16],
+                          "yes" if e.calibration else "-", datetime.fromtimestamp(e.added_at).strftime("%Y-%m-%d %H:%M"))
+        out.print(table)
+
+    app.add_typer(models_app, name="models")

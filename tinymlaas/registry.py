@@ -1,0 +1,139 @@
+"""The model registry: trained models stored content-addressed, by name and version.
+
+``add`` checks the file is a model the compiler can read (ONNX or TFLite, by content), copies
+it to ``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever
+their names), and records name, version, sha256 and an optional calibration set (an ``.npz``
+stored the same way) in the database. The version defaults to the next integer for that
+name. Nothing is written unless the model imports.
+
+Works on the database directly (no server needed); the server reads the same tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import desc, insert, select
+
+from tinymlaas.store import Store
+from tinymlaas.store.tables import MODELS
+
+FORMATS = {"onnx": ".onnx", "tflite": ".tflite"}
+
+
+class RegistryError(ValueError):
+    """A model that cannot be added or found; the message says which and why."""
+
+
+def model_format(data: bytes) -> str:
+    """"tflite" (TFL3 identifier) or "onnx" (parses as a ModelProto with a graph), by content."""
+    if data[4:8] == b"TFL3":
+        return "tflite"
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        if onnx.ModelProto.FromString(data).graph.node:
+            return "onnx"
+    except (DecodeError, ValueError):
+        pass
+    raise RegistryError(f"not an ONNX or TFLite model (first bytes {data[:8].hex()})")
+
+
+def load_graph(data: bytes, fmt: str) -> Any:
+    """Import with the compiler's frontend for ``fmt`` (its errors name what is wrong)."""
+    if fmt == "onnx":
+        from compilers.frontends.onnx import import_onnx
+
+        return import_onnx(data)
+    from compilers.frontends import tflite
+
+    return tflite.import_tflite(data)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    version: str
+    sha256: str
+    format: str
+    size: int
+    path: Path
+    calibration: Path | None
+    added_at: float
+
+
+class ModelRegistry:
+    def __init__(self, home: Path, store: Store) -> None:
+        self.dir = home / "models"
+        self.store = store
+
+    def _stored(self, data: bytes, suffix: str) -> tuple[str, Path]:
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.dir / f"{sha}{suffix}"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+        return sha, path
+
+    def add(self, file: Path, name: str | None = None, version: str | None = None,
+            calibration: Path | None = None) -> ModelEntry:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise RegistryError(f"cannot read {file}: {exc.strerror}") from None
+        fmt = model_format(data)
+        load_graph(data, fmt)  # refuse what the compiler cannot read, before storing anything
+        cal_data = calibration.read_bytes() if calibration is not None else None
+        if cal_data is not None and not cal_data.startswith(b"PK"):
+            raise RegistryError(f"calibration {calibration} is not an .npz file")
+        name = name or file.stem
+        if version is None:
+            versions = [e.version for e in self.list(name)]
+            version = str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)
+        elif self.find(name, version) is not None:
+            raise RegistryError(f"model {name} version {version} exists already")
+        sha, path = self._stored(data, FORMATS[fmt])
+        cal_sha = self._stored(cal_data, ".npz")[0] if cal_data is not None else None
+        row = {"name": name, "version": version, "sha256": sha, "format": fmt, "size": len(data),
+               "calibration_sha256": cal_sha, "added_at": time.time()}
+        self.store.write_sync(lambda c: c.execute(insert(MODELS).values(**row)))
+        return self._entry(row)
+
+    def _entry(self, row: Any) -> ModelEntry:
+        r = dict(row._mapping) if hasattr(row, "_mapping") else row
+        cal = self.dir / f"{r['calibration_sha256']}.npz" if r["calibration_sha256"] else None
+        return ModelEntry(r["name"], r["version"], r["sha256"], r["format"], r["size"],
+                          self.dir / f"{r['sha256']}{FORMATS[r['format']]}", cal, r["added_at"])
+
+    def list(self, name: str | None = None) -> list[ModelEntry]:
+        q = select(MODELS).order_by(MODELS.c.name, MODELS.c.added_at)
+        if name is not None:
+            q = q.where(MODELS.c.name == name)
+        return [self._entry(r) for r in self.store.read_sync(lambda c: list(c.execute(q)))]
+
+    def find(self, name: str, version: str | None = None) -> ModelEntry | None:
+        q = select(MODELS).where(MODELS.c.name == name)
+        q = q.where(MODELS.c.version == version) if version else q.order_by(desc(MODELS.c.added_at)).limit(1)
+        row = self.store.read_sync(lambda c: c.execute(q).first())
+        return self._entry(row) if row is not None else None
+
+    def get(self, name: str, version: str | None = None) -> ModelEntry:
+        """``name`` or ``name:version``; a sha256 prefix also works."""
+        if version is None and ":" in name:
+            name, version = name.split(":", 1)
+        entry = self.find(name, version)
+        if entry is None and len(name) >= 8:
+            entry = next((e for e in self.list() if e.sha256.startswith(name)), None)
+        if entry is None:
+            known = sorted({e.name for e in self.list()})
+            raise RegistryError(f"no model {name}{':' + version if version else ''}; "
+                                f"known: {', '.join(known) or 'none (add one with tinymlaas models add FILE)'}")
+        return entry
+
