@@ -28,15 +28,19 @@ What it is:
   - a ``fused`` activation (none, relu, relu6, relu_n1_to_1, tanh) on CONV, GEMM, MATMUL,
     the element-wise arithmetic ops, pools and CONCAT: applied to the op's result
     (TFLite's fused activations; the fusion pass folds a following RELU/CLIP into it).
+  - QUANTIZE has a ``rounding``: ``half_even`` (ONNX QuantizeLinear, the default) or
+    ``half_away`` (TFLite's QUANTIZE).
 * ``Node``: op, input names, output names, attributes as a sorted tuple of
   ``(name, value)`` pairs (hashable, typed per ``OP_ATTRS``), and a name for messages.
   Optional inputs (CONV/CONV_TRANSPOSE bias, GEMM's C) are simply left off the end.
 * ``Graph``: name, input and output names, nodes, and every tensor by name. ``validate()``
   checks the graph and raises ``GraphError`` naming the node and the problem.
 
-Layout: the IR keeps the layout the model was imported with. ONNX models are NCHW (CONV
-weights OIHW); a later pass converts to NHWC for the TFLM/CMSIS backends. Ops that depend
-on layout (CONV, pools) are defined in NCHW here: batch, channels, then spatial axes.
+Layout: ops that depend on layout (CONV, pools) are defined in NCHW here: batch, channels,
+then spatial axes (CONV weights OIHW). The TFLite frontend converts NHWC models into this
+form; layout for the chip (NHWC for TFLM/CMSIS) is chosen by the backends when they emit
+code, not by a pass (``passes.transpose_cancel`` removes the TRANSPOSE pairs converters
+leave at the edges).
 
 What it does not do: no dynamic shapes, no control flow, no sequences, no training ops,
 no mutation (every class is frozen; build a new graph with ``dataclasses.replace``).
@@ -236,6 +240,7 @@ OP_ATTRS: Mapping[Op, Mapping[str, str]] = MappingProxyType({
     Op.CONCAT: {"axis": "int"},
     Op.PAD: {"pads": "pairs", "mode": "str", "value": "number"},
     Op.CAST: {"to": "dtype"},
+    Op.QUANTIZE: {"rounding": "str"},
 })
 
 # Fused activations (TFLite's FusedActivationFunction, and what the fusion pass makes):
@@ -249,7 +254,10 @@ OP_ATTRS = MappingProxyType({op: ({**OP_ATTRS.get(op, {}), "fused": "str"} if op
 
 # Attributes ``Node.make`` fills in when a frontend or pass leaves them out.
 OP_DEFAULTS: Mapping[Op, Mapping[str, "AttrValue"]] = MappingProxyType(
-    {op: {"fused": "none"} for op in Op if op.name in FUSABLE})
+    {**{op: {"fused": "none"} for op in Op if op.name in FUSABLE},
+     Op.QUANTIZE: {"rounding": "half_even"}})
+# QUANTIZE rounding: ONNX QuantizeLinear rounds half to even, TFLite's QUANTIZE half away from 0.
+ROUNDINGS = ("half_even", "half_away")
 
 # (min inputs, max inputs, outputs). CONCAT takes any number >= 1.
 OP_ARITY: Mapping[Op, tuple[int, int, int]] = MappingProxyType({
@@ -476,6 +484,8 @@ class Graph:
                 raise GraphError(f"{where}: attribute {k!r}={v!r} is not of kind {schema[k]}")
             if k == "fused" and v not in FUSED_ACTIVATIONS:
                 raise GraphError(f"{where}: fused activation {v!r}, expected one of {FUSED_ACTIVATIONS}")
+            if k == "rounding" and v not in ROUNDINGS:
+                raise GraphError(f"{where}: rounding {v!r}, expected one of {ROUNDINGS}")
         for i in node.inputs:
             if i not in self.tensors:
                 raise GraphError(f"{where}: undefined input {i!r}")

@@ -15,10 +15,14 @@ Convolutions and pools are vectorised (``sliding_window_view`` + one batched mat
 conv, a loop over kernel taps only for CONV_TRANSPOSE), so MobileNet-sized models run in
 well under a second.
 
-What it does not do: no integer-only arithmetic. Fused int8 kernels (int32 accumulation,
-fixed-point requantisation as TFLM/CMSIS-NN do it) arrive with the quantisation pass, as
-new ops registered in ``KERNELS`` from their own module; until then int8 tensors only pass
-through QUANTIZE/DEQUANTIZE. No performance tuning, no in-place reuse of buffers.
+Integer nodes: ``compilers.int8`` registers TFLite/TFLM reference integer kernels.
+``run`` asks ``int8.select(node, io)`` first: a node whose output is an int8/uint8 tensor
+with a ``Quant`` (DEQUANTIZE and CAST excepted) runs its integer kernel there (int32
+accumulation, fixed-point requantisation, fused activation as an output clamp), or a
+dequantise-float-quantise fallback for ops without one; every other node runs the kernel
+of ``KERNELS`` below. See ``compilers.int8`` for the rule and what is bit-exact.
+
+What it does not do: no performance tuning, no in-place reuse of buffers.
 """
 
 from __future__ import annotations
@@ -387,7 +391,8 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], *,
     for node in graph.topological_order():
         io = NodeIO(tuple(graph.tensors[i] for i in node.inputs),
                     tuple(graph.tensors[o] for o in node.outputs))
-        y = np.asarray(KERNELS[node.op](node, io, *(env[i] for i in node.inputs)))
+        fn = _int8.select(node, io) or KERNELS[node.op]
+        y = np.asarray(fn(node, io, *(env[i] for i in node.inputs)))
         fused = node.attr_str("fused") if node.op.name in FUSABLE else "none"
         if fused != "none" and io.outputs[0].dtype.is_float:
             y = FUSED[fused](y).astype(y.dtype)  # integer kernels clamp inside (output range)
@@ -399,3 +404,6 @@ def run(graph: Graph, inputs: Mapping[str, np.ndarray], *,
     if return_all:
         return env
     return {o: env[o] for o in graph.outputs}
+
+
+from . import int8 as _int8  # noqa: E402  (registers the integer kernels; imports this module)

@@ -51,6 +51,18 @@ def _same_dtype(node: Node, ins: Sequence[Tensor]) -> DType:
     return ins[0].dtype
 
 
+def _with_bias(node: Node, ins: Sequence[Tensor]) -> DType:
+    """CONV/GEMM dtype: data and weights share one dtype; the bias (third input) has it too,
+    or is int32 when data and weights are quantised 8-bit integers (TFLite/TFLM convention)."""
+    dtype = _same_dtype(node, ins[:2])
+    if len(ins) == 3 and ins[2].dtype is not dtype:
+        quantised = dtype in (DType.INT8, DType.UINT8) and all(t.quant is not None for t in ins[:2])
+        if not (quantised and ins[2].dtype is DType.INT32):
+            raise _fail(node, f"bias is {ins[2].dtype.value}; expected {dtype.value}"
+                              + (" or int32" if quantised else ""))
+    return dtype
+
+
 def _broadcast(node: Node, *shapes: Shape) -> Shape:
     try:
         return tuple(np.broadcast_shapes(*shapes))
@@ -110,7 +122,7 @@ def _gemm(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out
         raise _fail(node, f"inner dimensions differ: {k} vs {k2}")
     if len(ins) == 3 and _broadcast(node, (m, n), ins[2].shape) != (m, n):
         raise _fail(node, f"C {ins[2].shape} does not broadcast to {(m, n)}")
-    return [((m, n), _same_dtype(node, ins))]
+    return [((m, n), _with_bias(node, ins))]
 
 
 def _window_attrs(node: Node, spatial: int) -> tuple[tuple[int, ...], tuple[int, ...],
@@ -134,7 +146,7 @@ def _conv(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out
     if len(ins) == 3 and ins[2].shape != (w[0],):
         raise _fail(node, f"bias shape {ins[2].shape}, expected {(w[0],)}")
     sp = tuple(window_out(x[2 + i], w[2 + i], s[i], d[i], *p[i]) for i in range(len(s)))
-    return [((x[0], w[0]) + sp, _same_dtype(node, ins))]
+    return [((x[0], w[0]) + sp, _with_bias(node, ins))]
 
 
 def _conv_transpose(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:

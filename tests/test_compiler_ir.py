@@ -72,7 +72,7 @@ def test_constants_are_copied_not_aliased() -> None:
     (lambda g: dataclasses.replace(g, tensors={**g.tensors, "y": Tensor("y", (1, 3), DType.INT8)}),
      "RELU node 'act': output 'y' is int8, op gives float32"),
     (lambda g: dataclasses.replace(g, tensors={**g.tensors, "b": Tensor.const("b", np.ones(3, np.int8))}),
-     "GEMM node 'fc': inputs mix dtypes"),
+     "GEMM node 'fc': bias is int8; expected float32"),
     (lambda g: dataclasses.replace(g, tensors={**g.tensors, "w": Tensor.const("w", np.ones((5, 3), np.float32))}),
      "GEMM node 'fc': inner dimensions differ"),
     (lambda g: dataclasses.replace(g, nodes=(Node.make(Op.GEMM, ["x", "w", "b"], ["h"], name="fc",
