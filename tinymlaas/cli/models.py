@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from device_profiles import Profile, get_profile
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.runtime import home
 from tinymlaas.store import Store
@@ -69,4 +70,49 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                           "yes" if e.calibration else "-", datetime.fromtimestamp(e.added_at).strftime("%Y-%m-%d %H:%M"))
         out.print(table)
 
+    @models_app.command("inspect")
+    @one_line_errors
+    def inspect(model: str = typer.Argument(..., help="NAME, NAME:VERSION or a sha256 prefix"),
+                profile: Optional[str] = typer.Option(None, help="device profile to check the fit against"),
+                db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+        """Ops, parameters, MACs, and per precision the flash and arena a model needs (and fit)."""
+        from compilers.report import report
+
+        from tinymlaas.registry import load_graph
+
+        entry = registry(db).get(model)
+        rep = report(load_graph(entry.path.read_bytes(), entry.format))
+        board = get_profile(profile) if profile else None
+        fits = {f.precision: fit(f, board) for f in rep.footprints} if board else {}
+        if as_json:
+            sys.stdout.write(json.dumps({**rep.as_dict(), "model": f"{entry.name}:{entry.version}",
+                                         "sha256": entry.sha256, "profile": profile, "fits": fits}) + "\n")
+            return
+        out.print(f"[bold]{escape(entry.name)}:{escape(entry.version)}[/bold] ({entry.format}, sha256 "
+                  f"{entry.sha256[:16]}…): {rep.params:,} parameters, {rep.macs:,} MACs", highlight=False)
+        out.print("ops: " + ", ".join(f"{op} x{n}" for op, n in sorted(rep.ops.items())), highlight=False)
+        table = Table("precision", "flash (weights)", "arena (planned)", "lower bound",
+                      *(["fits " + board.name] if board else []))
+        for f in rep.footprints:
+            table.add_row(f.precision, f"{f.flash_bytes:,} B", f"{f.arena:,} B", f"{f.lower_bound:,} B",
+                          *([escape(fits[f.precision]["verdict"])] if board else []))
+        out.print(table)
+
     app.add_typer(models_app, name="models")
+
+
+def fit(footprint: Any, board: Profile) -> dict[str, Any]:
+    """Whether a footprint fits a board's free SRAM (arena + TFLM's own RAM) and flash."""
+    runtime = board.runtime("tflm")
+    ram_need = footprint.arena + (runtime.ram if runtime else 0)
+    flash_free = min(board.flash_free, board.max_package)
+    short = []
+    if ram_need > board.sram_free:
+        short.append(f"SRAM short by {ram_need - board.sram_free:,} B")
+    if footprint.flash_bytes > flash_free:
+        short.append(f"flash short by {footprint.flash_bytes - flash_free:,} B")
+    verdict = "yes" if not short else "no: " + ", ".join(short)
+    if runtime is None:
+        verdict += " (no TFLM on this board)"
+    return {"fits": not short and runtime is not None, "verdict": verdict, "sram_need": ram_need,
+            "sram_free": board.sram_free, "flash_need": footprint.flash_bytes, "flash_free": flash_free}
