@@ -3,7 +3,8 @@ decision start from.
 
 ``report(graph)`` runs the standard passes, then gives ops, parameters and MACs, and for
 float32 and int8: the flash bytes of the weights and the planned activation arena with its
-lower bound (``planner``). For a float model the int8 column is what the model takes once
+lower bound (``planner``; TRANSPOSEs that a channels-last backend stores as the same bytes
+are planned in place). For a float model the int8 column is what the model takes once
 quantised: weights one byte each, CONV/GEMM biases int32, activations one byte each (the
 sizes do not depend on calibration, so none is needed here). A model that is already
 quantised (QDQ or TFLite int8) has only the int8 column.
@@ -20,6 +21,7 @@ from typing import Any
 
 from .ir import Graph, Op
 from .passes import optimize
+from .passes.transpose_cancel import storage_noop_transposes
 from .planner import int8_size, plan
 from .stats import stats
 
@@ -64,13 +66,14 @@ def int8_flash(graph: Graph) -> int:
 def report(graph: Graph) -> Report:
     g = optimize(graph)
     s = stats(g)
+    views = storage_noop_transposes(g)  # TRANSPOSEs a channels-last backend stores as the same bytes
     footprints = []
     if not is_quantised(g):
-        p32 = plan(g)
+        p32 = plan(g, views=views)
         footprints.append(Footprint("float32", s.flash_bytes, p32.peak, p32.lower_bound))
-        p8 = plan(g, size_of=int8_size)
+        p8 = plan(g, size_of=int8_size, views=views)
         footprints.append(Footprint("int8", int8_flash(g), p8.peak, p8.lower_bound))
     else:
-        p8 = plan(g, size_of=int8_size)
+        p8 = plan(g, size_of=int8_size, views=views)
         footprints.append(Footprint("int8", s.flash_bytes, p8.peak, p8.lower_bound))
     return Report(graph.name, s.ops, s.params, s.macs, tuple(footprints))
