@@ -27,8 +27,6 @@ import asyncio
 import json
 import os
 import random
-import re
-import resource
 import shutil
 import signal
 import struct
@@ -40,9 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from _process import HOST, ServerProcess, kb, proc_cpu_s, raise_nofile, rss_bytes, system_cpu_s
+
 BARE = Path(__file__).resolve().parent / "_bare_aiocoap.py"
-HOST = "127.0.0.1"
 
 # CoAP (RFC 7252)
 CON, NON, ACK, RST = 0, 1, 2, 3
@@ -378,115 +376,15 @@ async def drive(port: int, devices: int, concurrency: int, deadline_s: float, se
                     p.timer.cancel()
 
 
-# -- the server side ------------------------------------------------------------------------
-
-def rss_bytes(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def system_cpu_s() -> float:
-    """Busy CPU time of the whole machine (all cores), in seconds, from /proc/stat."""
-    try:
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        busy = sum(v[:8]) - v[3] - v[4]  # minus idle, iowait
-        return busy / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError):
-        return float("nan")
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the benchmark dies (even by SIGKILL). Linux only."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-class ServerProcess:
-    """A server subprocess whose stdout carries ``coap://127.0.0.1:PORT``; stopped on exit."""
-
-    def __init__(self, target: str, workdir: Path) -> None:
-        self.target = target
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self.out_path = workdir / f"{target}.stdout"
-        self.err_path = workdir / f"{target}.stderr"
-
-    def command(self) -> tuple[list[str], dict[str, str]]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        if self.target == "bare":
-            return [sys.executable, str(BARE), "--host", HOST, "--port", "0"], env
-        env["TINYMLAAS_HOME"] = str(self.workdir / "home")
-        return [sys.executable, "-m", "tinymlaas", "serve", "--coap", f"{HOST}:0", "--api", f"{HOST}:0",
-                "--db", f"sqlite:///{self.workdir / 'bench.db'}", "--no-capabilities"], env
-
-    def start(self, timeout_s: float = 60.0) -> int:
-        cmd, env = self.command()
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                         cwd=REPO, env=env, start_new_session=True, preexec_fn=_die_with_parent)
-        end = time.monotonic() + timeout_s
-        marker = f"coap://{HOST}:"
-        while time.monotonic() < end:
-            for line in self.out_path.read_text(errors="replace").splitlines(keepends=True):
-                m = re.search(re.escape(marker) + r"(\d+)", line)
-                if m and line.endswith("\n"):  # a whole line: the port is complete
-                    self.port = int(m.group(1))
-                    return self.port
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.target} exited with {self.proc.returncode} before printing its port:\n"
-                                   + self.tail())
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.target} printed no {marker}PORT within {timeout_s:.0f} s:\n" + self.tail())
-
-    def tail(self, n: int = 20) -> str:
-        lines = []
-        for p in (self.out_path, self.err_path):
-            try:
-                lines += p.read_text(errors="replace").splitlines()[-n:]
-            except OSError:
-                pass
-        return "\n".join(lines)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
-
-
 # -- one target -----------------------------------------------------------------------------
-
-def kb(b: float) -> float:
-    return b / 1024
-
 
 def run_target(target: str, args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target}-"))
-    server = ServerProcess(target, workdir)
+    if target == "bare":
+        server = ServerProcess([sys.executable, str(BARE), "--host", HOST, "--port", "0"], workdir,
+                               name=target, label=target)
+    else:
+        server = ServerProcess.tinymlaas(workdir, name=target, label=target)
     try:
         t_start = time.perf_counter()
         port = server.start()
@@ -691,12 +589,7 @@ def main() -> int:
         raise KeyboardInterrupt  # so that the finally blocks stop the servers
     signal.signal(signal.SIGTERM, on_sigterm)
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            print(f"could not raise the open-files limit from {soft}: {exc}", file=sys.stderr)
+    raise_nofile()
 
     targets = ["tinymlaas", "bare"] if args.target == "both" else [args.target]
     results: dict[str, dict[str, Any]] = {}

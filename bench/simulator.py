@@ -47,10 +47,8 @@ import json
 import logging
 import os
 import re
-import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,7 +62,10 @@ REPO = Path(__file__).resolve().parent.parent
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, REPO)]
 
-HOST = "127.0.0.1"
+# (bench/ is then a namespace package under the root: the shared helpers come as bench._process.)
+from bench._process import (HOST, ServerProcess, _die_with_parent, kb, open_fds, proc_cpu_s,  # noqa: E402
+                            raise_nofile, repo_env, rss_bytes)
+
 DEFAULT_PROFILES = "nrf52840,stm32l4r5,esp32s3,rp2040,samd21"
 UPDATE_MARGIN = 0.8  # simulator.device: an Update when 80% of the lifetime has passed (no drift)
 CHILDREN: list[Any] = []  # simulator child processes (asyncio Process), killed in main's finally
@@ -73,31 +74,6 @@ ENDPOINT = re.compile(r"\b[\w-]+-\d{4,}\b")  # endpoint names in messages, for g
 
 
 # -- /proc ----------------------------------------------------------------------------------
-
-def rss_bytes(pid: int | str = "self") -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def proc_cpu_s(pid: int | str = "self") -> float:
-    """utime + stime of a process (all its threads), in seconds."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return float("nan")
-
-
-def open_fds() -> int:
-    try:
-        return len(os.listdir("/proc/self/fd"))
-    except OSError:
-        return -1
-
 
 def udp_port_sharing(server_port: int) -> dict[str, int]:
     """Local UDP ports on loopback held by more than one socket (this host, all processes).
@@ -125,100 +101,11 @@ def udp_port_sharing(server_port: int) -> dict[str, int]:
             "sockets_sharing_server_port": ports.get(server_port, 1) - 1}
 
 
-def _die_with_parent() -> None:
-    """In a child before exec: get SIGTERM if the benchmark dies (even by SIGKILL). Linux only."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
-
-
-def raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError) as exc:
-            print(f"could not raise the open-files limit from {soft}: {exc}", file=sys.stderr)
-
-
-def kb(b: float) -> float:
-    return b / 1024
-
-
 def pct(cpu_s: float, wall_s: float) -> float:
     return round(100 * cpu_s / wall_s, 1) if wall_s > 0 else float("nan")
 
 
-# -- the server -----------------------------------------------------------------------------
-
-class ServerProcess:
-    """``python -m tinymlaas serve`` on 127.0.0.1, port from its first stdout line; stopped on exit."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.home = workdir / "home"
-        self.proc: subprocess.Popen | None = None
-        self.port = 0
-        self.out_path = workdir / "server.stdout"
-        self.err_path = workdir / "server.stderr"
-
-    def start(self, timeout_s: float = 60.0) -> int:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
-        env["TINYMLAAS_HOME"] = str(self.home)
-        cmd = [sys.executable, "-m", "tinymlaas", "serve", "--coap", f"{HOST}:0", "--api", f"{HOST}:0",
-               "--db", f"sqlite:///{self.workdir / 'x.db'}", "--no-capabilities"]
-        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
-        end = time.monotonic() + timeout_s
-        marker = f"coap://{HOST}:"
-        while time.monotonic() < end:
-            for line in self.out_path.read_text(errors="replace").splitlines(keepends=True):
-                m = re.search(re.escape(marker) + r"(\d+)", line)
-                if m and line.endswith("\n"):  # a whole line: the port is complete
-                    self.port = int(m.group(1))
-                    return self.port
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.proc.returncode} before printing its port:\n"
-                                   + self.tail())
-            time.sleep(0.05)
-        raise RuntimeError(f"the server printed no {marker}PORT within {timeout_s:.0f} s:\n" + self.tail())
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def api(self) -> tuple[str, str]:
-        data = json.loads((self.home / "api.json").read_text())
-        return data["url"], data["token"]
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def tail(self, n: int = 20) -> str:
-        lines = []
-        for p in (self.out_path, self.err_path):
-            try:
-                lines += p.read_text(errors="replace").splitlines()[-n:]
-            except OSError:
-                pass
-        return "\n".join(lines)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(timeout=10)
-
+# -- the server's admin API -----------------------------------------------------------------
 
 async def registered_on_server(api_url: str) -> int | None:
     import httpx
@@ -444,10 +331,9 @@ class ChildFleet:
                "--lifetime", str(a.lifetime), "--concurrency", str(a.concurrency),
                "--storm-timeout", str(a.storm_timeout), "--stop-timeout", str(a.stop_timeout),
                "--deadline", str(a.deadline)]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = await asyncio.create_subprocess_exec(
-            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None, cwd=REPO, env=env,
+            *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None, cwd=REPO,
+            env=repo_env(),
             preexec_fn=_die_with_parent, limit=1 << 20)
         CHILDREN.append(self.proc)
 
@@ -786,7 +672,7 @@ def main() -> int:
 
     log = setup_logging()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sim-"))
-    server = ServerProcess(workdir)
+    server = ServerProcess.tinymlaas(workdir)
     t0 = time.perf_counter()
     try:
         port = server.start()

@@ -1,0 +1,170 @@
+"""Process helpers shared by the benchmarks: /proc readers and a server subprocess.
+
+``bench/registrations.py`` imports this as ``_process`` (its own directory is sys.path[0]);
+``bench/simulator.py`` as ``bench._process`` (it puts the repository root first instead, so
+that its own name does not shadow the ``simulator`` package).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+# -- /proc ----------------------------------------------------------------------------------
+
+def rss_bytes(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def proc_cpu_s(pid: int | str = "self") -> float:
+    """utime + stime of a process (all its threads), in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def system_cpu_s() -> float:
+    """Busy CPU time of the whole machine (all cores), in seconds, from /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        busy = sum(v[:8]) - v[3] - v[4]  # minus idle, iowait
+        return busy / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return float("nan")
+
+
+def open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+def kb(b: float) -> float:
+    return b / 1024
+
+
+# -- subprocesses ---------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """In a child before exec: get SIGTERM if the benchmark dies (even by SIGKILL). Linux only."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            print(f"could not raise the open-files limit from {soft}: {exc}", file=sys.stderr)
+
+
+def repo_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the repository first on PYTHONPATH, plus ``extra``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+class ServerProcess:
+    """A server subprocess whose stdout carries ``coap://127.0.0.1:PORT``; stopped on exit.
+
+    ``cmd`` is its command line, ``env`` variables set on top of :func:`repo_env` (which also
+    gets PYTHONUNBUFFERED=1); its output goes to ``<workdir>/<name>.stdout`` and ``.stderr``;
+    ``label`` names it in errors. :meth:`tinymlaas` builds one for ``python -m tinymlaas serve``.
+    """
+
+    def __init__(self, cmd: list[str], workdir: Path, env: dict[str, str] | None = None,
+                 name: str = "server", label: str = "the server") -> None:
+        self.cmd = cmd
+        self.env = dict(env or {})
+        self.workdir = workdir
+        self.home = workdir / "home"  # TINYMLAAS_HOME, for a tinymlaas server
+        self.label = label
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.out_path = workdir / f"{name}.stdout"
+        self.err_path = workdir / f"{name}.stderr"
+
+    @classmethod
+    def tinymlaas(cls, workdir: Path, name: str = "server", label: str = "the server") -> ServerProcess:
+        """``python -m tinymlaas serve`` on 127.0.0.1 (CoAP and admin API on free ports), state in workdir."""
+        cmd = [sys.executable, "-m", "tinymlaas", "serve", "--coap", f"{HOST}:0", "--api", f"{HOST}:0",
+               "--db", f"sqlite:///{workdir / 'bench.db'}", "--no-capabilities"]
+        return cls(cmd, workdir, {"TINYMLAAS_HOME": str(workdir / "home")}, name=name, label=label)
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        env = repo_env(PYTHONUNBUFFERED="1", **self.env)
+        with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
+            self.proc = subprocess.Popen(self.cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
+                                         env=env, start_new_session=True, preexec_fn=_die_with_parent)
+        end = time.monotonic() + timeout_s
+        marker = f"coap://{HOST}:"
+        while time.monotonic() < end:
+            for line in self.out_path.read_text(errors="replace").splitlines(keepends=True):
+                m = re.search(re.escape(marker) + r"(\d+)", line)
+                if m and line.endswith("\n"):  # a whole line: the port is complete
+                    self.port = int(m.group(1))
+                    return self.port
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.label} exited with {self.proc.returncode} before printing its port:\n"
+                                   + self.tail())
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.label} printed no {marker}PORT within {timeout_s:.0f} s:\n" + self.tail())
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def api(self) -> tuple[str, str]:
+        """A tinymlaas server's admin API: (url, token), from its home's api.json."""
+        data = json.loads((self.home / "api.json").read_text())
+        return data["url"], data["token"]
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def tail(self, n: int = 20) -> str:
+        lines = []
+        for p in (self.out_path, self.err_path):
+            try:
+                lines += p.read_text(errors="replace").splitlines()[-n:]
+            except OSError:
+                pass
+        return "\n".join(lines)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(timeout=10)
