@@ -36,6 +36,7 @@ from compilers.errors import CompilerError, ModelFormatError, ShapeError, Unsupp
 from compilers.frontends import import_onnx  # noqa: E402
 from compilers.ir import DType, Op  # noqa: E402
 from compilers.reference import run  # noqa: E402
+from tests.compiler_helpers import random_feeds  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 if not (MODELS / "models.json").is_file():
@@ -59,16 +60,7 @@ def _is_qdq(path: Path) -> bool:
 
 
 def _random_inputs(graph, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for name in graph.inputs:
-        t = graph.tensors[name]
-        if t.dtype.is_float:
-            feeds[name] = rng.uniform(-1, 1, t.shape).astype(t.dtype.numpy)
-        else:
-            info = np.iinfo(t.dtype.numpy)
-            feeds[name] = rng.integers(info.min, info.max, t.shape, endpoint=True).astype(t.dtype.numpy)
-    return feeds
+    return random_feeds(graph, seed)
 
 
 def _session(path: Path, optimise: bool = True) -> "ort.InferenceSession":

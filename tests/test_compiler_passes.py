@@ -25,8 +25,6 @@ tflite it was converted from) and for the tflite files through the TFLite fronte
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,12 +40,7 @@ from compilers.reference import run
 from compilers.stats import node_macs, stats
 
 F = DType.FLOAT32
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-ENTRIES = ([m for m in json.loads((MODELS / "models.json").read_text())["models"]]
-           if (MODELS / "models.json").is_file() else [])
-ONNX = [m["path"] for m in ENTRIES if m["format"] == "onnx"]
-INPUT_SHAPES = {"onnx/onnx2c/tfl_helloworld/model.onnx": {"dense_2_input": (1, 1)}}
-needs_models = pytest.mark.skipif(not ONNX, reason=f"shared models not found at {MODELS}")
+from tests.compiler_helpers import ENTRIES, INPUT_SHAPES, MODELS, ONNX, needs_models, random_feeds
 
 PIPELINE_NODES = {
     "mlperf_tiny/onnx_converted/ad01_fp32.onnx": (29, 10),
@@ -74,16 +67,7 @@ def _graph(inputs, outputs, nodes, tensors, name="g") -> Graph:
 
 
 def _feeds(g: Graph, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = {}
-    for name in g.inputs:
-        t = g.tensors[name]
-        if t.dtype.is_float:
-            out[name] = rng.uniform(-1, 1, t.shape).astype(t.dtype.numpy)
-        else:
-            info = np.iinfo(t.dtype.numpy)
-            out[name] = rng.integers(info.min, info.max, t.shape, endpoint=True).astype(t.dtype.numpy)
-    return out
+    return random_feeds(g, seed)
 
 
 def _rel_err(a: np.ndarray, b: np.ndarray) -> float:

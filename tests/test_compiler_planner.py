@@ -17,8 +17,6 @@ the transposes a channels-last backend does not perform planned as views
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,12 +29,7 @@ from compilers.passes import optimize, storage_noop_transposes
 from compilers.planner import PlanError, check, int8_size, plan
 
 F = DType.FLOAT32
-MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
-ENTRIES = ([m for m in json.loads((MODELS / "models.json").read_text())["models"]]
-           if (MODELS / "models.json").is_file() else [])
-ONNX = [m["path"] for m in ENTRIES if m["format"] == "onnx"]
-INPUT_SHAPES = {"onnx/onnx2c/tfl_helloworld/model.onnx": {"dense_2_input": (1, 1)}}
-needs_models = pytest.mark.skipif(not ONNX, reason=f"shared models not found at {MODELS}")
+from tests.compiler_helpers import ENTRIES, INPUT_SHAPES, MODELS, ONNX, needs_models
 
 
 def _graph(inputs, outputs, nodes, tensors) -> Graph:
