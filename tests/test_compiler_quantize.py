@@ -39,7 +39,7 @@ What is checked:
   per-input reconstruction MSE: Pearson and Spearman correlation int8 vs float >= 0.98 and
   mean ratio within 5% (observed 0.990 / 0.995 / 1.011 for every method; the reference
   ad01_int8, per-tensor weights: 0.922 / 0.969 / 1.082).
-* **On the integer kernels.** ``lower_qdq`` (test-only) replaces each DQ -> op -> Q by the
+* **On the integer kernels.** ``lower_qdq`` (``passes.lower_int8``) replaces each DQ -> op -> Q by the
   op on the integer tensors, so ``compilers.int8`` runs it with TFLM's arithmetic: digits
   lose <= 1 point there too (MLP 97.56%, CNN 97.33%); kws stays within 32 LSB of the QDQ
   graph (observed 16) and agrees 100% on confident inputs (94.7% on all).
@@ -803,31 +803,12 @@ def test_output_also_read_inside_and_fused_tanh() -> None:
 
 # ---- on the integer kernels -----------------------------------------------------------------
 def lower_qdq(g: Graph) -> Graph:
-    """A minimal QDQ -> integer-op lowering, for testing only: every float op between
-    DEQUANTIZEs and its one QUANTIZE runs on the integer tensors instead, so
-    ``compilers.int8`` executes it with TFLM's arithmetic. (The real lowering is not part
-    of this module; this shows our form is all it needs: per op, its inputs' and its
-    output's ``Quant``, int32 biases at input * weight scale.) Requantising QUANTIZEs stay,
-    reading the integer tensor."""
-    prod, cons = g.producers(), g.consumers()
+    """QDQ -> integer ops with the compiler's lowering pass; everything must lower."""
+    from compilers.passes import lower_int8, unlowered
 
-    def src(name: str) -> str:
-        p = prod.get(name)
-        return p.inputs[0] if p is not None and p.op is Op.DEQUANTIZE else name
-
-    nodes, absorbed = [], set()
-    for n in g.nodes:
-        if n.op in (Op.QUANTIZE, Op.DEQUANTIZE):
-            continue
-        (q,) = cons[n.outputs[0]]
-        assert q.op is Op.QUANTIZE, f"{n.label()} is not followed by one QUANTIZE"
-        absorbed.add(q.outputs[0])
-        nodes.append(Node(n.op, tuple(src(i) for i in n.inputs), q.outputs, n.attrs, n.name))
-    nodes += [Node(n.op, (src(n.inputs[0]),), n.outputs, n.attrs, n.name) for n in g.nodes
-              if n.op is Op.QUANTIZE and n.outputs[0] not in absorbed]
-    used = set(g.inputs) | set(g.outputs) | {x for n in nodes for x in (*n.inputs, *n.outputs)}
-    return Graph.make(g.name, g.inputs, g.outputs, nodes,
-                      [t for k, t in g.tensors.items() if k in used]).toposorted().validate()
+    lowered = lower_int8(g)
+    assert unlowered(lowered) == []
+    return lowered
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn"])

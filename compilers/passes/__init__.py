@@ -34,6 +34,7 @@ from .constant_folding import constant_folding
 from .dead_code import dead_code
 from .fuse_activations import fuse_activations
 from .identity_elimination import identity_elimination
+from .lower_int8 import lower_int8, unlowered  # noqa: F401 - not in standard_pipeline()
 from .transpose_cancel import storage_noop_transposes, transpose_cancel
 
 Pass = Callable[[Graph], Graph]
@@ -84,4 +85,4 @@ def optimize(graph: Graph) -> Graph:
 __all__ = ["Pass", "PassError", "run_passes", "standard_pipeline", "optimize",
            "batchnorm_folding", "bias_folding", "constant_folding", "dead_code",
            "fuse_activations", "identity_elimination", "transpose_cancel",
-           "storage_noop_transposes"]
+           "storage_noop_transposes", "lower_int8", "unlowered"]
