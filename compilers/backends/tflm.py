@@ -1,0 +1,569 @@
+"""The TFLite Micro backend: ``to_tflite(graph) -> bytes``, a TFLite flatbuffer that the
+tflite-micro runtime (and ai-edge-litert) can run.
+
+Input: a validated graph that is all-float32 or fully lowered int8 (after
+``passes.optimize`` and, for QDQ graphs, ``passes.lower_int8``): every CONV/GEMM reads a
+constant weight of its activations' kind (float32, or int8 with ``Quant``; hybrid
+float-activation/int8-weight graphs are refused: TFLM cannot run them).
+
+Ops: CONV (-> CONV_2D, or DEPTHWISE_CONV_2D when ``group == C_in > 1``), GEMM (->
+FULLY_CONNECTED, ``alpha = beta = 1``, A not transposed), ADD/SUB/MUL, AVG_POOL/MAX_POOL
+(-> AVERAGE_POOL_2D/MAX_POOL_2D), REDUCE_MEAN (-> MEAN), RESHAPE, SOFTMAX (on the last
+emitted axis), RELU, CLIP (0..6, 0..inf, -1..1 -> RELU6/RELU/RELU_N1_TO_1), TRANSPOSE,
+QUANTIZE, DEQUANTIZE, PAD, CONCAT, IDENTITY. ``fused`` -> ``FusedActivationFunction``.
+
+**Padding:** explicit IR pads become VALID (all zero) or SAME (when they equal TFLite's
+SAME pads for that input size); otherwise a PAD op (CONV: with the input's zero point /
+0.0; MAX_POOL: with the lowest value) is inserted before a VALID op; AVG_POOL with other
+pads is refused (TFLite never counts pads).
+
+**Layout:** the IR is NCHW, TFLite NHWC. Every tensor gets one emitted layout: ``"nhwc"``
+(a 4-D IR tensor emitted transposed by (0, 2, 3, 1)) or ``"same"`` (the IR shape as is).
+4-D tensors read or written by CONV/pools are nhwc, and that preference spreads through
+element-wise ops, CONCAT and PAD (fixpoint); graph inputs and outputs keep their declared
+shapes (``"same"``). When an op needs a tensor in the other layout, ``_Emitter.get`` makes
+it once: a RESHAPE when only size-1 axes move, a TRANSPOSE otherwise. IR TRANSPOSE/RESHAPE
+nodes are re-expressed on the emitted layouts: a TRANSPOSE that becomes the identity (the
+boundary TRANSPOSEs the TFLite frontend inserted) and a RESHAPE that keeps the emitted
+shape alias their input (no op); otherwise a real TRANSPOSE/RESHAPE is emitted. Conv
+weights go back from OIHW to OHWI (per-channel axis 0 stays 0), depthwise (C*M)1HW to
+1HW(C*M) (axis 0 -> 3).
+
+**Buffers:** buffer 0 is empty; each constant has its own buffer, 16-byte aligned
+(``tflite_writer``). Metadata ``tinymlaas`` holds JSON ``{name, version, sha256}``, sha256 of
+the model bytes written without that metadata entry.
+
+What it does not do: grouped convolution (1 < group < C_in), CONV_TRANSPOSE, MATMUL,
+sigmoid/tanh/hard-swish/leaky-relu/prelu/div/cast ops, requantising RESHAPE/TRANSPOSE
+(different in/out ``Quant``), half-to-even QUANTIZE (TFLite's rounds half away; such a
+node is emitted as TFLite's QUANTIZE and may differ by 1 LSB at exact ties), constant graph
+outputs, int16 activations, multiple subgraphs, signatures, buffer deduplication.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Callable, Sequence
+
+import numpy as np
+from ai_edge_litert import schema_py_generated as S
+
+from ..errors import CompilerError, UnsupportedOp
+from ..ir import DType, Graph, Node, Op, Quant, Tensor
+from .tflite_writer import ModelWriter
+
+__version__ = "0.1.0"
+B = S.BuiltinOperator
+TO_NHWC = (0, 2, 3, 1)      # emitted[i] = ir[TO_NHWC[i]]
+TO_NCHW = (0, 3, 1, 2)
+_SPATIAL = (Op.CONV, Op.AVG_POOL, Op.MAX_POOL)
+_ELEMENTWISE = (Op.ADD, Op.SUB, Op.MUL, Op.RELU, Op.CLIP, Op.QUANTIZE, Op.DEQUANTIZE,
+                Op.IDENTITY, Op.CONCAT, Op.PAD)
+_FUSED = {"none": S.ActivationFunctionType.NONE, "relu": S.ActivationFunctionType.RELU,
+          "relu6": S.ActivationFunctionType.RELU6,
+          "relu_n1_to_1": S.ActivationFunctionType.RELU_N1_TO_1,
+          "tanh": S.ActivationFunctionType.TANH}
+
+
+class BackendError(CompilerError):
+    """The graph cannot be emitted as a TFLite flatbuffer (the message says why)."""
+
+
+def to_tflite(graph: Graph, *, metadata: bool = True) -> bytes:
+    """Emit ``graph`` as a TFLite flatbuffer (see the module docstring)."""
+    graph = graph.validate().toposorted()
+    body = _Emitter(graph).emit()
+    raw = body.finish(*body_io(body))
+    if not metadata:
+        return raw
+    info = {"name": graph.name, "version": __version__, "producer": "tinymlaas.compilers",
+            "sha256": hashlib.sha256(raw).hexdigest()}
+    again = _Emitter(graph).emit()
+    return again.finish(*body_io(again), metadata={"tinymlaas": json.dumps(info).encode()})
+
+
+def body_io(w: ModelWriter) -> tuple[list[int], list[int]]:
+    return w.graph_inputs, w.graph_outputs  # type: ignore[attr-defined]
+
+
+def _data(t: Tensor) -> np.ndarray:
+    if t.data is None:
+        raise BackendError(f"tensor {t.name!r} is not a constant")
+    return t.data
+
+
+def _perm(shape: Sequence[int], perm: Sequence[int]) -> tuple[int, ...]:
+    return tuple(shape[p] for p in perm)
+
+
+def _quant_nhwc(q: Quant | None) -> Quant | None:
+    if q is None or q.axis is None:
+        return q
+    return Quant(q.scale, q.zero_point, TO_NHWC.index(q.axis))
+
+
+def _trivial(shape: Sequence[int], perm: Sequence[int]) -> bool:
+    """The permutation moves only size-1 axes (same memory order)."""
+    return [a for a in perm if shape[a] != 1] == [a for a in range(len(shape)) if shape[a] != 1]
+
+
+def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    out = (size + s - 1) // s
+    total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+    return total // 2, total - total // 2
+
+
+class _Emitter:
+    def __init__(self, graph: Graph) -> None:
+        self.g = graph
+        self.w = ModelWriter()
+        self.forms: dict[str, dict[str, int]] = {}
+        self.layout: dict[str, str] = {}
+        self.prefer = self._preferences()
+
+    # ---- layout choice -----------------------------------------------------------------
+    def _preferences(self) -> dict[str, str]:
+        g = self.g
+        pref = {n: "same" for n in g.tensors}
+        four = {n for n, t in g.tensors.items() if len(t.shape) == 4 and not t.is_const}
+        for node in g.nodes:
+            if node.op in _SPATIAL:
+                for n in (node.inputs[0], node.outputs[0]):
+                    if n in four:
+                        pref[n] = "nhwc"
+            if node.op is Op.SOFTMAX and node.attr_int("axis") == 1 and node.outputs[0] in four:
+                pref[node.inputs[0]] = pref[node.outputs[0]] = "nhwc"
+        changed = True
+        while changed:
+            changed = False
+            for node in g.nodes:
+                if node.op not in _ELEMENTWISE:
+                    continue
+                group = [n for n in (*node.inputs, *node.outputs) if n in four]
+                if node.outputs[0] not in four:
+                    continue
+                if any(pref[n] == "nhwc" for n in group):
+                    for n in group:
+                        if pref[n] != "nhwc":
+                            pref[n], changed = "nhwc", True
+        for n in (*g.inputs, *g.outputs):   # the interface keeps its declared shapes
+            if pref[n] == "nhwc" and n in g.inputs:
+                pref[n] = "same"
+        return pref
+
+    # ---- tensors -----------------------------------------------------------------------
+    def _emitted_shape(self, name: str, layout: str) -> tuple[int, ...]:
+        shape = self.g.tensors[name].shape
+        return _perm(shape, TO_NHWC) if layout == "nhwc" else shape
+
+    def define(self, name: str, layout: str, tname: str | None = None) -> int:
+        t = self.g.tensors[name]
+        q = _quant_nhwc(t.quant) if layout == "nhwc" else t.quant
+        idx = self.w.tensor(tname or name, self._emitted_shape(name, layout), t.dtype, q)
+        self.forms.setdefault(name, {})[layout] = idx
+        self.layout.setdefault(name, layout)
+        return idx
+
+    def alias(self, name: str, layout: str, idx: int) -> None:
+        self.forms.setdefault(name, {})[layout] = idx
+        self.layout.setdefault(name, layout)
+
+    def const(self, name: str, data: np.ndarray, dtype: DType, quant: Quant | None) -> int:
+        return self.w.tensor(name, data.shape, dtype, quant, data)
+
+    def int32(self, name: str, values: object) -> int:
+        arr = np.asarray(values, np.int32)
+        return self.w.tensor(name, arr.shape, DType.INT32, None, arr)
+
+    def get(self, name: str, layout: str, rank: int | None = None) -> int:
+        """The tensor in the requested layout; constants are re-laid-out (broadcast
+        constants of lower rank are expanded to ``rank`` first)."""
+        t = self.g.tensors[name]
+        if len(t.shape) != 4 and not (t.is_const and rank == 4 and layout == "nhwc"):
+            layout = "same"
+        forms = self.forms.setdefault(name, {})
+        if layout in forms:
+            return forms[layout]
+        if t.is_const:
+            data, q = _data(t), t.quant
+            if layout == "nhwc":
+                lift = 4 - data.ndim
+                data = data.reshape((1,) * lift + data.shape)
+                if q is not None and q.axis is not None:
+                    q = Quant(q.scale, q.zero_point, q.axis + lift)
+                data = data.transpose(TO_NHWC)
+                q = _quant_nhwc(q)
+            forms[layout] = self.const(name, data, t.dtype, q)
+            return forms[layout]
+        if not forms:
+            raise BackendError(f"tensor {name!r} is used before it is defined")
+        src_layout, src = next(iter(forms.items()))
+        perm = TO_NCHW if src_layout == "nhwc" else TO_NHWC
+        src_shape = self.w.shape(src)
+        dst = self.define(name, layout, f"{name}@{layout}")
+        if _trivial(src_shape, perm):
+            self._reshape(src, dst)
+        else:
+            self.w.op(B.TRANSPOSE, [src, self.int32(f"{name}@perm", perm)], [dst],
+                      S.BuiltinOptions.TransposeOptions, S.TransposeOptionsT())
+        return dst
+
+    def _reshape(self, src: int, dst: int) -> None:
+        shape = self.w.shape(dst)
+        opts = S.ReshapeOptionsT()
+        opts.newShape = np.asarray(shape, np.int32)
+        name = self.w.sg.tensors[dst].name
+        self.w.op(B.RESHAPE, [src, self.int32(f"{name}@shape", shape)], [dst],
+                  S.BuiltinOptions.ReshapeOptions, opts)
+
+    # ---- driver ------------------------------------------------------------------------
+    def emit(self) -> ModelWriter:
+        g = self.g
+        ins = []
+        for i in g.inputs:
+            ins.append(self.define(i, "same"))
+        for node in g.nodes:
+            handler = _HANDLERS.get(node.op)
+            if handler is None:
+                raise UnsupportedOp(node.op.name, None, node.name, "no TFLM emitter for this op")
+            try:
+                handler(self, node)
+            except CompilerError:
+                raise
+            except (KeyError, ValueError, IndexError) as e:
+                raise BackendError(f"{node.label()}: {type(e).__name__}: {e}") from e
+        outs = []
+        for o in g.outputs:
+            if g.tensors[o].is_const:
+                raise BackendError(f"graph output {o!r} is a constant")
+            if o in g.inputs:
+                raise BackendError(f"graph output {o!r} is a graph input")
+            outs.append(self.get(o, "same"))
+        self.w.graph_inputs, self.w.graph_outputs = ins, outs  # type: ignore[attr-defined]
+        return self.w
+
+    def out(self, node: Node, layout: str) -> int:
+        y = node.outputs[0]
+        if len(self.g.tensors[y].shape) != 4:
+            layout = "same"
+        return self.define(y, layout)
+
+    def unsupported(self, node: Node, detail: str) -> UnsupportedOp:
+        return UnsupportedOp(node.op.name, None, node.name, detail)
+
+
+# ---- op emitters ------------------------------------------------------------------------------
+def _fused(e: _Emitter, node: Node) -> int:
+    return _FUSED[node.attr_str("fused")]
+
+
+def _padding(e: _Emitter, node: Node, spatial: Sequence[int], kernel: Sequence[int],
+             strides: Sequence[int], dil: Sequence[int]) -> int | None:
+    pads = node.attr_pairs("pads")
+    if all(p == (0, 0) for p in pads):
+        return S.Padding.VALID
+    if tuple(pads) == tuple(same_pads(n, k, s, d) for n, k, s, d in
+                            zip(spatial, kernel, strides, dil)):
+        return S.Padding.SAME
+    return None
+
+
+def _explicit_pad(e: _Emitter, node: Node, x: int, value: float | int) -> int:
+    """A PADV2 of the nhwc input ``x`` by the node's pads; returns the padded tensor."""
+    pads = node.attr_pairs("pads")
+    shape = e.w.shape(x)
+    nshape = (shape[0], shape[1] + sum(pads[0]), shape[2] + sum(pads[1]), shape[3])
+    xt = e.g.tensors[node.inputs[0]]
+    q = xt.quant
+    y = e.w.tensor(f"{node.name}@pad", nshape, xt.dtype, q)
+    paddings = e.int32(f"{node.name}@paddings", [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
+    v = e.const(f"{node.name}@pad_value", np.asarray([value], xt.dtype.numpy), xt.dtype, q)
+    e.w.op(B.PADV2, [x, paddings, v], [y], S.BuiltinOptions.PadV2Options, S.PadV2OptionsT())
+    return y
+
+
+def _zero_bias(e: _Emitter, node: Node) -> int:
+    """An explicit zero bias: LiteRT's DEPTHWISE_CONV_2D (and TFLM's kernels) require one."""
+    xt, wt = e.g.tensors[node.inputs[0]], e.g.tensors[node.inputs[1]]
+    n = wt.shape[0]
+    if xt.dtype.is_float:
+        return e.const(f"{node.name}@bias", np.zeros(n, np.float32), DType.FLOAT32, None)
+    if xt.quant is None or wt.quant is None:
+        raise e.unsupported(node, "integer convolution without quantisation parameters")
+    ws = wt.quant.scale if len(wt.quant.scale) == n else wt.quant.scale * n
+    scales = tuple(xt.quant.scale[0] * s for s in ws)
+    q = Quant(scales, (0,) * n, 0) if n > 1 else Quant(scales, (0,))
+    return e.const(f"{node.name}@bias", np.zeros(n, np.int32), DType.INT32, q)
+
+
+def _conv(e: _Emitter, node: Node) -> None:
+    g = e.g
+    xt, wt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
+    if len(xt.shape) != 4:
+        raise e.unsupported(node, f"{len(xt.shape)}-D convolution (only 2-D)")
+    if not wt.is_const:
+        raise e.unsupported(node, "the weight must be a constant")
+    if xt.dtype.is_float != wt.dtype.is_float:
+        raise e.unsupported(node, f"{xt.dtype.value} activations with {wt.dtype.value} "
+                                  f"weights (hybrid models do not run on TFLM)")
+    cin, group = xt.shape[1], node.attr_int("group")
+    kernel = wt.shape[2:]
+    strides, dil = node.attr_ints("strides"), node.attr_ints("dilations")
+    x = e.get(node.inputs[0], "nhwc")
+    padding = _padding(e, node, xt.shape[2:], kernel, strides, dil)
+    if padding is None:
+        zp = xt.quant.zero_point[0] if xt.quant is not None else 0
+        x = _explicit_pad(e, node, x, zp if xt.dtype.is_int else 0.0)
+        padding = S.Padding.VALID
+    bias = e.get(node.inputs[2], "same") if len(node.inputs) > 2 else _zero_bias(e, node)
+    if group == 1:
+        w = e.const(node.inputs[1], _data(wt).transpose(TO_NHWC), wt.dtype, _quant_nhwc(wt.quant))
+        o = S.Conv2DOptionsT(padding=padding, strideH=strides[0], strideW=strides[1],
+                             dilationHFactor=dil[0], dilationWFactor=dil[1],
+                             fusedActivationFunction=_fused(e, node))
+        y = e.out(node, "nhwc")
+        e.w.op(B.CONV_2D, [x, w, bias], [y], S.BuiltinOptions.Conv2DOptions, o)
+    elif group == cin and wt.shape[1] == 1:
+        q = wt.quant
+        if q is not None and q.axis is not None:
+            q = Quant(q.scale, q.zero_point, 3)
+        w = e.const(node.inputs[1], _data(wt).transpose(1, 2, 3, 0), wt.dtype, q)
+        o = S.DepthwiseConv2DOptionsT(padding=padding, strideH=strides[0], strideW=strides[1],
+                                      depthMultiplier=wt.shape[0] // cin,
+                                      dilationHFactor=dil[0], dilationWFactor=dil[1],
+                                      fusedActivationFunction=_fused(e, node))
+        y = e.out(node, "nhwc")
+        e.w.op(B.DEPTHWISE_CONV_2D, [x, w, bias], [y],
+               S.BuiltinOptions.DepthwiseConv2DOptions, o)
+    else:
+        raise e.unsupported(node, f"grouped convolution (group {group} of {cin} channels)")
+
+
+def _pool(e: _Emitter, node: Node) -> None:
+    xt = e.g.tensors[node.inputs[0]]
+    if len(xt.shape) != 4:
+        raise e.unsupported(node, "only 2-D pooling")
+    kernel, strides = node.attr_ints("kernel"), node.attr_ints("strides")
+    if any(d != 1 for d in node.attr_ints("dilations")):
+        raise e.unsupported(node, "dilated pooling")
+    x = e.get(node.inputs[0], "nhwc")
+    padding = _padding(e, node, xt.shape[2:], kernel, strides, (1, 1))
+    if node.op is Op.AVG_POOL and padding == S.Padding.SAME and node.attr_bool("count_include_pad"):
+        raise e.unsupported(node, "average pooling that counts pads")
+    if padding is None:
+        if node.op is Op.AVG_POOL:
+            raise e.unsupported(node, f"average pooling with pads {node.attr_pairs('pads')}")
+        low: float | int = (float(np.finfo(np.float32).min) if xt.dtype.is_float
+                            else int(np.iinfo(xt.dtype.numpy).min))
+        x = _explicit_pad(e, node, x, low)
+        padding = S.Padding.VALID
+    # TFLite computes its own output size; it must be the IR's.
+    yt = e.g.tensors[node.outputs[0]]
+    sizes = e.w.shape(x)[1:3]
+    for n, k, s, got in zip(sizes, kernel, strides, yt.shape[2:]):
+        want = (n + s - 1) // s if padding == S.Padding.SAME else (n - k) // s + 1
+        if want != got:
+            raise e.unsupported(node, f"output size {yt.shape} is not TFLite's (ceil_mode?)")
+    o = S.Pool2DOptionsT(padding=padding, strideH=strides[0], strideW=strides[1],
+                         filterHeight=kernel[0], filterWidth=kernel[1],
+                         fusedActivationFunction=_fused(e, node))
+    code = B.AVERAGE_POOL_2D if node.op is Op.AVG_POOL else B.MAX_POOL_2D
+    e.w.op(code, [x], [e.out(node, "nhwc")], S.BuiltinOptions.Pool2DOptions, o)
+
+
+def _gemm(e: _Emitter, node: Node) -> None:
+    g = e.g
+    at, bt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
+    if node.attr_float("alpha") != 1.0 or node.attr_float("beta") != 1.0:
+        raise e.unsupported(node, "alpha/beta != 1")
+    if node.attr_bool("trans_a") or len(at.shape) != 2:
+        raise e.unsupported(node, "A must be a 2-D, untransposed activation")
+    if not bt.is_const:
+        raise e.unsupported(node, "the weight must be a constant")
+    if at.dtype.is_float != bt.dtype.is_float:
+        raise e.unsupported(node, "hybrid float/int8 GEMM does not run on TFLM")
+    data, q = _data(bt), bt.quant
+    if not node.attr_bool("trans_b"):
+        data = data.T
+        if q is not None and q.axis is not None:
+            q = Quant(q.scale, q.zero_point, 1 - q.axis)
+    if q is not None and q.axis not in (None, 0):
+        raise e.unsupported(node, "per-channel weight quantisation not along the outputs")
+    w = e.const(node.inputs[1], data, bt.dtype, q)
+    bias = -1
+    if len(node.inputs) > 2:
+        ct = g.tensors[node.inputs[2]]
+        if not ct.is_const or ct.size != data.shape[0]:
+            raise e.unsupported(node, "C must be a constant bias of one value per output")
+        bias = e.const(node.inputs[2], _data(ct).reshape(-1), ct.dtype, ct.quant)
+    o = S.FullyConnectedOptionsT(fusedActivationFunction=_fused(e, node), keepNumDims=False)
+    e.w.op(B.FULLY_CONNECTED, [e.get(node.inputs[0], "same"), w, bias], [e.out(node, "same")],
+           S.BuiltinOptions.FullyConnectedOptions, o)
+
+
+def _elementwise_layout(e: _Emitter, node: Node) -> str:
+    return e.prefer[node.outputs[0]] if len(e.g.tensors[node.outputs[0]].shape) == 4 else "same"
+
+
+_BINARY = {Op.ADD: (B.ADD, S.BuiltinOptions.AddOptions, S.AddOptionsT),
+           Op.SUB: (B.SUB, S.BuiltinOptions.SubOptions, S.SubOptionsT),
+           Op.MUL: (B.MUL, S.BuiltinOptions.MulOptions, S.MulOptionsT)}
+
+
+def _binary(e: _Emitter, node: Node) -> None:
+    code, otype, ocls = _BINARY[node.op]
+    layout = _elementwise_layout(e, node)
+    rank = len(e.g.tensors[node.outputs[0]].shape)
+    ins = [e.get(i, layout, rank) for i in node.inputs]
+    o = ocls()
+    o.fusedActivationFunction = _fused(e, node)
+    e.w.op(code, ins, [e.out(node, layout)], otype, o)
+
+
+Handler = Callable[["_Emitter", Node], None]
+
+
+def _unary(code: int) -> Handler:
+    def emit(e: _Emitter, node: Node) -> None:
+        layout = _elementwise_layout(e, node)
+        e.w.op(code, [e.get(node.inputs[0], layout)], [e.out(node, layout)])
+    return emit
+
+
+def _clip(e: _Emitter, node: Node) -> None:
+    lo, hi = float(node.attr_number("min")), float(node.attr_number("max"))
+    code = {(0.0, 6.0): B.RELU6, (0.0, float("inf")): B.RELU,
+            (-1.0, 1.0): B.RELU_N1_TO_1}.get((lo, hi))
+    if code is None:
+        raise e.unsupported(node, f"clip to [{lo}, {hi}]")
+    _unary(code)(e, node)
+
+
+def _identity(e: _Emitter, node: Node) -> None:
+    x, y = node.inputs[0], node.outputs[0]
+    if e.g.tensors[x].quant != e.g.tensors[y].quant:
+        raise e.unsupported(node, "requantising IDENTITY")
+    layout = _elementwise_layout(e, node)
+    if y in e.g.outputs:
+        e._reshape(e.get(x, layout), e.out(node, layout))
+    else:
+        e.alias(y, layout, e.get(x, layout))
+
+
+def _softmax(e: _Emitter, node: Node) -> None:
+    rank = len(e.g.tensors[node.inputs[0]].shape)
+    axis = node.attr_int("axis")
+    if rank == 4 and axis == 1:
+        layout = "nhwc"
+    elif axis == rank - 1:
+        layout = "same"
+    else:
+        raise e.unsupported(node, f"softmax over axis {axis} of a {rank}-D tensor")
+    e.w.op(B.SOFTMAX, [e.get(node.inputs[0], layout)], [e.out(node, layout)],
+           S.BuiltinOptions.SoftmaxOptions, S.SoftmaxOptionsT(beta=1.0))
+
+
+def _reduce_mean(e: _Emitter, node: Node) -> None:
+    x = node.inputs[0]
+    rank = len(e.g.tensors[x].shape)
+    axes, keep = list(node.attr_ints("axes")), node.attr_bool("keepdims")
+    layout = e.layout.get(x, "same") if rank == 4 else "same"
+    if layout == "nhwc":
+        new_axes = sorted(TO_NHWC.index(a) for a in axes)
+        remaining = [TO_NHWC[i] for i in range(4) if i not in new_axes]
+        if not keep and remaining != sorted(remaining):
+            layout = "same"
+        else:
+            axes = new_axes
+    o = S.ReducerOptionsT(keepDims=keep)
+    e.w.op(B.MEAN, [e.get(x, layout), e.int32(f"{node.name}@axes", axes)],
+           [e.out(node, layout if keep else "same")], S.BuiltinOptions.ReducerOptions, o)
+
+
+def _check_same_quant(e: _Emitter, node: Node) -> None:
+    if e.g.tensors[node.inputs[0]].quant != e.g.tensors[node.outputs[0]].quant:
+        raise e.unsupported(node, "requantising data movement (different in/out Quant)")
+
+
+def _transpose(e: _Emitter, node: Node) -> None:
+    _check_same_quant(e, node)
+    x, y = node.inputs[0], node.outputs[0]
+    perm = node.attr_ints("perm")
+    lx = e.layout.get(x, "same") if not e.g.tensors[x].is_const else "same"
+    ly = e.prefer[y] if len(e.g.tensors[y].shape) == 4 and y not in e.g.outputs else "same"
+    px = TO_NHWC if lx == "nhwc" else tuple(range(len(perm)))
+    py = TO_NHWC if ly == "nhwc" else tuple(range(len(perm)))
+    # emitted y axis i = ir y axis py[i] = ir x axis perm[py[i]] = emitted x axis px^-1(...)
+    q = tuple(px.index(perm[py[i]]) for i in range(len(perm)))
+    src = e.get(x, lx)
+    if q == tuple(range(len(q))) and y not in e.g.outputs:
+        e.alias(y, ly, src)
+        return
+    dst = e.out(node, ly)
+    if _trivial(e.w.shape(src), q):
+        e._reshape(src, dst)
+    else:
+        e.w.op(B.TRANSPOSE, [src, e.int32(f"{node.name}@perm", q)], [dst],
+               S.BuiltinOptions.TransposeOptions, S.TransposeOptionsT())
+
+
+def _memory_layout(e: _Emitter, name: str) -> str:
+    """A layout in which the emitted tensor has the IR's memory order, preferring the
+    tensor's own (nhwc counts when only size-1 axes move)."""
+    t = e.g.tensors[name]
+    own = e.layout.get(name, "same") if not t.is_const else "same"
+    if own == "nhwc" and not _trivial(t.shape, TO_NHWC):
+        return "same"
+    return own
+
+
+def _reshape(e: _Emitter, node: Node) -> None:
+    _check_same_quant(e, node)
+    x, y = node.inputs[0], node.outputs[0]
+    src = e.get(x, _memory_layout(e, x))
+    yt = e.g.tensors[y]
+    ly = "nhwc" if (len(yt.shape) == 4 and e.prefer[y] == "nhwc"
+                    and _trivial(yt.shape, TO_NHWC)) else "same"
+    if y in e.g.outputs:
+        ly = "same"
+    if e._emitted_shape(y, ly) == e.w.shape(src) and y not in e.g.outputs:
+        e.alias(y, ly, src)
+        return
+    e._reshape(src, e.out(node, ly))
+
+
+def _pad(e: _Emitter, node: Node) -> None:
+    if node.attr_str("mode") != "constant":
+        raise e.unsupported(node, f"{node.attr_str('mode')} padding")
+    xt = e.g.tensors[node.inputs[0]]
+    layout = _elementwise_layout(e, node)
+    pads = list(node.attr_pairs("pads"))
+    if layout == "nhwc":
+        pads = [pads[p] for p in TO_NHWC]
+    x = e.get(node.inputs[0], layout)
+    value = node.attr_number("value")
+    paddings = e.int32(f"{node.name}@paddings", [list(p) for p in pads])
+    v = e.const(f"{node.name}@value", np.asarray([value], xt.dtype.numpy), xt.dtype, xt.quant)
+    e.w.op(B.PADV2, [x, paddings, v], [e.out(node, layout)], S.BuiltinOptions.PadV2Options,
+           S.PadV2OptionsT())
+
+
+def _concat(e: _Emitter, node: Node) -> None:
+    layout = _elementwise_layout(e, node)
+    rank = len(e.g.tensors[node.outputs[0]].shape)
+    axis = node.attr_int("axis")
+    if layout == "nhwc":
+        axis = TO_NHWC.index(axis)
+    o = S.ConcatenationOptionsT(axis=axis, fusedActivationFunction=_fused(e, node))
+    e.w.op(B.CONCATENATION, [e.get(i, layout, rank) for i in node.inputs],
+           [e.out(node, layout)], S.BuiltinOptions.ConcatenationOptions, o)
+
+
+_HANDLERS: dict[Op, Handler] = {
+    Op.CONV: _conv, Op.AVG_POOL: _pool, Op.MAX_POOL: _pool, Op.GEMM: _gemm,
+    Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.RELU: _unary(B.RELU),
+    Op.CLIP: _clip, Op.QUANTIZE: _unary(B.QUANTIZE), Op.DEQUANTIZE: _unary(B.DEQUANTIZE),
+    Op.IDENTITY: _identity, Op.SOFTMAX: _softmax, Op.REDUCE_MEAN: _reduce_mean,
+    Op.TRANSPOSE: _transpose, Op.RESHAPE: _reshape, Op.PAD: _pad, Op.CONCAT: _concat,
+}
