@@ -2,8 +2,15 @@
 
 * ``tflm``: ``to_tflite(graph) -> bytes``, a TFLite flatbuffer for the TFLite Micro runtime
   (NHWC, TFLite builtin ops; see that module for what is covered).
+* ``tflm_c``: C/C++ emitters for TFLM: ``c_array`` (model data .h/.cc), ``op_resolver`` /
+  ``model_operators`` (MicroMutableOpResolver registration), ``check_operators``.
+* ``tflm_arena``: ``recommended_arena(model) -> ArenaReport``, measured with tflite-micro in
+  child processes.
 """
 
 from .tflm import BackendError, to_tflite
+from .tflm_arena import ArenaReport, recommended_arena
+from .tflm_c import MissingOperators, c_array, check_operators, model_operators, op_resolver
 
-__all__ = ["BackendError", "to_tflite"]
+__all__ = ["ArenaReport", "BackendError", "MissingOperators", "c_array", "check_operators",
+           "model_operators", "op_resolver", "recommended_arena", "to_tflite"]
