@@ -52,7 +52,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Container, Iterable, Mapping, Union
 
 import numpy as np
 
@@ -267,6 +267,19 @@ OP_ARITY: Mapping[Op, tuple[int, int, int]] = MappingProxyType({
     Op.DIV: (2, 2, 1), Op.PRELU: (2, 2, 1), Op.BATCH_NORM: (5, 5, 1),
     Op.CONCAT: (1, 1 << 30, 1),
 })
+
+
+def fresh_name(base: str, *taken: Container[str], sep: str = "_", always: bool = False) -> str:
+    """The first of ``base`` (unless ``always``), ``base<sep>1``, ``base<sep>2``, ... that is in
+    none of ``taken``: how frontends, passes, the quantiser and backends name new tensors."""
+    def free(name: str) -> bool:
+        return not any(name in t for t in taken)
+    if not always and free(base):
+        return base
+    k = 1
+    while not free(f"{base}{sep}{k}"):
+        k += 1
+    return f"{base}{sep}{k}"
 
 
 def _freeze(v: object) -> AttrValue:

@@ -70,7 +70,7 @@ from .calibration import (SYNTHETIC_RANGE, SYNTHETIC_SAMPLES,
                           quantize_inputs, ranges_from, symmetric_weights,
                           synthetic_calibration)
 from .errors import CompilerError
-from .ir import FUSABLE, DType, Graph, Node, Op, Quant, Tensor
+from .ir import FUSABLE, DType, Graph, Node, Op, Quant, Tensor, fresh_name
 
 __all__ = ["quantize", "calibrate", "load_calibration", "CalibrationError",
            "SyntheticCalibrationWarning", "quantize_array", "dequantize_array",
@@ -285,9 +285,7 @@ class _Rewriter:
         self.requant: dict[tuple[str, Quant], str] = {}
 
     def fresh(self, base: str) -> str:
-        name, k = base, 1
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(base, self.names)
         self.names.add(name)
         return name
 

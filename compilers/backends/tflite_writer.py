@@ -19,7 +19,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
 from ..errors import UnsupportedDType
-from ..ir import DType, Quant
+from ..ir import DType, Quant, fresh_name
 
 ALIGN = 16
 
@@ -66,9 +66,7 @@ class ModelWriter:
 
     # ---- tensors ------------------------------------------------------------------------
     def _unique(self, name: str) -> str:
-        base, k = name, 1
-        while name in self._names:
-            name, k = f"{base}_{k}", k + 1
+        name = fresh_name(name, self._names)
         self._names.add(name)
         return name
 

@@ -22,7 +22,7 @@ import onnx
 from onnx import helper
 
 from ..errors import GraphError, UnsupportedDType, UnsupportedOp
-from ..ir import DType, Node, Op, Tensor
+from ..ir import DType, Node, Op, Tensor, fresh_name
 from ..shapes import infer_node
 
 
@@ -47,15 +47,11 @@ class Builder:
     bad_types: dict[str, str]               # tensors of element types the IR cannot hold
     tensors: dict[str, Tensor] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
-    _counter: int = 0
 
     def fresh(self, base: str) -> str:
-        while True:
-            self._counter += 1
-            name = f"{base}__{self._counter}"
-            if name not in self.taken and name not in self.tensors:
-                self.taken.add(name)
-                return name
+        name = fresh_name(base, self.taken, self.tensors, sep="__", always=True)
+        self.taken.add(name)
+        return name
 
     def add_const(self, name: str, data: np.ndarray) -> str:
         self.tensors[name] = Tensor.const(name, np.asarray(data))

@@ -47,7 +47,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
 from ..errors import ModelFormatError, UnsupportedDType, UnsupportedOp
-from ..ir import DType, Node, Op, Quant, Tensor
+from ..ir import DType, Node, Op, Quant, Tensor, fresh_name
 
 BUILTIN_NAMES: dict[int, str] = {v: k for k, v in vars(S.BuiltinOperator).items()
                                  if not k.startswith("_")}
@@ -96,7 +96,6 @@ class Builder:
     nodes: list[Node] = field(default_factory=list)
     forms: dict[int, dict[str, str]] = field(default_factory=dict)
     _const: dict[int, np.ndarray | None] = field(default_factory=dict)
-    _counter: int = 0
 
     # ---- TFLite tensors -------------------------------------------------------------------
     def tfl(self, i: int) -> S.TensorT:
@@ -166,11 +165,8 @@ class Builder:
 
     # ---- IR tensors and nodes ---------------------------------------------------------------
     def fresh(self, base: str) -> str:
-        while True:
-            self._counter += 1
-            name = f"{base}__{self._counter}"
-            if name not in self.tensors and name not in self.names:
-                return name
+        """A new IR tensor name (callers add the tensor at once, which takes the name)."""
+        return fresh_name(base, self.tensors, self.names, sep="__", always=True)
 
     def add(self, t: Tensor) -> str:
         self.tensors[t.name] = t

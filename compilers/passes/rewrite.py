@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir import FUSABLE, Graph, Node, Quant, Tensor
+from ..ir import FUSABLE, Graph, Node, Quant, Tensor, fresh_name
 
 
 class Editor:
@@ -73,12 +73,7 @@ class Editor:
 
     def fresh(self, base: str) -> str:
         """A tensor name not used yet, derived from ``base``."""
-        if base not in self.tensors:
-            return base
-        k = 1
-        while f"{base}_{k}" in self.tensors:
-            k += 1
-        return f"{base}_{k}"
+        return fresh_name(base, self.tensors)
 
     def add_const(self, base: str, data: np.ndarray, quant: Quant | None = None) -> str:
         name = self.fresh(base)
