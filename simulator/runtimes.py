@@ -10,10 +10,11 @@ too-small arena) or an endless model costs that call only; should a worker die a
 call fails with ``runtime-error`` and the pool is recreated. Needs POSIX (``os.fork``).
 
 TFLite Micro: per blob (cached by sha256) a load with a 16 MiB arena reads the
-RecordingMicroAllocator totals (``Plan.recorded``), then loads with smaller arenas find the
-smallest arena that loads and invokes (``Plan.need``): for small models Prepare's temporary
-memory, which the recorder does not count, makes it larger (hello_world_int8: 1,504
-recorded, 1,936 needed). A device takes a model when ``need + runtime_ram <= sram_free``
+RecordingMicroAllocator totals (``Plan.recorded``); ``Plan.need`` is the arena the compiler's
+TFLM backend recommends for the same bytes (``compilers.backends.tflm_arena``: the smallest
+arena that loads and invokes, rounded up to 16), so a device and the deploy decision agree:
+for small models Prepare's temporary memory, which the recorder does not count, makes it
+larger (hello_world_int8: 1,504 recorded, 1,936 needed). A device takes a model when ``need + runtime_ram <= sram_free``
 and gives it all it has: ``Plan.arena = sram_free - runtime_ram``. Wasm: the ABI is in
 ``simulator.wasm_module``; ``need`` is the declared minimum memory; wasm3 runs it.
 
@@ -44,6 +45,8 @@ from typing import Any, Callable, cast
 
 import numpy as np
 
+from compilers.backends import BackendError
+from compilers.backends.tflm_arena import recommended_arena
 from simulator import wasm_module as wm
 
 __all__ = ["RESULTS", "ModelError", "TensorSpec", "ArenaRecord", "Plan", "Result", "ModelRunner",
@@ -282,25 +285,18 @@ class _TflmLoadError(RuntimeError):
 
 
 def _tflm_measure(blob: bytes, timeout_s: float, _stack: int = 0) -> Plan:
-    """Recorded arena and smallest working arena of a TFLite model; ModelError if none works."""
+    """Recorded arena, tensor specs and the arena TFLM needs (the compiler's measurement,
+    ``compilers.backends.tflm_arena``: smallest working arena, rounded up to 16); ModelError
+    if the model does not run even with the ceiling."""
     _tflm()  # import before forking
-
-    def probe(arena: int) -> _Outcome:
-        return _isolated(_tflm_once, (blob, arena, None), timeout_s)
-
-    first = probe(MEASURE_CEILING)
+    first = _isolated(_tflm_once, (blob, MEASURE_CEILING, None), timeout_s)
     if first.status != "ok":
         raise _tflm_failure(first)
     record, ins, outs, _, _ = first.value
-    need = record.total
-    if probe(need).status != "ok":  # Prepare's temporary memory is not in the recorded total
-        lo, step = need, 16  # lo fails; find a hi that works (the ceiling did), then bisect
-        while (hi := min(lo + step, MEASURE_CEILING)) < MEASURE_CEILING and probe(hi).status != "ok":
-            lo, step = hi, step * 2
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if probe(mid).status == "ok" else (mid, hi)
-        need = hi
+    try:
+        need = recommended_arena(blob, start=MEASURE_CEILING, timeout_s=timeout_s).recommended
+    except BackendError as exc:
+        raise ModelError("install-failure", f"measuring the TFLM arena failed: {exc}") from None
     return Plan("tflite", "", need, 0, 0, 0, ins, outs, recorded=record)
 
 
