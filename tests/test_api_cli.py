@@ -127,3 +127,11 @@ async def test_cli_exec_discover_observe(live):
     r = await cli(running, "observe", "o", "/3/0/9", "--duration", "0.5", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.splitlines()[0])["content"] == {"/3/0/9": 42}
+
+
+def test_non_json_error_is_still_one_line():
+    """A proxy or a crashed API may answer with plain text: the message still comes through."""
+    from tinymlaas.cli.client import CliError, _raise_for
+
+    with pytest.raises(CliError, match="Bad Gateway"):
+        _raise_for(httpx.Response(502, text="Bad Gateway", request=httpx.Request("GET", "http://x")))

@@ -37,6 +37,7 @@ def endpoint() -> tuple[str, str]:
 def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code < 400:
         return
+    body: Any = None
     try:
         body = resp.json()
         msg = body.get("error") or body.get("detail") or resp.text
