@@ -20,6 +20,11 @@ from tinymlaas.store import tables
 from tinymlaas.store.store import Row, Statement
 
 
+# The columns of a stored registration (``tables.Registration``), in insert order.
+REG_COLUMNS = ("id", "endpoint", "address", "lifetime", "binding", "lwm2m_version", "queue_mode", "sms",
+               "links", "registered_at", "updated_at")
+
+
 @dataclass(slots=True, eq=False)
 class Registration:
     id: str
@@ -46,13 +51,8 @@ class Registration:
         return registration_objects(parse_links(self.links))[2]
 
     def row(self) -> dict[str, Any]:
-        return {
-            "id": self.id, "endpoint": self.endpoint, "address": self.address,
-            "lifetime": self.lifetime, "binding": self.binding,
-            "lwm2m_version": self.lwm2m_version, "queue_mode": self.queue_mode,
-            "sms": self.sms, "links": self.links,
-            "registered_at": self.registered_at, "updated_at": self.updated_at,
-        }
+        """The stored columns (``REG_COLUMNS``) of this registration."""
+        return {k: getattr(self, k) for k in REG_COLUMNS}
 
     def summary(self) -> dict[str, Any]:
         """What the API shows of a registration."""
@@ -65,9 +65,7 @@ class Registration:
 
     @classmethod
     def from_row(cls, row: Any) -> "Registration":
-        reg = cls(**{k: getattr(row, k) for k in (
-            "id", "endpoint", "address", "lifetime", "binding", "lwm2m_version",
-            "queue_mode", "sms", "links", "registered_at", "updated_at")})
+        reg = cls(**{k: getattr(row, k) for k in REG_COLUMNS})
         reg.root_path, reg.content_formats, _ = registration_objects(parse_links(reg.links))
         reg.last_seen = reg.updated_at
         return reg
@@ -119,9 +117,6 @@ class RegistrationTable:
 
 
 # -- rows for the store (batched with executemany) -------------------------------------
-
-REG_COLUMNS = ("id", "endpoint", "address", "lifetime", "binding", "lwm2m_version", "queue_mode", "sms",
-               "links", "registered_at", "updated_at")
 
 # Upserts in the syntax SQLite (3.24+) and PostgreSQL share.
 UPSERT_REGISTRATION = Statement("upsert registration", text(
