@@ -135,3 +135,26 @@ def test_non_json_error_is_still_one_line():
 
     with pytest.raises(CliError, match="Bad Gateway"):
         _raise_for(httpx.Response(502, text="Bad Gateway", request=httpx.Request("GET", "http://x")))
+
+
+async def test_cli_attributes_create_delete_events_cancel(live):
+    running, peer = live
+    assert (await peer.register("m", b"</1/0>,</3/0>", ("lwm2m=1.0",))).code == Code.CREATED
+    peer.answer(Code.PUT, "/3/0/9", Code.CHANGED)
+    r = await cli(running, "attributes", "m", "/3/0/9", "pmin=10", "pmax=60", "st")
+    assert r.exit_code == 0, r.output
+    assert peer.seen[-1].query == ("pmin=10", "pmax=60", "st")
+
+    def created(request):
+        return aiocoap.Message(code=Code.CREATED, location_path=("1", "7"))
+    peer.responses[(Code.POST, "/1")] = created
+    r = await cli(running, "create", "m", "/1", "--values", '{"/1/7/0": 7, "/1/7/1": 60}')
+    assert r.exit_code == 0 and "/1/7" in r.stdout
+    assert peer.seen[-1].content_format == 11542  # a 1.0 device gets TLV
+    peer.answer(Code.DELETE, "/1/7", Code.DELETED)
+    r = await cli(running, "delete", "m", "/1/7")
+    assert r.exit_code == 0 and peer.seen[-1].code == Code.DELETE
+    r = await cli(running, "events", "--endpoint", "m", "--json")
+    assert [e["kind"] for e in json.loads(r.stdout)] == ["registered"]
+    r = await cli(running, "observe", "m", "/3/0/9", "--cancel")
+    assert r.exit_code == 1 and "no observation" in r.output  # nothing to cancel: a clear 4.04
