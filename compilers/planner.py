@@ -200,7 +200,9 @@ ORDERS: dict[str, Callable[[Buffer], tuple[int, int, str]]] = {
 }
 
 
-def _place(buffers: list[Buffer], lower: int, search: int) -> tuple[list[int], int, str]:
+def place(buffers: list[Buffer], lower: int, search: int) -> tuple[list[int], int, str]:
+    """Offsets (by buffer index), peak and the winning strategy for ``buffers`` (see the
+    module docstring's *Placement*); ``lower`` is the bound that stops the search."""
     conflicts = _conflicts(buffers)
     best: tuple[int, str, list[int]] | None = None
     for name, key in ORDERS.items():
@@ -221,6 +223,15 @@ def _place(buffers: list[Buffer], lower: int, search: int) -> tuple[list[int], i
             if peak <= lower:
                 break
     return best[2], best[0], best[1]
+
+
+def lower_bound(buffers: list[Buffer], n_steps: int) -> int:
+    """The largest sum of the sizes of the buffers live at one step."""
+    live = [0] * max(n_steps, 1)
+    for b in buffers:
+        for s in range(b.first, b.last + 1):
+            live[s] += b.size
+    return max(live, default=0)
 
 
 def plan(graph: Graph, *, alignment: int = 16, in_place: bool = True,
@@ -245,13 +256,9 @@ def plan(graph: Graph, *, alignment: int = 16, in_place: bool = True,
     buffers = [Buffer(tuple(ms), max(sizes[m] for m in ms), min(life[m][0] for m in ms),
                       max(life[m][1] for m in ms)) for ms in members.values()]
 
-    live = [0] * max(len(steps), 1)
-    for b in buffers:
-        for s in range(b.first, b.last + 1):
-            live[s] += b.size
-    lower = max(live, default=0)
+    lower = lower_bound(buffers, len(steps))
 
-    offsets, peak, strategy = _place(buffers, lower, search)
+    offsets, peak, strategy = place(buffers, lower, search)
     placed = [Buffer(b.tensors, b.size, b.first, b.last, off) for b, off in zip(buffers, offsets)]
     return Plan({t: b.offset for b in placed for t in b.tensors}, sizes, peak, lower, steps,
                 life, root, tuple(sorted(placed, key=lambda b: (b.first, b.tensors[0]))),

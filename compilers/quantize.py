@@ -15,8 +15,11 @@ int8 is said by QUANTIZE/DEQUANTIZE around it and by ``Quant`` on the integer te
 * **weights:** the constant weight of CONV / CONV_TRANSPOSE (group 1) / GEMM / MATMUL is an
   ``int8`` constant ``<w>_quantized``, symmetric, zero point 0, values in [-127, 127], per
   channel along the output-channel axis (CONV: 0; CONV_TRANSPOSE: 1; GEMM: 1, or 0 with
-  ``trans_b``; MATMUL: the last axis), per tensor with ``per_channel=False``; then a
-  DEQUANTIZE. A channel of all zeros gets scale 1.
+  ``trans_b``; MATMUL: the last axis); then a DEQUANTIZE. Which weights are per channel is
+  ``per_channel``: ``True`` (default: all), ``False`` (none) or ``"conv"`` (as TFLite's
+  converter: CONV/CONV_TRANSPOSE per channel, GEMM/MATMUL per tensor; TFLM releases before
+  2024 refuse per-channel FULLY_CONNECTED, and each channel costs 12 flatbuffer bytes).
+  A channel of all zeros gets scale 1.
 * **biases:** CONV/CONV_TRANSPOSE/GEMM's third input, and the constant operand of an ADD
   that directly follows a MATMUL/GEMM/CONV without bias (tf2onnx's MatMul + Add for a
   TFLite FULLY_CONNECTED; mnist-8's Conv + Add) and broadcasts along its output channels,
@@ -106,8 +109,19 @@ class _Weight:
     beta: float       # GEMM's beta (its C input is scaled by it), 1 otherwise
 
 
-def _weight_of(node: Node, graph: Graph, per_channel: bool) -> _Weight | None:
+PER_CHANNEL = (True, False, "conv")
+
+
+def _channelwise(per_channel: bool | str, op: Op) -> bool:
+    """Whether ``op``'s weight is quantised per channel under the ``per_channel`` option."""
+    if per_channel == "conv":
+        return op in (Op.CONV, Op.CONV_TRANSPOSE)
+    return bool(per_channel)
+
+
+def _weight_of(node: Node, graph: Graph, per_channel: bool | str) -> _Weight | None:
     """The constant weight operand of a CONV/CONV_TRANSPOSE/GEMM/MATMUL, if any."""
+    per_channel = _channelwise(per_channel, node.op)
     t, ins = graph.tensors, node.inputs
     axis: int | None
     if node.op in (Op.CONV, Op.CONV_TRANSPOSE):
@@ -190,7 +204,8 @@ class _Plan:
     bias_adds: dict[str, tuple[_Weight, int]]   # ADD output -> (weight op, bias input index)
 
 
-def _plan(graph: Graph, ranges: Mapping[str, tuple[float, float]], per_channel: bool) -> _Plan:
+def _plan(graph: Graph, ranges: Mapping[str, tuple[float, float]], per_channel: bool | str
+          ) -> _Plan:
     t = graph.tensors
     consumers = graph.consumers()
     order = graph.topological_order()
@@ -269,7 +284,7 @@ def _plan(graph: Graph, ranges: Mapping[str, tuple[float, float]], per_channel: 
 class _Rewriter:
     """Builds the QDQ graph from the float graph and the plan."""
 
-    def __init__(self, graph: Graph, plan: _Plan, per_channel: bool, io: str,
+    def __init__(self, graph: Graph, plan: _Plan, per_channel: bool | str, io: str,
                  note: Callable[[str], None]) -> None:
         self.g, self.plan, self.per_channel, self.io, self.note = graph, plan, per_channel, io, note
         self.names = set(graph.tensors) | {n.name for n in graph.nodes}
@@ -466,7 +481,8 @@ class _Rewriter:
 # ---- entry point --------------------------------------------------------------------------
 def quantize(graph: Graph,
              calibration: Mapping[str, np.ndarray] | str | os.PathLike[str] | None,
-             *, method: str = "minmax", percentile: float = 99.99, per_channel: bool = True,
+             *, method: str = "minmax", percentile: float = 99.99,
+             per_channel: bool | str = True,
              io: str = "int8", warn: Callable[..., object] = warnings.warn) -> Graph:
     """Full-integer post-training quantisation of a float ``graph`` into QDQ form (see the
     module docstring). ``calibration``: sample inputs (``name -> (N, *shape)``), an
@@ -480,6 +496,8 @@ def quantize(graph: Graph,
             warn(message, category)
 
     graph = graph.validate()
+    if per_channel not in PER_CHANNEL:
+        raise CompilerError(f"per_channel={per_channel!r}: expected True, False or 'conv'")
     if io not in ("int8", "float"):
         raise CompilerError(f"io={io!r}: expected 'int8' (int8 graph inputs/outputs) or 'float'")
     if any(n.op in (Op.QUANTIZE, Op.DEQUANTIZE) for n in graph.nodes):

@@ -89,3 +89,54 @@ def test_inspect_with_and_without_profile(tmp_path):
     assert "float32" not in r.stdout  # an int8 model has one column
     r = cli(home, "models", "inspect", "nothing")
     assert r.exit_code == 1 and "no model nothing" in r.output
+
+
+def test_export_tflm_writes_a_runnable_model_and_c_files(tmp_path):
+    """``models export``: the written .tflite runs in tflite-micro with the arena build.json
+    states and equals the reference; the C array holds the same bytes."""
+    runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
+    from compilers.backends import build_tflm
+    from compilers.frontends import import_tflite
+
+    home = tmp_path / "home"
+    assert cli(home, "models", "add", str(KWS), "--name", "kws").exit_code == 0
+    out = tmp_path / "kws-out"
+    r = cli(home, "models", "export", "kws", "--backend", "tflm", "--precision", "int8",
+            "--profile", "nrf52840", "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    figures = json.loads(r.stdout)
+    assert sorted(p.name for p in out.iterdir()) == sorted(figures["files"])
+    assert json.loads((out / "build.json").read_text())["arena"] == figures["arena"]
+    model = (out / "kws.tflite").read_bytes()
+    assert len(model) == figures["bytes"] < KWS.stat().st_size
+    cc = (out / "kws_model_data.cc").read_text()
+    assert f"g_kws_model_data_size = {len(model)};" in cc
+    assert bytes(int(b, 16) for b in cc.split("{", 1)[1].split("}", 1)[0].replace(",", " ").split()) == model
+    assert f"kKwsArenaSize = {figures['arena']};" in (out / "kws_model_settings.h").read_text()
+    assert figures["fits"]["sram_need"] <= figures["fits"]["sram_free"]
+    # the exported bytes are what build_tflm makes, and they run with the stated arena
+    expected = build_tflm(import_tflite(KWS), "int8", name="kws", measure=False, offline_plan=False)
+    assert model == expected.flatbuffer
+    it = runtime.Interpreter.from_bytes(model, arena_size=figures["arena"])
+    x = np.random.default_rng(0).integers(-128, 128, (1, 49, 10, 1)).astype(np.int8)
+    it.set_input(x, 0)
+    it.invoke()
+    from compilers.reference import run
+    g = expected.graph
+    np.testing.assert_array_equal(it.get_output(0), run(g, {g.inputs[0]: x})[g.outputs[0]])
+
+
+def test_export_refuses_missing_operators_and_bad_options(tmp_path):
+    home = tmp_path / "home"
+    assert cli(home, "models", "add", str(KWS), "--name", "kws").exit_code == 0
+    out = tmp_path / "nothing"
+    r = cli(home, "models", "export", "kws", "--profile", "samd21", "--out", str(out))
+    assert r.exit_code == 1
+    line = r.output.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "CONV_2D" in line and "DEPTHWISE_CONV_2D" in line and "AVERAGE_POOL_2D" in line
+    assert not out.exists()  # refused before anything is written
+    r = cli(home, "models", "export", "kws", "--backend", "onnxc", "--out", str(out))
+    assert r.exit_code == 1 and "backend 'onnxc'" in r.output and not out.exists()
+    r = cli(home, "models", "export", "kws", "--precision", "int4", "--out", str(out))
+    assert r.exit_code == 1 and "precision 'int4'" in r.output and not out.exists()

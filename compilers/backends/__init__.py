@@ -6,11 +6,15 @@
   ``model_operators`` (MicroMutableOpResolver registration), ``check_operators``.
 * ``tflm_arena``: ``recommended_arena(model) -> ArenaReport``, measured with tflite-micro in
   child processes.
+* ``tflm_plan``: our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata.
+* ``tflm_build``: ``build_tflm(graph, precision) -> TflmBuild``: prepare, emit, check the
+  device's operators, measure the arena (keeping the offline plan when it is smaller), C files.
 """
 
 from .tflm import BackendError, to_tflite
 from .tflm_arena import ArenaReport, recommended_arena
+from .tflm_build import TflmBuild, build_tflm
 from .tflm_c import MissingOperators, c_array, check_operators, model_operators, op_resolver
 
-__all__ = ["ArenaReport", "BackendError", "MissingOperators", "c_array", "check_operators",
+__all__ = ["ArenaReport", "BackendError", "TflmBuild", "build_tflm", "MissingOperators", "c_array", "check_operators",
            "model_operators", "op_resolver", "recommended_arena", "to_tflite"]

@@ -7,7 +7,8 @@ constant weight of its activations' kind (float32, or int8 with ``Quant``; hybri
 float-activation/int8-weight graphs are refused: TFLM cannot run them).
 
 Ops: CONV (-> CONV_2D, or DEPTHWISE_CONV_2D when ``group == C_in > 1``), GEMM (->
-FULLY_CONNECTED, ``alpha = beta = 1``, A not transposed), ADD/SUB/MUL, AVG_POOL/MAX_POOL
+FULLY_CONNECTED, ``alpha = beta = 1``, A not transposed), 2-D MATMUL with a constant B (->
+FULLY_CONNECTED without bias), ADD/SUB/MUL, AVG_POOL/MAX_POOL
 (-> AVERAGE_POOL_2D/MAX_POOL_2D), REDUCE_MEAN (-> MEAN), RESHAPE, SOFTMAX (on the last
 emitted axis), RELU, CLIP (0..6, 0..inf, -1..1 -> RELU6/RELU/RELU_N1_TO_1), TRANSPOSE,
 QUANTIZE, DEQUANTIZE, PAD, CONCAT, IDENTITY. ``fused`` -> ``FusedActivationFunction``.
@@ -24,16 +25,19 @@ element-wise ops, CONCAT and PAD (fixpoint); graph inputs and outputs keep their
 shapes (``"same"``). When an op needs a tensor in the other layout, ``_Emitter.get`` makes
 it once: a RESHAPE when only size-1 axes move, a TRANSPOSE otherwise. IR TRANSPOSE/RESHAPE
 nodes are re-expressed on the emitted layouts: a TRANSPOSE that becomes the identity (the
-boundary TRANSPOSEs the TFLite frontend inserted) and a RESHAPE that keeps the emitted
-shape alias their input (no op); otherwise a real TRANSPOSE/RESHAPE is emitted. Conv
+boundary TRANSPOSEs the TFLite frontend inserted), a RESHAPE that keeps the emitted shape
+and a 2-D RESHAPE read only as a FULLY_CONNECTED input (which flattens by itself) alias
+their input (no op; when the input is stored NHWC and the IR flattens NCHW, the FC's weight
+columns are permuted to the NHWC order instead of transposing the activations); otherwise a real TRANSPOSE/RESHAPE is emitted. Conv
 weights go back from OIHW to OHWI (per-channel axis 0 stays 0), depthwise (C*M)1HW to
 1HW(C*M) (axis 0 -> 3).
 
 **Buffers:** buffer 0 is empty; each constant has its own buffer, 16-byte aligned
-(``tflite_writer``). Metadata ``tinymlaas`` holds JSON ``{name, version, sha256}``, sha256 of
-the model bytes written without that metadata entry.
+(``tflite_writer``). Metadata ``tinymlaas`` holds JSON ``{name, version, producer, sha256}``,
+sha256 of the model bytes written without that metadata entry; with ``offline_plan=True``
+also TFLM's ``OfflineMemoryAllocation`` (``tflm_plan``).
 
-What it does not do: grouped convolution (1 < group < C_in), CONV_TRANSPOSE, MATMUL,
+What it does not do: grouped convolution (1 < group < C_in), CONV_TRANSPOSE, batched MATMUL,
 sigmoid/tanh/hard-swish/leaky-relu/prelu/div/cast ops, requantising RESHAPE/TRANSPOSE
 (different in/out ``Quant``), half-to-even QUANTIZE (TFLite's rounds half away; such a
 node is emitted as TFLite's QUANTIZE and may differ by 1 LSB at exact ties), constant graph
@@ -70,17 +74,27 @@ class BackendError(CompilerError):
     """The graph cannot be emitted as a TFLite flatbuffer (the message says why)."""
 
 
-def to_tflite(graph: Graph, *, metadata: bool = True) -> bytes:
-    """Emit ``graph`` as a TFLite flatbuffer (see the module docstring)."""
+def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False) -> bytes:
+    """Emit ``graph`` as a TFLite flatbuffer (see the module docstring). ``offline_plan``
+    embeds our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata (``tflm_plan``)."""
+    from .tflm_plan import METADATA_NAME, offline_plan as plan_of
+
     graph = graph.validate().toposorted()
-    body = _Emitter(graph).emit()
-    raw = body.finish(*body_io(body))
+
+    def emit(extra: dict[str, bytes]) -> bytes:
+        w = _Emitter(graph).emit()
+        ins, outs = body_io(w)
+        entries = dict(extra)
+        if offline_plan:
+            entries[METADATA_NAME] = plan_of(w.model, w.sg, ins, outs).metadata()
+        return w.finish(ins, outs, metadata=entries)
+
+    raw = emit({})
     if not metadata:
         return raw
     info = {"name": graph.name, "version": __version__, "producer": "tinymlaas.compilers",
             "sha256": hashlib.sha256(raw).hexdigest()}
-    again = _Emitter(graph).emit()
-    return again.finish(*body_io(again), metadata={"tinymlaas": json.dumps(info).encode()})
+    return emit({"tinymlaas": json.dumps(info).encode()})
 
 
 def body_io(w: ModelWriter) -> tuple[list[int], list[int]]:
@@ -118,6 +132,8 @@ class _Emitter:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         self.w = ModelWriter()
+        self.readers = graph.consumers()
+        self.fc_columns: dict[str, tuple[int, ...]] = {}  # NHWC-flattened FC inputs: (C, H, W)
         self.forms: dict[str, dict[str, int]] = {}
         self.layout: dict[str, str] = {}
         self.prefer = self._preferences()
@@ -373,23 +389,37 @@ def _pool(e: _Emitter, node: Node) -> None:
 
 
 def _gemm(e: _Emitter, node: Node) -> None:
-    g = e.g
-    at, bt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
     if node.attr_float("alpha") != 1.0 or node.attr_float("beta") != 1.0:
         raise e.unsupported(node, "alpha/beta != 1")
-    if node.attr_bool("trans_a") or len(at.shape) != 2:
+    if node.attr_bool("trans_a"):
         raise e.unsupported(node, "A must be a 2-D, untransposed activation")
+    _fully_connected(e, node, node.attr_bool("trans_b"))
+
+
+def _matmul(e: _Emitter, node: Node) -> None:
+    """A 2-D MATMUL with a constant (K, N) B: a FULLY_CONNECTED without bias."""
+    _fully_connected(e, node, trans_b=False)
+
+
+def _fully_connected(e: _Emitter, node: Node, trans_b: bool) -> None:
+    g = e.g
+    at, bt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
+    if len(at.shape) != 2 or len(bt.shape) != 2:
+        raise e.unsupported(node, "A must be a 2-D, untransposed activation and B 2-D")
     if not bt.is_const:
         raise e.unsupported(node, "the weight must be a constant")
     if at.dtype.is_float != bt.dtype.is_float:
         raise e.unsupported(node, "hybrid float/int8 GEMM does not run on TFLM")
     data, q = _data(bt), bt.quant
-    if not node.attr_bool("trans_b"):
+    if not trans_b:
         data = data.T
         if q is not None and q.axis is not None:
             q = Quant(q.scale, q.zero_point, 1 - q.axis)
     if q is not None and q.axis not in (None, 0):
         raise e.unsupported(node, "per-channel weight quantisation not along the outputs")
+    chw = e.fc_columns.get(node.inputs[0])
+    if chw is not None:  # the input arrives NHWC-flattened: reorder the columns to match
+        data = data.reshape(data.shape[0], *chw).transpose(0, 2, 3, 1).reshape(data.shape)
     w = e.const(node.inputs[1], data, bt.dtype, q)
     bias = -1
     if len(node.inputs) > 2:
@@ -521,16 +551,35 @@ def _memory_layout(e: _Emitter, name: str) -> str:
 def _reshape(e: _Emitter, node: Node) -> None:
     _check_same_quant(e, node)
     x, y = node.inputs[0], node.outputs[0]
+    xt, yt = e.g.tensors[x], e.g.tensors[y]
+    if e.layout.get(x) == "nhwc" and not _trivial(xt.shape, TO_NHWC) and y not in e.g.outputs \
+            and yt.shape == (xt.shape[0], int(np.prod(xt.shape[1:]))) and _flattens_into_fc(e, y):
+        # NCHW flatten of an NHWC tensor: the FC reads the NHWC bytes, its weight columns are
+        # permuted instead (no TRANSPOSE op).
+        e.alias(y, "same", e.get(x, "nhwc"))
+        e.fc_columns[y] = tuple(xt.shape[1:])
+        return
     src = e.get(x, _memory_layout(e, x))
-    yt = e.g.tensors[y]
     ly = "nhwc" if (len(yt.shape) == 4 and e.prefer[y] == "nhwc"
                     and _trivial(yt.shape, TO_NHWC)) else "same"
     if y in e.g.outputs:
         ly = "same"
-    if e._emitted_shape(y, ly) == e.w.shape(src) and y not in e.g.outputs:
+    if (e._emitted_shape(y, ly) == e.w.shape(src) or _flattens_into_fc(e, y)) \
+            and y not in e.g.outputs:
         e.alias(y, ly, src)
         return
     e._reshape(src, e.out(node, ly))
+
+
+def _flattens_into_fc(e: _Emitter, y: str) -> bool:
+    """``y`` (a RESHAPE output in the IR's memory order) is read only as the activation of
+    fully-connected layers: TFLite's FULLY_CONNECTED flattens its input itself (batches =
+    size / depth), so the RESHAPE needs no op (one op, one tensor and a shape constant less
+    than TFLite's converter, which keeps Keras' Flatten)."""
+    readers = e.readers.get(y, ())
+    return len(e.g.tensors[y].shape) == 2 and bool(readers) and all(
+        r.op in (Op.GEMM, Op.MATMUL) and r.inputs[0] == y and y not in r.inputs[1:]
+        for r in readers)
 
 
 def _pad(e: _Emitter, node: Node) -> None:
@@ -561,7 +610,7 @@ def _concat(e: _Emitter, node: Node) -> None:
 
 
 _HANDLERS: dict[Op, Handler] = {
-    Op.CONV: _conv, Op.AVG_POOL: _pool, Op.MAX_POOL: _pool, Op.GEMM: _gemm,
+    Op.CONV: _conv, Op.AVG_POOL: _pool, Op.MAX_POOL: _pool, Op.GEMM: _gemm, Op.MATMUL: _matmul,
     Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.RELU: _unary(B.RELU),
     Op.CLIP: _clip, Op.QUANTIZE: _unary(B.QUANTIZE), Op.DEQUANTIZE: _unary(B.DEQUANTIZE),
     Op.IDENTITY: _identity, Op.SOFTMAX: _softmax, Op.REDUCE_MEAN: _reduce_mean,

@@ -31,10 +31,14 @@ CONCAT, PAD (constant mode), IDENTITY.
 What it does not do: anything else (CONV_TRANSPOSE, DIV, PRELU, HARD_SWISH, a fused tanh,
 float constant operands of ADD/MUL, per-channel activations, an op whose result is read by
 more than its QUANTIZE, ...) stays in QDQ float form; ``unlowered(graph)`` names those
-nodes. No layout change, no removal of requantising QUANTIZEs.
+nodes. No layout change, no removal of requantising QUANTIZEs. (One fix-up: an integer
+graph input without ``Quant`` read only by RESHAPE/TRANSPOSE takes its readers' ``Quant``,
+as TFLite states it on the input.)
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 
@@ -282,7 +286,7 @@ class _Lowering:
             if n.op is Op.QUANTIZE and n in self.ed.nodes:
                 self.requantize(n)
         out = self.ed.graph()
-        return dead_code(out).toposorted()
+        return adopt_input_quant(dead_code(out)).toposorted()
 
     def _absorbed_by_producer(self, n: Node) -> bool:
         """``n`` (RELU/CLIP/ADD) reads an unquantised float result (an inner node of a
@@ -293,6 +297,31 @@ class _Lowering:
                     and self.g.tensors[i].dtype.is_float:
                 return True
         return False
+
+
+_MOVES = (Op.RESHAPE, Op.TRANSPOSE, Op.IDENTITY)
+
+
+def adopt_input_quant(graph: Graph) -> Graph:
+    """An integer graph input without ``Quant`` (ONNX: the DEQUANTIZE after it carries the
+    parameters) read only by data movement whose outputs share one per-tensor ``Quant``
+    takes that ``Quant``: data movement may not requantise, and the input's real-valued
+    meaning is then stated on the input itself (backends need it)."""
+    cons = graph.consumers()
+    tensors = dict(graph.tensors)
+    for name in graph.inputs:
+        t = tensors[name]
+        readers = cons.get(name, ())
+        if t.dtype not in INT_ACT or t.quant is not None or not readers \
+                or any(r.op not in _MOVES for r in readers):
+            continue
+        quants = {tensors[r.outputs[0]].quant for r in readers}
+        if len(quants) == 1 and _per_tensor(q := quants.pop()) \
+                and all(tensors[r.outputs[0]].dtype is t.dtype for r in readers):
+            tensors[name] = replace(t, quant=q)
+    if tensors == graph.tensors:
+        return graph
+    return Graph.make(graph.name, graph.inputs, graph.outputs, graph.nodes, tensors.values())
 
 
 def lower_int8(graph: Graph) -> Graph:
@@ -310,4 +339,4 @@ def unlowered(graph: Graph) -> list[str]:
             and any(graph.tensors[o].dtype.is_float for o in n.outputs)]
 
 
-__all__ = ["lower_int8", "unlowered", "LOWERABLE"]
+__all__ = ["adopt_input_quant", "lower_int8", "unlowered", "LOWERABLE"]

@@ -3,7 +3,9 @@
 ``add`` stores a model content-addressed with a name and version (and a calibration set);
 ``list`` shows them; ``inspect`` shows what a model needs — ops, parameters, MACs, and for
 float32 and int8 the flash bytes, the planned arena and its lower bound — and, with
-``--profile``, whether that fits the board.
+``--profile``, whether that fits the board; ``export`` compiles a model for a backend
+(``tinymlaas.builds``) and writes the deliverable files, refusing a board that lacks an
+operator the model needs.
 """
 
 from __future__ import annotations
@@ -97,6 +99,46 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             table.add_row(f.precision, f"{f.flash_bytes:,} B", f"{f.arena:,} B", f"{f.lower_bound:,} B",
                           *([escape(fits[f.precision]["verdict"])] if board else []))
         out.print(table)
+
+    @models_app.command("export")
+    @one_line_errors
+    def export(model: str = typer.Argument(..., help="NAME, NAME:VERSION or a sha256 prefix"),
+               backend: str = typer.Option("tflm", help="tflm"),
+               precision: str = typer.Option("int8", help="int8 or float32"),
+               profile: Optional[str] = typer.Option(None, help="check against this board (TFLM: its operators)"),
+               out_dir: Optional[Path] = typer.Option(None, "--out", help="default: ./NAME-VERSION-BACKEND-PRECISION"),
+               db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+        """Compile a model for a backend and write the deliverable files (TFLM: .tflite, C array,
+        op resolver, arena size, build.json)."""
+        from tinymlaas.builds import build
+
+        entry = registry(db).get(model)
+        board = get_profile(profile) if profile else None
+        status = Console(stderr=True)
+        with status.status(f"{entry.name}:{entry.version} -> {backend} {precision}") as spinner:
+            art = build(entry, backend, precision, board,
+                        step=lambda what: spinner.update(f"{entry.name}:{entry.version}: {what}"))
+        target = out_dir or Path(f"{entry.name}-{entry.version}-{backend}-{precision}")
+        target.mkdir(parents=True, exist_ok=True)
+        for name, data in art.files.items():
+            (target / name).write_bytes(data)
+        if as_json:
+            sys.stdout.write(json.dumps({**art.figures, "dir": str(target), "files": sorted(art.files),
+                                         "warnings": list(art.warnings)}) + "\n")
+            return
+        for w in art.warnings:
+            status.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+        f = art.figures
+        out.print(f"{escape(f['model'])} -> {backend} {precision}: {f['bytes']:,} B, arena {f['arena']:,} B "
+                  f"({'our offline plan' if f.get('offline_plan') else 'TFLM planner'}), "
+                  f"ops {', '.join(f['operators'])}", highlight=False)
+        if "fits" in f:
+            fit_ = f["fits"]
+            verdict = "fits" if fit_["sram_need"] <= fit_["sram_free"] and fit_["flash_need"] <= fit_["flash_free"] \
+                else "does NOT fit"
+            out.print(f"{profile}: {verdict} (SRAM {fit_['sram_need']:,} of {fit_['sram_free']:,} B free, "
+                      f"flash {fit_['flash_need']:,} of {fit_['flash_free']:,} B free)", highlight=False)
+        out.print(f"wrote {len(art.files)} files to {escape(str(target))}/", highlight=False)
 
     app.add_typer(models_app, name="models")
 
