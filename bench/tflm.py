@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=None, help="invokes per model (default 20, quick 5)")
     args = ap.parse_args()
     runs = args.runs or (5 if args.quick else 20)
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=170)
     rows = []
     for name, rel, official_rel in MODELS:
         if args.quick and "large" in rel:
