@@ -41,9 +41,10 @@ from ..ir import DType, Graph, Node, Op, Tensor
 from ..planner import plan
 
 ABI_VERSION = 1
-C_TYPES = {DType.FLOAT32: "float", DType.INT8: "int8_t", DType.UINT8: "uint8_t",
-           DType.INT16: "int16_t", DType.INT32: "int32_t", DType.INT64: "int64_t",
-           DType.BOOL: "uint8_t"}
+C_TYPES = {DType.FLOAT32: "float", DType.FLOAT64: "double", DType.INT8: "int8_t",
+           DType.UINT8: "uint8_t", DType.INT16: "int16_t", DType.UINT16: "uint16_t",
+           DType.INT32: "int32_t", DType.UINT32: "uint32_t", DType.INT64: "int64_t",
+           DType.UINT64: "uint64_t", DType.BOOL: "uint8_t"}
 
 PRELUDE = r"""
 typedef signed char int8_t; typedef unsigned char uint8_t;

@@ -7,8 +7,7 @@ Python functions, and the int8 -> int8 element-wise ops are 256-entry tables mad
 running the reference kernel on all 256 inputs (exact by construction).
 
 Loops walk the output in row-major order; an operand's offset is a sum of ``index * stride``
-with stride 0 on broadcast axes. What it does not do: CONV_TRANSPOSE, BATCH_NORM (folded by
-the passes), int8 kernels other than those ``passes.lower_int8`` produces, or > 6-D tensors.
+with stride 0 on broadcast axes. What it does not do: float16, per-axis QUANTIZE, int8 kernels other than those ``passes.lower_int8`` produces, or > 6-D tensors.
 """
 
 from __future__ import annotations
@@ -76,6 +75,8 @@ def io(node: Node, ctx: Ctx) -> tuple[list[Tensor], Tensor]:
 
 
 def ctype(t: Tensor) -> str:
+    if t.dtype not in C_TYPES:
+        raise CBackendError(f"tensor {t.name!r}: {t.dtype.value} has no C type in this backend")
     return C_TYPES[t.dtype]
 
 
@@ -88,8 +89,10 @@ _UNARY_F = {
     Op.HARD_SIGMOID: lambda n, v: (f"tm_clampf({v} * {F(n.attr_float('alpha'))} + "
                                    f"{F(n.attr_float('beta'))})"),
     Op.HARD_SWISH: lambda n, v: f"({v} * tm_clampf({v} * (1.0f/6.0f) + 0.5f))",
-    Op.CLIP: lambda n, v: (f"({v} < {F(n.attr_number('min'))} ? {F(n.attr_number('min'))} : "
-                           f"({v} > {F(n.attr_number('max'))} ? {F(n.attr_number('max'))} : {v}))"),
+    # numpy's clip: the lower bound first, then the upper one (min > max gives max)
+    Op.CLIP: lambda n, v: (f"(({v} < {F(n.attr_number('min'))} ? {F(n.attr_number('min'))} : {v}) > "
+                           f"{F(n.attr_number('max'))} ? {F(n.attr_number('max'))} : "
+                           f"({v} < {F(n.attr_number('min'))} ? {F(n.attr_number('min'))} : {v}))"),
     Op.IDENTITY: lambda n, v: v,
 }
 
@@ -163,10 +166,15 @@ def _binary(ctx: Ctx, node: Node) -> str:
     oy = offset(names, strides(y.shape))
     pre = (f"  const {ctype(a)} *pa = {ctx.ptr(a.name)}; const {ctype(b)} *pb = {ctx.ptr(b.name)}; "
            f"{ctype(y)} *py = {ctx.ptr(y.name)};\n")
-    if y.dtype is DType.FLOAT32:
+    if y.dtype.is_float:
         expr = fused_f(node, "r")
-        return (pre + f"  {head} float a = pa[{oa}], b = pb[{ob}]; float r = {_BIN_F[node.op]}; "
+        return (pre + f"  {head} {ctype(y)} a = pa[{oa}], b = pb[{ob}]; float r = {_BIN_F[node.op]}; "
                 f"py[{oy}] = {expr}; {tail}")
+    if a.quant is None and b.quant is None and y.quant is None and a.dtype is b.dtype is y.dtype:
+        # plain integers: C arithmetic in the element type (wraps like numpy; DIV truncates)
+        ct = ctype(y)
+        div = "(b == 0 ? 0 : a / b)" if node.op is Op.DIV else _BIN_F[node.op]
+        return (pre + f"  {head} {ct} a = pa[{oa}], b = pb[{ob}]; py[{oy}] = ({ct})({div}); {tail}")
     if not (is_int(a) and is_int(b) and is_int(y)) or node.op is Op.DIV:
         raise CBackendError(f"{node.label()}: mixed or unsupported integer {node.op.name}")
     s1, z1 = qparams(a)
@@ -251,12 +259,21 @@ def _concat(ctx: Ctx, node: Node) -> str:
 
 def _pad(ctx: Ctx, node: Node) -> str:
     (x, *_), y = io(node, ctx)
-    if node.attr_str("mode") != "constant":
-        raise CBackendError(f"{node.label()}: {node.attr_str('mode')} padding")
     pads = node.attr_pairs("pads")
+    mode = node.attr_str("mode")
+    head, tail, names = loops(y.shape)
+    if mode != "constant":
+        src = {"edge": "(j < 0 ? 0 : (j >= {n} ? {n} - 1 : j))",
+               "reflect": "(j < 0 ? -j : (j >= {n} ? 2*({n} - 1) - j : j))",
+               "wrap": "(((j % {n}) + {n}) % {n})"}.get(mode)
+        if src is None:
+            raise CBackendError(f"{node.label()}: {mode} padding")
+        idx = " + ".join(f"({src.replace('j', f'({v} - {b})').format(n=d)})*{s_}"
+                         for v, (b, _), d, s_ in zip(names, pads, x.shape, strides(x.shape)))
+        return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
+                f"  {head} y[{offset(names, strides(y.shape))}] = x[{idx or '0'}]; {tail}")
     value = node.attr_number("value")
     val = F(value) if y.dtype.is_float else str(int(value))
-    head, tail, names = loops(y.shape)
     conds = " && ".join(f"{n} >= {b} && {n} < {b + d}" for n, (b, _), d in zip(names, pads, x.shape))
     ox = " + ".join(f"({n} - {b})*{s}" for n, (b, _), s in zip(names, pads, strides(x.shape)))
     return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"

@@ -1,12 +1,12 @@
 """Op emitters for the portable C backend, part 2: the window and reduction ops (CONV,
-GEMM, MATMUL, MAX_POOL, AVG_POOL, REDUCE_MEAN, SOFTMAX, BATCH_NORM), float32 and int8.
+CONV_TRANSPOSE, GEMM, MATMUL, MAX_POOL, AVG_POOL, REDUCE_MEAN, SOFTMAX, BATCH_NORM), float32 and int8.
 
 Registered into ``c_ops.EMITTERS``. Windows cover any number of spatial axes (1-D and 2-D in
 practice); cells outside the input are skipped (zero padding for CONV: the integer kernels
 subtract the input zero point first, so a skipped cell is a padded zero point, as TFLM).
 int8 parameters come from ``compilers.int8`` (``_channel_multipliers``, ``activation_range``)
 so the C and the reference cannot drift apart. Not done: CONV_TRANSPOSE, batched MATMUL
-with broadcasting of both operands beyond equal batch shapes.
+with broadcasting of both operands beyond equal batch shapes; integer CONV_TRANSPOSE.
 """
 
 from __future__ import annotations
@@ -158,7 +158,6 @@ def _matmul(ctx: Ctx, node: Node) -> str:
     a2 = (1,) + a.shape if len(a.shape) == 1 else a.shape
     b2 = b.shape + (1,) if len(b.shape) == 1 else b.shape
     m_, k_, n_ = a2[-2], a2[-1], b2[-1]
-    batch = y.shape[:-2] if len(a.shape) > 1 and len(b.shape) > 1 else y.shape[:-1] if len(b.shape) == 1 else y.shape[:-1]
     batch = tuple(np.broadcast_shapes(a2[:-2], b2[:-2]))
     head, tail, names = loops(batch, "bb")
     ab = offset(names, bstrides(a2[:-2], batch)) if batch else "0"
@@ -287,17 +286,51 @@ def _batch_norm(ctx: Ctx, node: Node) -> str:
     (x, sc, bi, mean, var), y = io(node, ctx)
     if y.dtype is not DType.FLOAT32:
         raise CBackendError(f"{node.label()}: integer BATCH_NORM")
-    eps = node.attr_float("epsilon")
-    inv = (ctx.data(sc.name) / np.sqrt(ctx.data(var.name) + np.float32(eps))).astype(np.float32)
+    eps = F(node.attr_float("epsilon"))
     c = x.shape[1]
     hw = int(np.prod(x.shape[2:]))
-    a_, m_, b_ = ctx.array(inv), ctx.array(ctx.data(mean.name).astype(np.float32)), \
-        ctx.array(ctx.data(bi.name).astype(np.float32))
     return (f"  const float *x = {ctx.ptr(x.name)}; float *y = {ctx.ptr(y.name)};\n"
+            f"  const float *sc = {ctx.ptr(sc.name)}, *bi = {ctx.ptr(bi.name)}, *mu = {ctx.ptr(mean.name)}, "
+            f"*va = {ctx.ptr(var.name)};\n"
             f"  for (int i = 0; i < {x.size}; i++) {{ int ch = (i / {hw}) % {c}; "
-            f"y[i] = (x[i] - {m_}[ch]) * {a_}[ch] + {b_}[ch]; }}")
+            f"y[i] = (x[i] - mu[ch]) * (sc[ch] / __builtin_sqrtf(va[ch] + {eps})) + bi[ch]; }}")
 
 
-EMITTERS.update({Op.CONV: _conv, Op.GEMM: _gemm, Op.MATMUL: _matmul, Op.MAX_POOL: _pool,
+def _conv_transpose(ctx: Ctx, node: Node) -> str:
+    """float32 only: each output cell gathers the input cells whose stride grid lands on
+    it (``i*s - pad + k*d == o``)."""
+    (x, w, *b), y = io(node, ctx)
+    if y.dtype is not DType.FLOAT32:
+        raise CBackendError(f"{node.label()}: integer CONV_TRANSPOSE")
+    n, c, *sp_in = x.shape
+    _, og, *kernel = w.shape
+    sp_out = y.shape[2:]
+    g = node.attr_int("group")
+    cg, o = c // g, og * g
+    st, dil, pads = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
+    ohead, otail, onames = loops(sp_out, "o")
+    khead, ktail, knames = loops(kernel, "k")
+    nums = [f"({on} + {p[0]} - {kn}*{dd})" for on, p, kn, dd in zip(onames, pads, knames, dil)]
+    cond = " && ".join(f"{q} >= 0 && {q} % {s_} == 0 && {q} / {s_} < {ni}"
+                       for q, s_, ni in zip(nums, st, sp_in))
+    xoff = " + ".join(f"({q} / {s_})*{xs}" for q, s_, xs in zip(nums, st, strides(sp_in)))
+    koff = offset(knames, strides(kernel))
+    hw_in, hw_out, kk = int(np.prod(sp_in)), int(np.prod(sp_out)), int(np.prod(kernel))
+    bias = f"{ctx.ptr(b[0].name)}[oc]" if b else "0.0f"
+    return f"""  const float *x = {ctx.ptr(x.name)}; const float *w = {ctx.ptr(w.name)}; float *y = {ctx.ptr(y.name)};
+  for (int b_ = 0; b_ < {n}; b_++) for (int oc = 0; oc < {o}; oc++) {{
+    const int gi = oc / {og}, oo = oc % {og};
+    {ohead}
+      float acc = {bias};
+      for (int ic = 0; ic < {cg}; ic++) {{
+        const float *xc = x + (b_*{c} + gi*{cg} + ic)*{hw_in}; const float *wc = w + ((gi*{cg} + ic)*{og} + oo)*{kk};
+        {khead} if ({cond}) acc += xc[{xoff}] * wc[{koff}]; {ktail}
+      }}
+      y[(b_*{o} + oc)*{hw_out} + {offset(onames, strides(sp_out))}] = {fused_f(node, 'acc')};
+    {otail}
+  }}"""
+
+
+EMITTERS.update({Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm, Op.MATMUL: _matmul, Op.MAX_POOL: _pool,
                  Op.AVG_POOL: _pool, Op.REDUCE_MEAN: _reduce_mean, Op.SOFTMAX: _softmax,
                  Op.BATCH_NORM: _batch_norm})
