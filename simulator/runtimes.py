@@ -16,7 +16,7 @@ arena that loads and invokes, rounded up to 16), so a device and the deploy deci
 for small models Prepare's temporary memory, which the recorder does not count, makes it
 larger (hello_world_int8: 1,504 recorded, 1,936 needed). A device takes a model when ``need + runtime_ram <= sram_free``
 and gives it all it has: ``Plan.arena = sram_free - runtime_ram``. Wasm: the ABI is in
-``simulator.wasm_module``; ``need`` is the declared minimum memory; wasm3 runs it.
+``compilers.backends.wasm_abi``; ``need`` is the declared minimum memory; wasm3 runs it.
 
 Sample inputs (``inputs=None``): the value that means 0.0, i.e. quantised integer tensors
 hold their zero point, others zeros; Wasm inputs are zero bytes. Every run starts from the
@@ -47,7 +47,7 @@ import numpy as np
 
 from compilers.backends import BackendError
 from compilers.backends.tflm_arena import recommended_arena
-from simulator import wasm_module as wm
+from compilers.backends import wasm_abi as wm
 
 __all__ = ["RESULTS", "ModelError", "TensorSpec", "ArenaRecord", "Plan", "Result", "ModelRunner",
            "artifact_kind"]

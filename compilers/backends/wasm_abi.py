@@ -1,13 +1,19 @@
-"""Reading WebAssembly model modules without running them, and the model module ABI v1.
+"""The model module ABI v1 ("tinyml ABI") for WebAssembly, and reading modules against it.
+
+It lives in the compiler because the compiler's Wasm backend (``compilers.backends.wasm``)
+produces such modules and checks them here before handing them out; the simulator's devices
+(``simulator.runtimes``) and the compiler's tests (``compilers.backends.wasm_host``, the test
+suite) use it to admit and run them. It imports nothing from ``simulator`` or ``tinymlaas``.
 
 What it does: parses the section structure of a Wasm 1.0 binary (magic ``\\0asm``, version 1,
 then sections of an id byte and a LEB128 size) far enough to list the type, import, function,
 memory, export and start sections and every custom section, and checks a module against the
 ABI below. Malformed binaries raise ``WasmFormatError`` saying what is wrong and where. It
 also holds the host side of the ABI on wasm3 (``describe``, ``invoke``), which does run the
-module's code and so must be called in a sandboxed process (``simulator.runtimes`` forks one
-per call). What it does not do: decode code bodies, data or element segments (wasm3 does
-that when it loads the module), or bound a run's time (the caller does).
+module's code, so an untrusted module must be run in a sandboxed process (the simulator forks
+one per call; tests run the compiler's own modules in-process). What it does not do: decode
+code bodies, data or element segments (wasm3 does that when it loads the module), or bound a
+run's time (the caller does).
 
 Model module ABI v1 ("tinyml ABI")
 ==================================
@@ -406,7 +412,9 @@ def tensor_layout(bufs: list[tuple[int, int]], meta: dict[str, Any] | None,
 
 # ---------------------------------------------------------------- the host side, via wasm3
 
-def _load(blob: bytes, stack: int, kind: str) -> tuple[Any, Any, Any]:
+def wasm3_load(blob: bytes, stack: int, kind: str) -> tuple[Any, Any, Any]:
+    """(environment, runtime, module) of ``blob`` loaded in wasm3 with a ``stack``-byte stack;
+    keep all three alive together. AbiError(``kind``) when wasm3 refuses the module."""
     import wasm3
     env = wasm3.Environment()
     rt = env.new_runtime(stack)
@@ -418,7 +426,8 @@ def _load(blob: bytes, stack: int, kind: str) -> tuple[Any, Any, Any]:
     return env, rt, module  # keep all three alive together
 
 
-def _call(rt: Any, kind: str, name: str, *args: int) -> int:
+def wasm3_call(rt: Any, kind: str, name: str, *args: int) -> int:
+    """Call export ``name``; a trap or failure is AbiError(``kind``) naming the call."""
     try:
         return int(rt.find_function(name)(*args))
     except RuntimeError as e:
@@ -428,12 +437,13 @@ def _call(rt: Any, kind: str, name: str, *args: int) -> int:
         raise AbiError(kind, f"Wasm {call} failed: {msg}") from None
 
 
-def _buffers(rt: Any, kind: str, what: str) -> list[tuple[int, int]]:
-    n = _call(rt, kind, f"{what}_count")
+def wasm3_buffers(rt: Any, kind: str, what: str) -> list[tuple[int, int]]:
+    """(ptr, size) of each ``what`` ("input" or "output") buffer, checked to lie in memory."""
+    n = wasm3_call(rt, kind, f"{what}_count")
     if not 0 <= n <= MAX_TENSORS:
         raise AbiError(kind, f"Wasm module reports {n} {what}s (tinyml ABI v1 allows 0..{MAX_TENSORS})")
     size = len(rt.get_memory(0))
-    bufs = [(_call(rt, kind, f"{what}_ptr", i), _call(rt, kind, f"{what}_size", i)) for i in range(n)]
+    bufs = [(wasm3_call(rt, kind, f"{what}_ptr", i), wasm3_call(rt, kind, f"{what}_size", i)) for i in range(n)]
     for i, (ptr, length) in enumerate(bufs):
         if ptr < 0 or length < 0 or ptr + length > size:
             raise AbiError(kind, f"Wasm {what} {i} buffer [{ptr}, {ptr + length}) lies outside the "
@@ -446,12 +456,12 @@ def describe(blob: bytes, stack: int) -> tuple[list[tuple[int, int]], list[tuple
 
     Runs the module's code: call it in a sandboxed child process (``simulator.runtimes`` does).
     """
-    _, rt, _ = _load(blob, stack, "install-failure")
-    version = _call(rt, "install-failure", "tinyml_abi_version")
+    _, rt, _ = wasm3_load(blob, stack, "install-failure")
+    version = wasm3_call(rt, "install-failure", "tinyml_abi_version")
     if version != ABI_VERSION:
         raise AbiError("install-failure", f"Wasm module speaks tinyml ABI {version}; "
                                           f"this device speaks {ABI_VERSION}")
-    return _buffers(rt, "install-failure", "input"), _buffers(rt, "install-failure", "output")
+    return wasm3_buffers(rt, "install-failure", "input"), wasm3_buffers(rt, "install-failure", "output")
 
 
 def invoke(blob: bytes, stack: int, inputs: list[bytes] | None, limit: int) -> tuple[list[bytes], int, int]:
@@ -460,14 +470,14 @@ def invoke(blob: bytes, stack: int, inputs: list[bytes] | None, limit: int) -> t
     ``limit`` is the memory the device has free; growing past it is out-of-memory.
     Runs the module's code: call it in a sandboxed child process.
     """
-    _, rt, _ = _load(blob, stack, "runtime-error")
-    for i, (ptr, size) in enumerate(_buffers(rt, "runtime-error", "input")):
+    _, rt, _ = wasm3_load(blob, stack, "runtime-error")
+    for i, (ptr, size) in enumerate(wasm3_buffers(rt, "runtime-error", "input")):
         data = bytes(size) if inputs is None else inputs[i]
         if len(data) != size:
             raise AbiError("runtime-error", f"input {i} has {len(data):,} bytes; the module takes {size:,}")
         rt.get_memory(0)[ptr:ptr + size] = data
     t0 = time.perf_counter_ns()
-    code = _call(rt, "runtime-error", "invoke")
+    code = wasm3_call(rt, "runtime-error", "invoke")
     latency = (time.perf_counter_ns() - t0) // 1000
     if code != 0:
         raise AbiError("runtime-error", f"Wasm invoke() returned error code {code}")
@@ -476,4 +486,4 @@ def invoke(blob: bytes, stack: int, inputs: list[bytes] | None, limit: int) -> t
         raise AbiError("out-of-memory", f"Wasm module grew its memory to {used // PAGE_BYTES} pages "
                                         f"({size_text(used)}); {size_text(limit)} are free")
     mem = rt.get_memory(0)
-    return [bytes(mem[p:p + n]) for p, n in _buffers(rt, "runtime-error", "output")], latency, used
+    return [bytes(mem[p:p + n]) for p, n in wasm3_buffers(rt, "runtime-error", "output")], latency, used
