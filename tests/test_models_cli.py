@@ -140,3 +140,38 @@ def test_export_refuses_missing_operators_and_bad_options(tmp_path):
     assert r.exit_code == 1 and "backend 'onnxc'" in r.output and not out.exists()
     r = cli(home, "models", "export", "kws", "--precision", "int4", "--out", str(out))
     assert r.exit_code == 1 and "precision 'int4'" in r.output and not out.exists()
+
+
+def test_export_wasm_and_c(tmp_path):
+    """``--backend wasm``: the module runs in wasmtime and equals the reference; ``--backend
+    c``: sections measured for the board's core, the source holds the ABI."""
+    pytest.importorskip("wasmtime")
+    pytest.importorskip("ziglang")
+    from compilers.backends.wasm_host import run_wasmtime
+    from compilers.frontends import import_tflite
+    from compilers.precision import prepare
+    from compilers.reference import run
+
+    home = tmp_path / "home"
+    assert cli(home, "models", "add", str(KWS), "--name", "kws").exit_code == 0
+    r = cli(home, "models", "export", "kws", "--backend", "wasm", "--profile", "nrf52840",
+            "--out", str(tmp_path / "w"), "--json")
+    assert r.exit_code == 0, r.output
+    f = json.loads(r.stdout)
+    module = (tmp_path / "w" / "kws.wasm").read_bytes()
+    assert len(module) == f["bytes"] and f["pages"] >= 1 and f["fits"]["fits"]
+    g = prepare(import_tflite(KWS), "int8").graph
+    x = np.random.default_rng(1).integers(-128, 128, (1, 49, 10, 1)).astype(np.int8)
+    got = np.frombuffer(run_wasmtime(module, [x.tobytes()])[0], np.int8)
+    np.testing.assert_array_equal(got, run(g, {g.inputs[0]: x})[g.outputs[0]].reshape(-1))
+    r = cli(home, "models", "export", "kws", "--backend", "c", "--profile", "stm32l4r5",
+            "--out", str(tmp_path / "c"), "--json")
+    assert r.exit_code == 0, r.output
+    f = json.loads(r.stdout)
+    assert f["core"] == "cortex-m4f" and f["sections"]["bss"] >= f["arena"] > 0
+    assert "int invoke(void)" in (tmp_path / "c" / "model.c").read_text()
+    r = cli(home, "models", "export", "kws", "--backend", "c", "--out", str(tmp_path / "none"))
+    assert r.exit_code == 1 and "needs --profile" in r.output
+    r = cli(home, "models", "export", "kws", "--backend", "wasm", "--profile", "samd21",
+            "--out", str(tmp_path / "none"))
+    assert r.exit_code == 1 and "no Wasm runtime" in r.output

@@ -103,7 +103,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @models_app.command("export")
     @one_line_errors
     def export(model: str = typer.Argument(..., help="NAME, NAME:VERSION or a sha256 prefix"),
-               backend: str = typer.Option("tflm", help="tflm"),
+               backend: str = typer.Option("tflm", help="tflm, wasm or c"),
                precision: str = typer.Option("int8", help="int8 or float32"),
                profile: Optional[str] = typer.Option(None, help="check against this board (TFLM: its operators)"),
                out_dir: Optional[Path] = typer.Option(None, "--out", help="default: ./NAME-VERSION-BACKEND-PRECISION"),
@@ -129,9 +129,14 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         for w in art.warnings:
             status.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
         f = art.figures
-        out.print(f"{escape(f['model'])} -> {backend} {precision}: {f['bytes']:,} B, arena {f['arena']:,} B "
-                  f"({'our offline plan' if f.get('offline_plan') else 'TFLM planner'}), "
-                  f"ops {', '.join(f['operators'])}", highlight=False)
+        summary = {"tflm": lambda: (f"{f['bytes']:,} B, arena {f['arena']:,} B ("
+                                    f"{'our offline plan' if f.get('offline_plan') else 'TFLM planner'}), "
+                                    f"ops {', '.join(f['operators'])}"),
+                   "wasm": lambda: f"{f['bytes']:,} B module, {f['pages']} pages of 64 KiB, arena {f['arena']:,} B",
+                   "c": lambda: (f"{f['core']}: flash {f['flash']:,} B (.text {f['sections']['text']:,}, "
+                                 f".rodata {f['sections']['rodata']:,}), RAM {f['ram']:,} B "
+                                 f"(.bss {f['sections']['bss']:,} + stack estimate {f['stack_estimate']:,})")}
+        out.print(f"{escape(f['model'])} -> {backend} {precision}: {summary[backend]()}", highlight=False)
         if "fits" in f:
             fit_ = f["fits"]
             verdict = "fits" if fit_["sram_need"] <= fit_["sram_free"] and fit_["flash_need"] <= fit_["flash_free"] \
