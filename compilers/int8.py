@@ -110,7 +110,7 @@ def _is_quantised(t: Tensor) -> bool:
     return t.dtype in QUANTISED_DTYPES and t.quant is not None
 
 
-def _per_tensor(t: Tensor, what: str) -> tuple[float, int]:
+def per_tensor(t: Tensor, what: str) -> tuple[float, int]:
     q = t.quant
     if q is None:
         raise ExecutionError(f"tensor {t.name!r} ({what}) has no quantisation")
@@ -132,7 +132,7 @@ def activation_range(node: Node, out: Tensor) -> tuple[int, int]:
     fused = node.attr_str("fused") if node.op.name in FUSABLE else "none"
     if fused == "none":
         return lo, hi
-    scale, zp = _per_tensor(out, "output")
+    scale, zp = per_tensor(out, "output")
 
     def q(f: float) -> int:
         return zp + int(tflite_round(np.float32(f) / np.float32(scale)))
@@ -152,8 +152,8 @@ def _finish(acc: np.ndarray, lo: int, hi: int, out: Tensor) -> np.ndarray:
 def requantize(x: np.ndarray, src: Tensor, dst: Tensor) -> np.ndarray:
     """TFLite's ``Requantize`` (int -> int with other scale/zero point); a copy when both
     quantisations agree."""
-    s_in, z_in = _per_tensor(src, "input")
-    s_out, z_out = _per_tensor(dst, "output")
+    s_in, z_in = per_tensor(src, "input")
+    s_out, z_out = per_tensor(dst, "output")
     lo, hi = _range(dst)
     if s_in == s_out and z_in == z_out and src.dtype is dst.dtype:
         return np.array(x, copy=True)
@@ -174,14 +174,14 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
 
 
-def _channel_multipliers(x: Tensor, w: Tensor, y: Tensor, channels: int, axis: int,
+def channel_multipliers(x: Tensor, w: Tensor, y: Tensor, channels: int, axis: int,
                          per_tensor_float_product: bool) -> tuple[np.ndarray, np.ndarray]:
     """Per-output-channel (multiplier, shift). TFLite's conv path computes
     ``double(in_scale) * double(w_scale) / double(out_scale)``; its per-tensor fully
     connected path (``GetQuantizedConvolutionMultipler``) multiplies the two scales in
     float32 first."""
-    s_in, _ = _per_tensor(x, "input")
-    s_out, _ = _per_tensor(y, "output")
+    s_in, _ = per_tensor(x, "input")
+    s_out, _ = per_tensor(y, "output")
     assert w.quant is not None
     scales = list(w.quant.scale)
     if w.quant.axis is None or len(scales) == 1:
@@ -202,7 +202,7 @@ def _channel_multipliers(x: Tensor, w: Tensor, y: Tensor, channels: int, axis: i
     return np.asarray(mults, np.int64), np.asarray(shifts, np.int64)
 
 
-def _weight_zero_point(w: Tensor, channels: int) -> np.ndarray:
+def weight_zero_point(w: Tensor, channels: int) -> np.ndarray:
     assert w.quant is not None
     z = np.asarray(w.quant.zero_point, np.int64)
     return np.broadcast_to(z, (channels,)) if z.size == 1 else z
@@ -216,11 +216,11 @@ def _conv(node: Node, io: _ref.NodeIO, x: np.ndarray, w: np.ndarray,
         raise ExecutionError(f"{node.label()}: int8 input with a weight that is not quantised")
     strides, dilations, pads = _ref._window_attrs(node)
     g = node.attr_int("group")
-    _, z_in = _per_tensor(xt, "input")
-    _, z_out = _per_tensor(yt, "output")
+    _, z_in = per_tensor(xt, "input")
+    _, z_out = per_tensor(yt, "output")
     o = w.shape[0]
     xs = x.astype(np.int64) - z_in                   # padding with 0 == padding with zp
-    ws = w.astype(np.int64) - _weight_zero_point(wt, o).reshape((o,) + (1,) * (w.ndim - 1))
+    ws = w.astype(np.int64) - weight_zero_point(wt, o).reshape((o,) + (1,) * (w.ndim - 1))
     n, c = x.shape[:2]
     k = w.shape[2:]
     nsp = len(k)
@@ -235,7 +235,7 @@ def _conv(node: Node, io: _ref.NodeIO, x: np.ndarray, w: np.ndarray,
     bshape = (1, o) + (1,) * nsp
     if b is not None:
         acc = acc + b.astype(np.int64).reshape(bshape)
-    mult, shift = _channel_multipliers(xt, wt, yt, o, 0, False)
+    mult, shift = channel_multipliers(xt, wt, yt, o, 0, False)
     acc = multiply_by_quantized_multiplier(acc, mult.reshape(bshape), shift.reshape(bshape))
     lo, hi = activation_range(node, yt)
     return np.ascontiguousarray(_finish(acc + z_out, lo, hi, yt))
@@ -245,14 +245,14 @@ def _fully_connected(node: Node, io: _ref.NodeIO, a: np.ndarray, wmat: np.ndarra
                      wt: Tensor, w_axis: int, c: np.ndarray | None) -> np.ndarray:
     """a (M, K) int8, wmat (K, N) int8 whose output channel is ``w_axis`` of ``wt``."""
     xt, yt = io.inputs[0], io.outputs[0]
-    _, z_in = _per_tensor(xt, "input")
-    _, z_out = _per_tensor(yt, "output")
+    _, z_in = per_tensor(xt, "input")
+    _, z_out = per_tensor(yt, "output")
     n = wmat.shape[1]
     acc = _exact_matmul(a.astype(np.int64) - z_in,
-                        wmat.astype(np.int64) - _weight_zero_point(wt, n)[None, :])
+                        wmat.astype(np.int64) - weight_zero_point(wt, n)[None, :])
     if c is not None:
         acc = acc + np.broadcast_to(c.astype(np.int64), acc.shape)
-    mult, shift = _channel_multipliers(xt, wt, yt, n, w_axis, True)
+    mult, shift = channel_multipliers(xt, wt, yt, n, w_axis, True)
     acc = multiply_by_quantized_multiplier(acc, mult[None, :], shift[None, :])
     lo, hi = activation_range(node, yt)
     return _finish(acc + z_out, lo, hi, yt)
@@ -284,19 +284,26 @@ def _matmul(node: Node, io: _ref.NodeIO, a: np.ndarray, b: np.ndarray) -> np.nda
 
 
 # ---- element-wise arithmetic ---------------------------------------------------------------
+ADD_LEFT_SHIFT = 20
+
+
+def add_multipliers(s1: float, s2: float, s_out: float) -> tuple[tuple[int, int], ...]:
+    """TFLite's int8 ADD/SUB: (multiplier, shift) for input 1, input 2 (each shifted left by
+    ``ADD_LEFT_SHIFT`` first) and the output."""
+    twice_max = 2 * float(max(np.float32(s1), np.float32(s2)))
+    return (quantize_multiplier(float(s1) / twice_max), quantize_multiplier(float(s2) / twice_max),
+            quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * float(s_out))))
+
+
 @int_kernel(Op.ADD, Op.SUB)
 def _add_sub(node: Node, io: _ref.NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ta, tb, yt = io.inputs[0], io.inputs[1], io.outputs[0]
-    s1, z1 = _per_tensor(ta, "input 1")
-    s2, z2 = _per_tensor(tb, "input 2")
-    s_out, z_out = _per_tensor(yt, "output")
-    left_shift = 20
-    twice_max = 2 * float(max(np.float32(s1), np.float32(s2)))
-    m1, sh1 = quantize_multiplier(float(s1) / twice_max)
-    m2, sh2 = quantize_multiplier(float(s2) / twice_max)
-    mo, sho = quantize_multiplier(twice_max / ((1 << left_shift) * float(s_out)))
-    v1 = multiply_by_quantized_multiplier((a.astype(np.int64) - z1) << left_shift, m1, sh1)
-    v2 = multiply_by_quantized_multiplier((b.astype(np.int64) - z2) << left_shift, m2, sh2)
+    s1, z1 = per_tensor(ta, "input 1")
+    s2, z2 = per_tensor(tb, "input 2")
+    s_out, z_out = per_tensor(yt, "output")
+    (m1, sh1), (m2, sh2), (mo, sho) = add_multipliers(s1, s2, s_out)
+    v1 = multiply_by_quantized_multiplier((a.astype(np.int64) - z1) << ADD_LEFT_SHIFT, m1, sh1)
+    v2 = multiply_by_quantized_multiplier((b.astype(np.int64) - z2) << ADD_LEFT_SHIFT, m2, sh2)
     raw = v1 + v2 if node.op is Op.ADD else v1 - v2
     acc = multiply_by_quantized_multiplier(raw, mo, sho) + z_out
     lo, hi = activation_range(node, yt)
@@ -306,9 +313,9 @@ def _add_sub(node: Node, io: _ref.NodeIO, a: np.ndarray, b: np.ndarray) -> np.nd
 @int_kernel(Op.MUL)
 def _mul(node: Node, io: _ref.NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     ta, tb, yt = io.inputs[0], io.inputs[1], io.outputs[0]
-    s1, z1 = _per_tensor(ta, "input 1")
-    s2, z2 = _per_tensor(tb, "input 2")
-    s_out, z_out = _per_tensor(yt, "output")
+    s1, z1 = per_tensor(ta, "input 1")
+    s2, z2 = per_tensor(tb, "input 2")
+    s_out, z_out = per_tensor(yt, "output")
     mult, shift = quantize_multiplier(float(s1) * float(s2) / float(s_out))
     prod = (a.astype(np.int64) - z1) * (b.astype(np.int64) - z2)
     acc = multiply_by_quantized_multiplier(prod, mult, shift) + z_out
@@ -320,8 +327,8 @@ def _relu_x(node: Node, io: _ref.NodeIO, x: np.ndarray, fmin: float | None,
             fmax: float | None) -> np.ndarray:
     """TFLite's ``ReluX`` for int8: requantise, clamp to the quantised bounds."""
     xt, yt = io.inputs[0], io.outputs[0]
-    s_in, z_in = _per_tensor(xt, "input")
-    s_out, z_out = _per_tensor(yt, "output")
+    s_in, z_in = per_tensor(xt, "input")
+    s_out, z_out = per_tensor(yt, "output")
     lo, hi = _range(yt)
     if fmin is not None:
         lo = max(lo, z_out + int(tflite_round(np.float32(fmin) / np.float32(s_out))))
@@ -345,8 +352,8 @@ def _clip(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
 @int_kernel(Op.LEAKY_RELU)
 def _leaky_relu(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     xt, yt = io.inputs[0], io.outputs[0]
-    s_in, z_in = _per_tensor(xt, "input")
-    s_out, z_out = _per_tensor(yt, "output")
+    s_in, z_in = per_tensor(xt, "input")
+    s_out, z_out = per_tensor(yt, "output")
     alpha = np.float32(node.attr_float("alpha"))
     m_a, sh_a = quantize_multiplier(float(np.float32(np.float32(s_in) * alpha) / np.float32(s_out)))
     m_i, sh_i = quantize_multiplier(float(s_in) / float(s_out))
@@ -392,6 +399,13 @@ def _max_pool(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     return _finish(y.astype(np.int64), lo, hi, yt)
 
 
+def mean_multiplier(s_in: float, s_out: float, count: int) -> tuple[int, int]:
+    """TFLM's int8 MEAN: the multiplier of ``s_in / s_out`` with ``1/count`` folded in."""
+    mult, shift = quantize_multiplier(float(s_in) / float(s_out))
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    return (mult << k) // count, shift - k
+
+
 @int_kernel(Op.REDUCE_MEAN)
 def _reduce_mean(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     """TFLM's integer MEAN: ``sum(q - z_in)`` times the multiplier of ``s_in / s_out`` with
@@ -400,14 +414,12 @@ def _reduce_mean(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     xt, yt = io.inputs[0], io.outputs[0]
     axes = node.attr_ints("axes")
     keep = node.attr_bool("keepdims")
-    s_in, z_in = _per_tensor(xt, "input")
-    s_out, z_out = _per_tensor(yt, "output")
+    s_in, z_in = per_tensor(xt, "input")
+    s_out, z_out = per_tensor(yt, "output")
     count = int(np.prod([x.shape[a] for a in axes])) if axes else 1
     total = np.sum(x.astype(np.int64) - z_in, axis=axes, keepdims=keep)
-    mult, shift = quantize_multiplier(float(s_in) / float(s_out))
-    k = min(count.bit_length() - 1, 32, 31 + shift)
-    mult = (mult << k) // count
-    acc = multiply_by_quantized_multiplier(_wrap32(total), mult, shift - k) + z_out
+    mult, shift = mean_multiplier(s_in, s_out, count)
+    acc = multiply_by_quantized_multiplier(_wrap32(total), mult, shift) + z_out
     lo, hi = _range(yt)
     return _finish(acc, lo, hi, yt)
 
@@ -417,6 +429,21 @@ _SCALED_DIFF_INTEGER_BITS = 5
 _ACCUMULATION_INTEGER_BITS = 12
 
 
+def softmax_exp_table(s_in: float, beta: float = 1.0) -> tuple[np.ndarray, int]:
+    """int8 softmax: ``exp`` (Q0.31) of every difference ``-d`` (d = 0..255) from the row
+    maximum, and ``diff_min`` (differences below it contribute 0)."""
+    cap = (1 << 30) - 1.0 if rounding_mode() == "single" else (1 << 31) - 1.0
+    real = min(beta * float(s_in) * (1 << (31 - _SCALED_DIFF_INTEGER_BITS)), cap)
+    mult, left_shift = quantize_multiplier(real)
+    diff_min = -calculate_input_radius(_SCALED_DIFF_INTEGER_BITS, left_shift)
+    table = np.zeros(256, np.int64)
+    for d in range(256):
+        if -d >= diff_min:
+            rescaled = int(multiply_by_quantized_multiplier_greater_than_one(-d, mult, left_shift))
+            table[d] = exp_on_negative_values(rescaled, _SCALED_DIFF_INTEGER_BITS)
+    return table, diff_min
+
+
 @int_kernel(Op.SOFTMAX)
 def _softmax(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     """TFLite/TFLM's reference int8 softmax (``reference_ops::Softmax``): gemmlowp
@@ -424,25 +451,16 @@ def _softmax(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     rounding shift to the output's 1/256 units. The exponentials of the (at most 256)
     distinct differences are tabulated; the rest is vectorised over rows."""
     xt, yt = io.inputs[0], io.outputs[0]
-    s_in, _ = _per_tensor(xt, "input")
-    s_out, z_out = _per_tensor(yt, "output")
+    s_in, _ = per_tensor(xt, "input")
+    s_out, z_out = per_tensor(yt, "output")
     if yt.dtype is not DType.INT8 or xt.dtype is not DType.INT8 or \
             abs(s_out - 1 / 256) > 1e-9 or z_out != -128:
         return _fallback(node, io, x)
-    beta = 1.0
-    cap = (1 << 30) - 1.0 if rounding_mode() == "single" else (1 << 31) - 1.0
-    real = min(beta * float(s_in) * (1 << (31 - _SCALED_DIFF_INTEGER_BITS)), cap)
-    mult, left_shift = quantize_multiplier(real)
-    diff_min = -calculate_input_radius(_SCALED_DIFF_INTEGER_BITS, left_shift)
+    table, diff_min = softmax_exp_table(s_in)
     axis = node.attr_int("axis")
     xm = np.moveaxis(x.astype(np.int64), axis, -1)
     rows = xm.reshape(-1, xm.shape[-1])
     diffs = rows - rows.max(axis=1, keepdims=True)            # in [-255, 0]
-    table = np.zeros(256, np.int64)                           # exp of diff -d, Q0.31
-    for d in range(256):
-        if -d >= diff_min:
-            rescaled = int(multiply_by_quantized_multiplier_greater_than_one(-d, mult, left_shift))
-            table[d] = exp_on_negative_values(rescaled, _SCALED_DIFF_INTEGER_BITS)
     valid = diffs >= diff_min
     exps = np.where(valid, table[np.minimum(-diffs, 255)], 0)
     acc_shift = _ACCUMULATION_INTEGER_BITS  # Rescale<12> from Q0: a rounding right shift
@@ -467,8 +485,8 @@ def _lut_kernel(node: Node, io: _ref.NodeIO, x: np.ndarray, fn: Callable[[int, i
     ``frexp(scale * 2**27)``, saturated outside ``input_range_radius``, gemmlowp's
     function, a rounding shift to the output units. Evaluated for all 256 inputs."""
     xt, yt = io.inputs[0], io.outputs[0]
-    s_in, z_in = _per_tensor(xt, "input")
-    s_out, z_y = _per_tensor(yt, "output")
+    s_in, z_in = per_tensor(xt, "input")
+    s_out, z_y = per_tensor(yt, "output")
     if xt.dtype is not DType.INT8 or yt.dtype is not DType.INT8 or z_y != out_zp or \
             abs(s_out - out_scale) > 1e-9:
         return _fallback(node, io, x)
@@ -609,5 +627,7 @@ __all__ = [
     "multiply_by_quantized_multiplier", "requantize", "activation_range", "tflite_round",
     "exp_on_negative_values", "gemmlowp_logistic", "gemmlowp_tanh", "get_reciprocal",
     "one_over_one_plus_x_for_x_in_0_1", "calculate_input_radius", "GraphError", "Quant", "TARGETS",
-    "one_minus_x_over_one_plus_x_for_x_in_0_1", "use_target",
+    "one_minus_x_over_one_plus_x_for_x_in_0_1", "use_target", "per_tensor",
+    "channel_multipliers", "weight_zero_point", "add_multipliers", "ADD_LEFT_SHIFT",
+    "mean_multiplier", "softmax_exp_table",
 ]

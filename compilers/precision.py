@@ -45,7 +45,11 @@ class Prepared:
     graph: Graph  # optimised, at ``precision``: the backend input and the reference
     precision: str
     source: str  # "float", "hybrid" or "quantised": what the imported model was
-    quantised_here: bool  # int8 made by our quantiser (calibration matters)
+
+    @property
+    def quantised_here(self) -> bool:
+        """int8 made by our quantiser (then calibration matters)."""
+        return self.precision == "int8" and self.source != "quantised"
 
 
 def source_kind(graph: Graph) -> str:
@@ -74,11 +78,10 @@ def prepare(graph: Graph, precision: str, *, calibration: Calibration = None,
     if precision == "float32":
         if kind != "float":
             g = optimize(dequantize_graph(g))
-        return Prepared(g, precision, kind, False)
-    made_here = kind != "quantised"
+        return Prepared(g, precision, kind)
     if kind == "hybrid":
         g = optimize(dequantize_graph(g))
-    if made_here:
+    if kind != "quantised":
         g = optimize(quantize(g, calibration, method=method, per_channel=per_channel, warn=warn))
     g = lower_int8(g)
     left = unlowered(g)
@@ -86,7 +89,7 @@ def prepare(graph: Graph, precision: str, *, calibration: Calibration = None,
         shown = ", ".join(repr(n) for n in left[:5]) + (" ..." if len(left) > 5 else "")
         raise CompilerError(f"graph {graph.name!r} cannot run in int8: {len(left)} node(s) have "
                             f"no integer kernel and would compute in float: {shown}")
-    return Prepared(g, precision, kind, made_here)
+    return Prepared(g, precision, kind)
 
 
 __all__ = ["PRECISIONS", "Prepared", "prepare", "source_kind"]

@@ -1,4 +1,5 @@
-"""Shared helpers for the compiler tests: the shared models' catalogue and random feeds."""
+"""Shared helpers for the compiler tests: the shared models' catalogue, random feeds, and
+running a flatbuffer in tflite-micro and ai-edge-litert."""
 
 from __future__ import annotations
 
@@ -30,3 +31,29 @@ def random_feeds(graph, seed: int = 0) -> dict[str, np.ndarray]:
             info = np.iinfo(t.dtype.numpy)
             feeds[name] = rng.integers(info.min, info.max, t.shape, endpoint=True).astype(t.dtype.numpy)
     return feeds
+
+
+def tflm_outputs(model: bytes, arena: int, xs: list[np.ndarray]) -> np.ndarray:
+    """Output 0 of ``model`` in the tflite-micro interpreter for each input ``x`` (stacked)."""
+    from tflite_micro.python.tflite_micro import runtime
+    it = runtime.Interpreter.from_bytes(model, arena_size=arena)
+    outs = []
+    for x in xs:
+        it.set_input(x, 0)
+        it.invoke()
+        outs.append(np.array(it.get_output(0), copy=True))
+    return np.stack(outs)
+
+
+def litert_outputs(model: bytes, xs: list[np.ndarray]) -> np.ndarray:
+    """Output 0 of ``model`` in ai-edge-litert's reference kernels for each input (stacked)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    li = Interpreter(model_content=model, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    li.allocate_tensors()
+    i, o = li.get_input_details()[0]["index"], li.get_output_details()[0]["index"]
+    outs = []
+    for x in xs:
+        li.set_tensor(i, x)
+        li.invoke()
+        outs.append(np.array(li.get_tensor(o), copy=True))
+    return np.stack(outs)

@@ -21,7 +21,6 @@ pytest.importorskip("ai_edge_litert")
 runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 from ai_edge_litert import schema_py_generated as S  # noqa: E402
-from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: E402
 
 from compilers.backends import to_tflite  # noqa: E402
 from compilers.errors import UnsupportedOp  # noqa: E402
@@ -29,6 +28,7 @@ from compilers.frontends.tflite import import_tflite  # noqa: E402
 from compilers.ir import DType, Graph, Node, Op, Quant, Tensor  # noqa: E402
 from compilers.passes import optimize  # noqa: E402
 from compilers.reference import run  # noqa: E402
+from tests.compiler_helpers import litert_outputs, tflm_outputs  # noqa: E402
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 ARENA = 1 << 20      # generous: tflite-micro segfaults (not raises) when the arena is too small
@@ -42,25 +42,10 @@ _NAMES = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("
 
 
 def _tflm(buf: bytes, xs: list[np.ndarray]) -> np.ndarray:
-    it = runtime.Interpreter.from_bytes(buf, arena_size=ARENA)
-    outs = []
-    for x in xs:
-        it.set_input(x, 0)
-        it.invoke()
-        outs.append(np.array(it.get_output(0), copy=True))
-    return np.stack(outs)
+    return tflm_outputs(buf, ARENA, xs)
 
 
-def _litert(buf: bytes, xs: list[np.ndarray]) -> np.ndarray:
-    li = Interpreter(model_content=buf, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
-    li.allocate_tensors()
-    i, o = li.get_input_details()[0]["index"], li.get_output_details()[0]["index"]
-    outs = []
-    for x in xs:
-        li.set_tensor(i, x)
-        li.invoke()
-        outs.append(np.array(li.get_tensor(o), copy=True))
-    return np.stack(outs)
+_litert = litert_outputs
 
 
 def _inputs(t: Tensor, seed: int) -> list[np.ndarray]:

@@ -9,6 +9,10 @@
 * ``tflm_plan``: our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata.
 * ``tflm_build``: ``build_tflm(graph, precision) -> TflmBuild``: prepare, emit, check the
   device's operators, measure the arena (keeping the offline plan when it is smaller), C files.
+* ``c_emit`` (+ ``c_ops``, ``c_ops_nn``): ``to_c(graph) -> CModel``, one dependency-free C99
+  file implementing the tinyml ABI v1 (``wasm_abi``); ``wasm``: C -> Wasm with ziglang;
+  ``cross``: C -> object for a board's core, section sizes; ``wasm_host``: wasmtime / wasm3
+  hosts; ``wasm_build``: ``build_wasm``, ``build_c``, ``wasm_fit``.
 """
 
 from .tflm import BackendError, to_tflite

@@ -17,10 +17,9 @@ from typing import Sequence
 import numpy as np
 
 from .. import int8 as I8
-from ..fixedpoint import calculate_input_radius, exp_on_negative_values, \
-    multiply_by_quantized_multiplier_greater_than_one, quantize_multiplier
-from ..ir import DType, Graph, Node, Op, Quant, Tensor
-from ..reference import run, window_out
+from ..fixedpoint import quantize_multiplier
+from ..ir import DType, Graph, Node, Op, Tensor
+from ..reference import run
 from .c_emit import C_TYPES, CBackendError, Ctx, Emitter, _float_literal
 
 F = _float_literal
@@ -67,7 +66,7 @@ def is_int(t: Tensor) -> bool:
 
 
 def qparams(t: Tensor) -> tuple[float, int]:
-    return I8._per_tensor(t, t.name)
+    return I8.per_tensor(t, t.name)
 
 
 def io(node: Node, ctx: Ctx) -> tuple[list[Tensor], Tensor]:
@@ -185,13 +184,11 @@ def _binary(ctx: Ctx, node: Node) -> str:
         m, sh = quantize_multiplier(float(s1) * float(s2) / float(so))
         body = f"int32_t acc = tm_mbqm(((int32_t)pa[{oa}] - {z1}) * ((int32_t)pb[{ob}] - {z2}), {m}, {sh}) + {zo};"
     else:
-        twice = 2 * float(max(np.float32(s1), np.float32(s2)))
-        m1, sh1 = quantize_multiplier(float(s1) / twice)
-        m2, sh2 = quantize_multiplier(float(s2) / twice)
-        mo, sho = quantize_multiplier(twice / ((1 << 20) * float(so)))
+        (m1, sh1), (m2, sh2), (mo, sho) = I8.add_multipliers(s1, s2, so)
         sign = "+" if node.op is Op.ADD else "-"
-        body = (f"int32_t v1 = tm_mbqm(((int32_t)pa[{oa}] - {z1}) * (1 << 20), {m1}, {sh1}); "
-                f"int32_t v2 = tm_mbqm(((int32_t)pb[{ob}] - {z2}) * (1 << 20), {m2}, {sh2}); "
+        shift = 1 << I8.ADD_LEFT_SHIFT
+        body = (f"int32_t v1 = tm_mbqm(((int32_t)pa[{oa}] - {z1}) * {shift}, {m1}, {sh1}); "
+                f"int32_t v2 = tm_mbqm(((int32_t)pb[{ob}] - {z2}) * {shift}, {m2}, {sh2}); "
                 f"int32_t acc = tm_mbqm(v1 {sign} v2, {mo}, {sho}) + {zo};")
     return pre + f"  {head} {body} py[{oy}] = ({ctype(y)})tm_clamp(acc, {lo}, {hi}); {tail}"
 
@@ -289,4 +286,4 @@ EMITTERS: dict[Op, Emitter] = {
     Op.PAD: _pad,
 }
 
-from . import c_ops_nn  # noqa: E402,F401 - registers CONV, GEMM, MATMUL, pools, MEAN, SOFTMAX
+from . import c_ops_nn  # noqa: E402,F401 - registers CONV, GEMM, MATMUL, pools, MEAN, SOFTMAX ...

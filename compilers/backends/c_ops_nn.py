@@ -4,7 +4,7 @@ CONV_TRANSPOSE, GEMM, MATMUL, MAX_POOL, AVG_POOL, REDUCE_MEAN, SOFTMAX, BATCH_NO
 Registered into ``c_ops.EMITTERS``. Windows cover any number of spatial axes (1-D and 2-D in
 practice); cells outside the input are skipped (zero padding for CONV: the integer kernels
 subtract the input zero point first, so a skipped cell is a padded zero point, as TFLM).
-int8 parameters come from ``compilers.int8`` (``_channel_multipliers``, ``activation_range``)
+int8 parameters come from ``compilers.int8`` (``channel_multipliers``, ``activation_range``)
 so the C and the reference cannot drift apart. Not done: CONV_TRANSPOSE, batched MATMUL
 with broadcasting of both operands beyond equal batch shapes; integer CONV_TRANSPOSE.
 """
@@ -14,25 +14,23 @@ from __future__ import annotations
 import numpy as np
 
 from .. import int8 as I8
-from ..fixedpoint import calculate_input_radius, exp_on_negative_values, \
-    multiply_by_quantized_multiplier_greater_than_one, quantize_multiplier
 from ..ir import DType, Node, Op
 from .c_emit import CBackendError, Ctx
-from .c_ops import EMITTERS, F, ctype, fused_f, io, is_int, loops, offset, qparams, strides
+from .c_ops import EMITTERS, F, bstrides, ctype, fused_f, io, is_int, loops, offset, qparams, strides
 
 
-def _window(node: Node, spatial_in: tuple[int, ...], spatial_out: tuple[int, ...],
-            kernel: tuple[int, ...], var: str = "k") -> tuple[str, str, str, str]:
-    """Loops over a window: (head, tail, input spatial offset expr, in-bounds condition)
-    for output index names o0.. and kernel names k0.."""
+def _window(node: Node, spatial_in: tuple[int, ...], kernel: tuple[int, ...]
+            ) -> tuple[str, str, str, str, list[str]]:
+    """Loops over a window: (head, tail, input spatial offset expr, in-bounds condition,
+    the input position expression per spatial axis) for output index names o0.. and kernel
+    index names k0.."""
     strides_, dil, pads = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
-    head, tail, names = loops(kernel, var)
+    head, tail, names = loops(kernel, "k")
     pos = [f"(o{d}*{s} - {p[0]} + {k}*{dd})" for d, (s, dd, p, k)
            in enumerate(zip(strides_, dil, pads, names))]
-    st = strides(spatial_in)
     cond = " && ".join(f"{q} >= 0 && {q} < {n}" for q, n in zip(pos, spatial_in))
-    off = " + ".join(f"{q}*{s}" for q, s in zip(pos, st))
-    return head, tail, off, cond
+    off = " + ".join(f"{q}*{s}" for q, s in zip(pos, strides(spatial_in)))
+    return head, tail, off, cond, pos
 
 
 def _conv(ctx: Ctx, node: Node) -> str:
@@ -43,7 +41,7 @@ def _conv(ctx: Ctx, node: Node) -> str:
     g = node.attr_int("group")
     og = o // g
     ohead, otail, onames = loops(sp_out, "o")
-    khead, ktail, xoff, cond = _window(node, tuple(sp_in), tuple(sp_out), tuple(kernel))
+    khead, ktail, xoff, cond, _ = _window(node, tuple(sp_in), tuple(kernel))
     kst = strides(kernel)
     koff = offset([f"k{d}" for d in range(len(kernel))], kst)
     hw_in, hw_out, kk = int(np.prod(sp_in)), int(np.prod(sp_out)), int(np.prod(kernel))
@@ -66,8 +64,8 @@ def _conv(ctx: Ctx, node: Node) -> str:
         raise CBackendError(f"{node.label()}: CONV needs float32 or int8 activations and weights")
     _, zin = qparams(x)
     _, zout = qparams(y)
-    mult, shift = I8._channel_multipliers(x, w, y, o, 0, False)
-    zw = np.asarray(I8._weight_zero_point(w, o), np.int32)
+    mult, shift = I8.channel_multipliers(x, w, y, o, 0, False)
+    zw = np.asarray(I8.weight_zero_point(w, o), np.int32)
     lo, hi = I8.activation_range(node, y)
     m, s = ctx.array(mult.astype(np.int32)), ctx.array(shift.astype(np.int32))
     zws = ctx.array(zw) if np.any(zw) else None
@@ -93,7 +91,7 @@ def _fc(ctx: Ctx, node: Node, trans_a: bool, trans_b: bool, alpha: float, beta: 
     (a, bt, *c), y = io(node, ctx)
     m_, n_ = y.shape
     k_ = a.shape[0] if trans_a else a.shape[1]
-    arow = f"a + i" if trans_a else f"a + i*{k_}"
+    arow = "a + i" if trans_a else f"a + i*{k_}"
     astep = m_ if trans_a else 1
     if bt.is_const:
         wdata = np.asarray(bt.data)
@@ -106,7 +104,7 @@ def _fc(ctx: Ctx, node: Node, trans_a: bool, trans_b: bool, alpha: float, beta: 
     cterm = ""
     if c:
         ct = c[0]
-        cst = I8_bstride(ct.shape, (m_, n_))
+        cst = bstrides(ct.shape, (m_, n_))
         cterm = f"{ctx.ptr(ct.name)}[i*{cst[0]} + j*{cst[1]}]"
     if y.dtype is DType.FLOAT32:
         expr = "acc" if alpha == 1.0 else f"acc * {F(alpha)}"
@@ -123,8 +121,8 @@ def _fc(ctx: Ctx, node: Node, trans_a: bool, trans_b: bool, alpha: float, beta: 
     _, zin = qparams(a)
     _, zout = qparams(y)
     w_axis = 0 if trans_b else 1
-    mult, shift = I8._channel_multipliers(a, bt, y, n_, w_axis, True)
-    zw = np.asarray(I8._weight_zero_point(bt, n_), np.int32)
+    mult, shift = I8.channel_multipliers(a, bt, y, n_, w_axis, True)
+    zw = np.asarray(I8.weight_zero_point(bt, n_), np.int32)
     lo, hi = I8.activation_range(node, y)
     mm, ss = ctx.array(mult.astype(np.int32)), ctx.array(shift.astype(np.int32))
     wsub = f" - {ctx.array(zw)}[j]" if np.any(zw) else ""
@@ -138,11 +136,6 @@ def _fc(ctx: Ctx, node: Node, trans_a: bool, trans_b: bool, alpha: float, beta: 
   }}"""
 
 
-def I8_bstride(shape: tuple[int, ...], out: tuple[int, int]) -> tuple[int, int]:  # noqa: N802
-    from .c_ops import bstrides
-    return tuple(bstrides(shape, out))  # type: ignore[return-value]
-
-
 def _gemm(ctx: Ctx, node: Node) -> str:
     return _fc(ctx, node, node.attr_bool("trans_a"), node.attr_bool("trans_b"),
                node.attr_float("alpha"), node.attr_float("beta"))
@@ -154,7 +147,6 @@ def _matmul(ctx: Ctx, node: Node) -> str:
         return _fc(ctx, node, False, False, 1.0, 1.0)
     if y.dtype is not DType.FLOAT32:
         raise CBackendError(f"{node.label()}: integer batched MATMUL")
-    from .c_ops import bstrides
     a2 = (1,) + a.shape if len(a.shape) == 1 else a.shape
     b2 = b.shape + (1,) if len(b.shape) == 1 else b.shape
     m_, k_, n_ = a2[-2], a2[-1], b2[-1]
@@ -179,7 +171,7 @@ def _pool(ctx: Ctx, node: Node) -> str:
     sp_out = y.shape[2:]
     kernel = node.attr_ints("kernel")
     ohead, otail, onames = loops(sp_out, "o")
-    khead, ktail, xoff, cond = _window(node, tuple(sp_in), tuple(sp_out), tuple(kernel))
+    khead, ktail, xoff, cond, pos = _window(node, tuple(sp_in), tuple(kernel))
     hw_in, hw_out = int(np.prod(sp_in)), int(np.prod(sp_out))
     yoff = offset(onames, strides(sp_out))
     is_max = node.op is Op.MAX_POOL
@@ -199,12 +191,8 @@ def _pool(ctx: Ctx, node: Node) -> str:
             inner = f"float acc = -__builtin_inff(); {khead} if ({cond}) {{ acc = tm_fmaxf(acc, xc[{xoff}]); }} {ktail}"
         else:
             pads = node.attr_pairs("pads")
-            if node.attr_bool("count_include_pad"):
-                strides_, dil = node.attr_ints("strides"), node.attr_ints("dilations")
-                pos = [f"(o{d}*{s} - {p[0]} + k{d}*{dd})" for d, (s, dd, p) in enumerate(zip(strides_, dil, pads))]
-                ccond = " && ".join(f"{q} >= -{p[0]} && {q} < {nn + p[1]}" for q, p, nn in zip(pos, pads, sp_in))
-            else:
-                ccond = cond
+            ccond = (" && ".join(f"{q} >= -{p[0]} && {q} < {nn + p[1]}" for q, p, nn in zip(pos, pads, sp_in))
+                     if node.attr_bool("count_include_pad") else cond)
             inner = (f"float acc = 0.0f; int cnt = 0; {khead} if ({ccond}) cnt++; if ({cond}) acc += xc[{xoff}]; {ktail} "
                      f"acc = acc / (float)(cnt < 1 ? 1 : cnt);")
         store = fused_f(node, "acc")
@@ -231,12 +219,10 @@ def _reduce_mean(ctx: Ctx, node: Node) -> str:
                       f"y[{yoff}] = acc / {F(float(count))}; {otail}")
     s_in, z_in = qparams(x)
     s_out, z_out = qparams(y)
-    mult, shift = quantize_multiplier(float(s_in) / float(s_out))
-    k = min(count.bit_length() - 1, 32, 31 + shift)
-    mult = (mult << k) // count
+    mult, shift = I8.mean_multiplier(s_in, s_out, count)
     lo, hi = np.iinfo(y.dtype.numpy).min, np.iinfo(y.dtype.numpy).max
     return pre + (f"  {ohead} int32_t acc = 0; {rhead} acc += (int32_t)x[{xoff}] - {z_in}; {rtail} "
-                  f"acc = tm_mbqm(acc, {mult}, {shift - k}) + {z_out}; "
+                  f"acc = tm_mbqm(acc, {mult}, {shift}) + {z_out}; "
                   f"y[{yoff}] = ({ctype(y)})tm_clamp(acc, {lo}, {hi}); {otail}")
 
 
@@ -258,14 +244,7 @@ def _softmax(ctx: Ctx, node: Node) -> str:
     s_out, z_out = qparams(y)
     if x.dtype is not DType.INT8 or y.dtype is not DType.INT8 or abs(s_out - 1 / 256) > 1e-9 or z_out != -128:
         raise CBackendError(f"{node.label()}: int8 softmax needs output scale 1/256, zero point -128")
-    real = min(float(s_in) * (1 << (31 - 5)), (1 << 31) - 1.0)
-    mult, left_shift = quantize_multiplier(real)
-    diff_min = -calculate_input_radius(5, left_shift)
-    table = np.zeros(256, np.int64)
-    for k in range(256):
-        if -k >= diff_min:
-            rescaled = int(multiply_by_quantized_multiplier_greater_than_one(-k, mult, left_shift))
-            table[k] = exp_on_negative_values(rescaled, 5)
+    table, diff_min = I8.softmax_exp_table(s_in)
     exps = ctx.array(table.astype(np.int32))
     return pre + f"""    int32_t mx = x[base]; for (int i = 1; i < {d}; i++) if (x[base + i*{inner}] > mx) mx = x[base + i*{inner}];
     int32_t sum = 0;

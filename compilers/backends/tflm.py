@@ -57,6 +57,7 @@ from ai_edge_litert import schema_py_generated as S
 
 from ..errors import CompilerError, UnsupportedOp
 from ..ir import DType, Graph, Node, Op, Quant, Tensor
+from . import tflm_plan
 from .tflite_writer import ModelWriter
 
 __version__ = "0.1.0"
@@ -79,8 +80,6 @@ class BackendError(CompilerError):
 def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False) -> bytes:
     """Emit ``graph`` as a TFLite flatbuffer (see the module docstring). ``offline_plan``
     embeds our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata (``tflm_plan``)."""
-    from .tflm_plan import METADATA_NAME, offline_plan as plan_of
-
     graph = graph.validate().toposorted()
 
     def emit(extra: dict[str, bytes]) -> bytes:
@@ -88,7 +87,7 @@ def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False
         ins, outs = body_io(w)
         entries = dict(extra)
         if offline_plan:
-            entries[METADATA_NAME] = plan_of(w.model, w.sg, ins, outs).metadata()
+            entries[tflm_plan.METADATA_NAME] = tflm_plan.offline_plan(w.model, w.sg, ins, outs).metadata()
         return w.finish(ins, outs, metadata=entries)
 
     raw = emit({})

@@ -65,16 +65,11 @@ class CBuild:
         return self.sizes.flash
 
 
-def _prepare(graph: Graph, precision: str, calibration: Calibration, method: str,
-             warn: Callable[..., object]) -> Prepared:
-    return prepare(graph, precision, calibration=calibration, method=method, warn=warn)
-
-
 def build_wasm(graph: Graph, precision: str, *, name: str | None = None, simd: bool = False,
                version: str = "", source_sha256: str = "", calibration: Calibration = None,
                method: str = "minmax", warn: Callable[..., object] = warnings.warn) -> WasmBuild:
     """``graph`` as a tinyml ABI v1 Wasm module (see the module docstring)."""
-    prepared = _prepare(graph, precision, calibration, method, warn)
+    prepared = prepare(graph, precision, calibration=calibration, method=method, warn=warn)
     cm = to_c(prepared.graph, name=name or graph.name)
     meta: dict[str, Any] = cm.metadata(version=version, sha256=source_sha256, precision=precision,
                                        simd=simd, producer=f"tinymlaas.compilers wasm {__version__}")
@@ -86,7 +81,7 @@ def build_c(graph: Graph, precision: str, core: str, *, name: str | None = None,
             calibration: Calibration = None, method: str = "minmax",
             warn: Callable[..., object] = warnings.warn) -> CBuild:
     """``graph`` as C for ``core`` (a profile's core name), with measured section sizes."""
-    prepared = _prepare(graph, precision, calibration, method, warn)
+    prepared = prepare(graph, precision, calibration=calibration, method=method, warn=warn)
     cm = to_c(prepared.graph, name=name or graph.name)
     return CBuild(cm, prepared, core, section_sizes(cm.source, core))
 

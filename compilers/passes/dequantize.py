@@ -16,8 +16,8 @@ compare against, and what a device without integer kernels runs.
 
 What it does not do: undo the information lost to quantisation (weights keep their int8
 grid), keep integer semantics (saturation, fixed-point rounding), or touch integer tensors
-without a ``Quant`` (shapes, indices); an integer activation without ``Quant`` that a
-DEQUANTIZE reads is an error naming it (the real value is unknown).
+without a ``Quant`` (shapes, indices; a DEQUANTIZE of one is already refused by
+``Graph.validate``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from dataclasses import replace
 import numpy as np
 
 from ..calibration import dequantize_array
-from ..errors import CompilerError
 from ..ir import DType, Graph, Node, Op, Tensor
 from .lower_int8 import adopt_input_quant
 
@@ -45,12 +44,6 @@ def _float(t: Tensor) -> Tensor:
 def dequantize_graph(graph: Graph) -> Graph:
     """The float32 twin of ``graph`` (see the module docstring)."""
     graph = adopt_input_quant(graph.validate())
-    for n in graph.nodes:
-        if n.op is Op.DEQUANTIZE:
-            src = graph.tensors[n.inputs[0]]
-            if src.quant is None and not src.is_const:
-                raise CompilerError(f"{n.label()}: integer tensor {src.name!r} has no "
-                                    f"quantisation parameters: its real values are unknown")
     tensors = {name: _float(t) for name, t in graph.tensors.items()}
     nodes = []
     for n in graph.nodes:

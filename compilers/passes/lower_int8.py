@@ -309,6 +309,7 @@ def adopt_input_quant(graph: Graph) -> Graph:
     meaning is then stated on the input itself (backends need it)."""
     cons = graph.consumers()
     tensors = dict(graph.tensors)
+    changed = False
     for name in graph.inputs:
         t = tensors[name]
         readers = cons.get(name, ())
@@ -319,7 +320,8 @@ def adopt_input_quant(graph: Graph) -> Graph:
         if len(quants) == 1 and _per_tensor(q := quants.pop()) \
                 and all(tensors[r.outputs[0]].dtype is t.dtype for r in readers):
             tensors[name] = replace(t, quant=q)
-    if tensors == graph.tensors:
+            changed = True
+    if not changed:
         return graph
     return Graph.make(graph.name, graph.inputs, graph.outputs, graph.nodes, tensors.values())
 

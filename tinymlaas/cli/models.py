@@ -139,10 +139,9 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         out.print(f"{escape(f['model'])} -> {backend} {precision}: {summary[backend]()}", highlight=False)
         if "fits" in f:
             fit_ = f["fits"]
-            verdict = "fits" if fit_["sram_need"] <= fit_["sram_free"] and fit_["flash_need"] <= fit_["flash_free"] \
-                else "does NOT fit"
-            out.print(f"{profile}: {verdict} (SRAM {fit_['sram_need']:,} of {fit_['sram_free']:,} B free, "
-                      f"flash {fit_['flash_need']:,} of {fit_['flash_free']:,} B free)", highlight=False)
+            out.print(f"{profile}: fits {escape(fit_['verdict'])} (SRAM {fit_['sram_need']:,} of "
+                      f"{fit_['sram_free']:,} B free, flash {fit_['flash_need']:,} of "
+                      f"{fit_['flash_free']:,} B free)", highlight=False)
         out.print(f"wrote {len(art.files)} files to {escape(str(target))}/", highlight=False)
 
     app.add_typer(models_app, name="models")
@@ -150,16 +149,6 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
 
 def fit(footprint: Any, board: Profile) -> dict[str, Any]:
     """Whether a footprint fits a board's free SRAM (arena + TFLM's own RAM) and flash."""
-    runtime = board.runtime("tflm")
-    ram_need = footprint.arena + (runtime.ram if runtime else 0)
-    flash_free = min(board.flash_free, board.max_package)
-    short = []
-    if ram_need > board.sram_free:
-        short.append(f"SRAM short by {ram_need - board.sram_free:,} B")
-    if footprint.flash_bytes > flash_free:
-        short.append(f"flash short by {footprint.flash_bytes - flash_free:,} B")
-    verdict = "yes" if not short else "no: " + ", ".join(short)
-    if runtime is None:
-        verdict += " (no TFLM on this board)"
-    return {"fits": not short and runtime is not None, "verdict": verdict, "sram_need": ram_need,
-            "sram_free": board.sram_free, "flash_need": footprint.flash_bytes, "flash_free": flash_free}
+    from tinymlaas.builds import tflm_fit
+
+    return tflm_fit(footprint.arena, footprint.flash_bytes, board)
