@@ -74,9 +74,7 @@ class SimulatedDevice:
                 0: p.sram_total, 1: p.sram_free, 2: p.flash_total, 3: p.flash_free, 4: p.core, 5: p.clock_mhz,
                 6: p.fpu, 7: list(p.extensions) or ["none"], 8: p.accelerator,
                 9: [runtime_text(r) for r in p.runtimes] or ["none"], 10: list(p.tflm_operators) or ["none"],
-                11: p.max_package, 13: p.name}
-            if self.signing_key is not None:
-                values[12] = self.signing_key
+                11: p.max_package, 12: self.signing_key or b"", 13: p.name}
             t.add_instance(ML_CAPABILITY, 0, values)
             t.on_write(Path(ML_CAPABILITY, 0, 12), self._set_key)
 

@@ -42,6 +42,20 @@ def _source_graph(entry: ModelEntry, step: Step) -> Any:
     return load_graph(entry.path.read_bytes(), entry.format)
 
 
+def tensor_specs(graph: Any) -> list[dict[str, Any]]:
+    """The model's inputs and outputs as the package manifest lists them: name, role, shape,
+    dtype and (for quantised tensors) scale and zero point."""
+    specs = []
+    for role, names in (("input", graph.inputs), ("output", graph.outputs)):
+        for name in names:
+            t = graph.tensors[name]
+            spec: dict[str, Any] = {"name": name, "role": role, "shape": list(t.shape), "dtype": t.dtype.value}
+            if t.quant is not None and len(t.quant.scale) == 1:
+                spec["scale"], spec["zero_point"] = float(t.quant.scale[0]), int(t.quant.zero_point[0])
+            specs.append(spec)
+    return specs
+
+
 def fit_figures(sram_need: int, sram_free: int, flash_need: int, flash_free: int,
                 ok: bool = True, note: str = "") -> dict[str, Any]:
     """A fit verdict with its numbers ("yes", or "no: SRAM short by N B, ...")."""
@@ -83,7 +97,8 @@ def _tflm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step
                "backend": "tflm", "precision": precision, "bytes": len(b.flatbuffer),
                "sha256": b.sha256, "arena": b.arena.recommended, "arena_head": b.arena.head,
                "arena_tail": b.arena.tail, "offline_plan": b.offline_plan,
-               "operators": list(b.operators), "profile": profile.name if profile else None}
+               "operators": list(b.operators), "tensors": tensor_specs(b.prepared.graph),
+               "profile": profile.name if profile else None}
     if profile is not None:
         figures["fits"] = tflm_fit(b.arena.recommended, len(b.flatbuffer), profile)
     files = {f"{b.name}.tflite": b.flatbuffer}
@@ -105,7 +120,8 @@ def _wasm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step
     figures: dict[str, Any] = {
         "model": f"{entry.name}:{entry.version}", "source_sha256": entry.sha256, "backend": "wasm",
         "precision": precision, "bytes": len(b.module), "sha256": b.sha256, "pages": b.pages,
-        "arena": b.cmodel.arena_bytes, "abi": 1, "profile": profile.name if profile else None}
+        "arena": b.cmodel.arena_bytes, "abi": 1, "tensors": tensor_specs(b.prepared.graph),
+        "profile": profile.name if profile else None}
     if profile is not None:
         runtime = next((r for r in profile.runtimes if r.name in ("wasm3", "wamr")), None)
         if runtime is None:

@@ -116,3 +116,95 @@ class ModelRecord(SQLModel, table=True):
 
 
 MODELS = _table(ModelRecord)
+
+
+class ArtifactRecord(SQLModel, table=True):
+    """A compiled artifact in the compile cache (bytes in ``<data dir>/artifacts/<key>``).
+
+    ``key`` is the sha256 of what determines the bytes: model and calibration sha256, backend,
+    precision, target features and the compiler's version; ``sha256`` is of the artifact."""
+
+    __tablename__ = "artifacts"
+    key: str = Field(primary_key=True, max_length=64)
+    model_sha256: str = Field(max_length=64, index=True)
+    backend: str = Field(max_length=16)
+    precision: str = Field(max_length=16)
+    features: str = Field(default="", max_length=255)
+    sha256: str = Field(max_length=64)
+    size: int
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: float
+
+
+class DeploymentRecord(SQLModel, table=True):
+    """One model delivery to one device (or a rollback), from decision to verified inference.
+
+    ``state`` walks pending -> deciding -> compiling -> delivering -> installing -> activating ->
+    verifying -> succeeded, or ends in failed / cancelled; ``decision`` holds the chosen
+    candidate and every candidate's numbers; ``inference`` what the device reported after
+    activation. ``previous`` is what ran before (name, version, sha256, slot), for rollback."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (Index("ix_deployments_campaign_state", "campaign_id", "state"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    endpoint: str = Field(max_length=255, index=True)
+    campaign_id: Optional[int] = Field(default=None)
+    kind: str = Field(default="install", max_length=16)  # "install" | "rollback"
+    model: str = Field(max_length=128)
+    version: str = Field(max_length=64)
+    model_sha256: str = Field(max_length=64)
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    state: str = Field(default="pending", max_length=16)
+    backend: Optional[str] = Field(default=None, max_length=16)
+    precision: Optional[str] = Field(default=None, max_length=16)
+    method: Optional[str] = Field(default=None, max_length=8)
+    object_path: Optional[str] = Field(default=None, max_length=16)  # "/9/1" | "/5/0"
+    artifact_sha256: Optional[str] = Field(default=None, max_length=64)
+    package_size: Optional[int] = None
+    decision: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    inference: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    previous: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    result_code: Optional[int] = None
+    attempts: int = 0
+    created_at: float
+    updated_at: float
+    finished_at: Optional[float] = None
+
+
+class GroupRecord(SQLModel, table=True):
+    """A named set of devices: ``selector`` is {"tag": ..., "profile": ..., "query": ...}."""
+
+    __tablename__ = "groups"
+    name: str = Field(primary_key=True, max_length=64)
+    selector: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    created_at: float
+
+
+class CampaignRecord(SQLModel, table=True):
+    """A staged roll-out of one model version to a group (per-device rows are deployments)."""
+
+    __tablename__ = "campaigns"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    model: str = Field(max_length=128)
+    version: str = Field(max_length=64)
+    group_name: str = Field(max_length=64)
+    endpoints: list[str] = Field(default_factory=list, sa_column=Column(JSON))  # frozen at creation, in roll-out order
+    stages: list[float] = Field(default_factory=list, sa_column=Column(JSON))  # cumulative fractions, e.g. [0.01, 0.1, 1.0]
+    success_threshold: float = 0.95
+    error_threshold: float = 0.05
+    concurrency: int = 50
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    state: str = Field(default="running", max_length=16)  # running | paused | cancelled | halted | completed
+    stage: int = 0
+    note: Optional[str] = Field(default=None, sa_column=Column(Text))
+    created_at: float
+    updated_at: float
+    finished_at: Optional[float] = None
+
+
+ARTIFACTS = _table(ArtifactRecord)
+DEPLOYMENTS = _table(DeploymentRecord)
+GROUPS = _table(GroupRecord)
+CAMPAIGNS = _table(CampaignRecord)

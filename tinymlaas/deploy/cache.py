@@ -1,0 +1,154 @@
+"""The compile cache: one build per (model, options, target features), shared by every device.
+
+``key`` is the sha256 of everything that determines the artifact's bytes: the model's and
+its calibration set's sha256, backend, precision, the target features the build depends on
+and the compiler version. A fleet of 1,000 identical boards therefore compiles once; so do
+1,000 different boards when the artifact does not depend on them (a TFLM flatbuffer is the
+same for every board: each board's operator list is checked at decision time, not baked in).
+
+``get`` returns a ``Built`` from memory, else from disk (``<dir>/<key>.bin`` plus its
+``artifacts`` row), else compiles. Concurrent requests for the same key share one future, so
+one compilation serves them all; a failed build is remembered (in memory, for this process)
+so a fleet does not retry it per device. Compilation runs in a spawned worker process
+(``ProcessPoolExecutor``): it is CPU-bound Python and would otherwise hold the GIL and stall the
+CoAP event loop. The artifact file is written atomically before its row is committed, so a
+crash never leaves a row without its bytes.
+
+What it does not do: decide (``choice``), sign (``signing``) or evict (artifacts are small and
+content-addressed; delete the directory to empty the cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert, select
+
+from tinymlaas import __version__
+from tinymlaas.registry import ModelEntry
+from tinymlaas.store import Store
+from tinymlaas.store.tables import ARTIFACTS
+
+# backend -> suffix of the deliverable file in ``tinymlaas.builds.build``'s files
+ARTIFACT_SUFFIX = {"tflm": ".tflite", "wasm": ".wasm"}
+
+
+class CompileFailed(ValueError):
+    """The model does not build for this backend and precision (message from the compiler)."""
+
+
+@dataclass(frozen=True)
+class Built:
+    key: str
+    backend: str
+    precision: str
+    features: tuple[str, ...]
+    artifact: bytes = field(repr=False)
+    sha256: str
+    figures: dict[str, Any] = field(hash=False, compare=False)
+
+
+def cache_key(entry: ModelEntry, backend: str, precision: str, features: tuple[str, ...]) -> str:
+    cal = entry.calibration.stem if entry.calibration is not None else None
+    text = json.dumps({"model": entry.sha256, "calibration": cal, "backend": backend, "precision": precision,
+                       "features": sorted(features), "compiler": __version__}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def compile_artifact(path: str, fmt: str, name: str, version: str, sha: str, calibration: str | None,
+                     backend: str, precision: str) -> tuple[bytes, dict[str, Any]]:
+    """In the worker process: build with ``tinymlaas.builds`` and return (artifact, figures)."""
+    from compilers.errors import CompilerError
+    from compilers.report import report
+    from tinymlaas.builds import BuildError, build
+    from tinymlaas.registry import load_graph
+
+    entry = ModelEntry(name, version, sha, fmt, 0, Path(path), Path(calibration) if calibration else None, 0.0)
+    try:
+        art = build(entry, backend, precision)
+        macs = report(load_graph(Path(path).read_bytes(), fmt)).macs
+    except (CompilerError, BuildError, ValueError) as exc:
+        raise CompileFailed(f"{backend} {precision}: {exc}") from None
+    blob = next(data for file, data in art.files.items() if file.endswith(ARTIFACT_SUFFIX[backend]))
+    return blob, {**art.figures, "macs": macs, "warnings": list(art.warnings)}
+
+
+class CompileCache:
+    def __init__(self, directory: Path, store: Store, workers: int = 1) -> None:
+        self.dir = directory
+        self.store = store
+        self.workers = workers
+        self.memory: dict[str, "asyncio.Future[Built]"] = {}  # key -> the build (done or in flight)
+        self._pool: ProcessPoolExecutor | None = None
+        self.compiles = 0  # builds this process ran
+        self.hits = 0  # answered from memory or disk, or joined a build in flight
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def get(self, entry: ModelEntry, backend: str, precision: str, features: tuple[str, ...] = ()) -> Built:
+        if backend not in ARTIFACT_SUFFIX:
+            raise CompileFailed(f"backend {backend!r} makes no deliverable artifact "
+                                f"(deliverable: {', '.join(ARTIFACT_SUFFIX)})")
+        key = cache_key(entry, backend, precision, features)
+        task = self.memory.get(key)
+        if task is not None:
+            self.hits += 1
+        else:  # its own task: a requester that is cancelled does not cancel the others' build
+            task = asyncio.ensure_future(self._produce(key, entry, backend, precision, features))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # failures are remembered, not logged
+            self.memory[key] = task
+        return await asyncio.shield(task)
+
+    async def _produce(self, key: str, entry: ModelEntry, backend: str, precision: str,
+                       features: tuple[str, ...]) -> Built:
+        return await self._load(key) or await self._compile(key, entry, backend, precision, features)
+
+    async def _load(self, key: str) -> Built | None:
+        row = await self.store.read(lambda c: c.execute(select(ARTIFACTS).where(ARTIFACTS.c.key == key)).first())
+        path = self.dir / f"{key}.bin"
+        if row is None or not path.exists():
+            return None
+        blob = path.read_bytes()
+        if hashlib.sha256(blob).hexdigest() != row.sha256:
+            return None  # a damaged file: build it again
+        self.hits += 1
+        return Built(key, row.backend, row.precision, tuple(filter(None, row.features.split(","))), blob,
+                     row.sha256, row.figures)
+
+    async def _compile(self, key: str, entry: ModelEntry, backend: str, precision: str,
+                       features: tuple[str, ...]) -> Built:
+        loop = asyncio.get_running_loop()
+        self.compiles += 1
+        blob, figures = await loop.run_in_executor(
+            self._executor(), compile_artifact, str(entry.path), entry.format, entry.name, entry.version,
+            entry.sha256, str(entry.calibration) if entry.calibration else None, backend, precision)
+        sha = hashlib.sha256(blob).hexdigest()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f"{key}.part"
+        tmp.write_bytes(blob)
+        tmp.replace(self.dir / f"{key}.bin")
+        row = {"key": key, "model_sha256": entry.sha256, "backend": backend, "precision": precision,
+               "features": ",".join(features), "sha256": sha, "size": len(blob), "figures": figures,
+               "created_at": time.time()}
+
+        def save(c: Any) -> None:
+            if c.execute(select(ARTIFACTS.c.key).where(ARTIFACTS.c.key == key)).first() is None:
+                c.execute(insert(ARTIFACTS).values(**row))
+        await self.store.write(save)
+        return Built(key, backend, precision, features, blob, sha, figures)

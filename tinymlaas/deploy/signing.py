@@ -1,0 +1,69 @@
+"""The server's package-signing key, and sealing compiled artifacts into signed packages.
+
+The Ed25519 key pair is created on first start in the data directory (``signing-key.pem``,
+PKCS#8, file mode 0600) and loaded afterwards, so devices that were given the public key keep
+accepting this server's packages across restarts. Devices learn the public key through the ML
+Capability object (resource 33100/0/12, written by the deployer before the first delivery) or
+at bootstrap. ``seal`` wraps a ``Built`` artifact in the one envelope of
+``tinymlaas.lwm2m.package`` (COSE_Sign1 over a CBOR manifest, plus the artifact); packages are
+cached per artifact key (Ed25519 signatures are deterministic, so the bytes would not change).
+
+What it does not do: rotate keys or revoke them (a new key means writing it to every device).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tinymlaas.deploy.cache import Built
+from tinymlaas.lwm2m.package import Manifest, seal as seal_package
+from tinymlaas.registry import ModelEntry
+
+KEY_FILE = "signing-key.pem"
+# backend -> (package kind, minimum runtime the artifact needs)
+KINDS = {"tflm": ("tflite", "tflm 2024-06"), "wasm": ("wasm", "tinyml-abi 1")}
+
+
+class ServerKey:
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self.private = private
+        self.public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        self._sealed: dict[tuple[str, str, str], bytes] = {}
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> "ServerKey":
+        path = data_dir / KEY_FILE
+        if path.exists():
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+            if not isinstance(key, Ed25519PrivateKey):
+                raise ValueError(f"{path} does not hold an Ed25519 private key")
+            return cls(key)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        return cls(key)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.public).hexdigest()[:16]
+
+    def seal(self, built: Built, entry: ModelEntry) -> bytes:
+        """The signed package for ``built`` (cached per artifact, model name and version)."""
+        cache = (built.key, entry.name, entry.version)
+        if cache not in self._sealed:
+            kind, min_runtime = KINDS[built.backend]
+            f = built.figures
+            manifest = Manifest(entry.name, entry.version, kind, bytes.fromhex(built.sha256), len(built.artifact),
+                                arena=int(f.get("arena", 0)), pages=int(f.get("pages", 0)),
+                                tensors=tuple(f.get("tensors", ())), min_runtime=min_runtime)
+            self._sealed[cache] = seal_package(built.artifact, manifest, self.private)
+        return self._sealed[cache]
