@@ -340,3 +340,69 @@ async def test_wasm_endless_loop_is_stopped() -> None:
         assert "did not finish within 1 s" in str(e)
         good = wasm()
         assert (await r.run(good, await r.check(good, 10**6))).outputs == [b"\x01" * 16]
+
+
+# ---------------------------------------------------------------- memo_runs (fleet-scale benchmarks)
+
+def count_submits(r: ModelRunner) -> list[str]:
+    """Wrap the runner's submit method: the names of the functions sent to the worker."""
+    calls: list[str] = []
+    submit = r._submit
+
+    def counting(fn, *args):  # type: ignore[no-untyped-def]
+        calls.append(fn.__name__)
+        return submit(fn, *args)
+
+    r._submit = counting  # type: ignore[method-assign]
+    return calls
+
+
+async def test_memoised_run_answers_an_identical_run_without_the_worker() -> None:
+    blob, x = wasm(extra=META), bytes(range(240, 256))
+    async with ModelRunner(timeout_s=10, memo_runs=True) as r:
+        calls = count_submits(r)
+        plan = await r.check(blob, 256 * 1024)
+        first = await r.run(blob, plan, [x])
+        assert calls == ["_wasm_measure", "_wasm_run"]
+        second = await r.run(blob, plan, [x])
+        assert calls == ["_wasm_measure", "_wasm_run"]  # no second worker call
+        assert second == first and second.outputs == [bytes((b + 1) % 256 for b in x)]
+        second.outputs.append(b"")  # a caller changing its result does not change the memo
+        assert (await r.run(blob, plan, [x])).outputs == first.outputs
+        assert (await r.run(blob, plan)).outputs == [b"\x01" * 16]  # other inputs: a new run
+        assert calls.count("_wasm_run") == 2
+        wider = await r.check(blob, 512 * 1024)  # another arena: a new run
+        await r.run(blob, wider, [x])
+        assert calls.count("_wasm_run") == 3
+        same = await asyncio.gather(*(r.run(blob, plan, [bytes(16)]) for _ in range(5)))
+        assert calls.count("_wasm_run") == 4 and len({s.outputs[0] for s in same}) == 1  # shared
+        failing = wasm(invoke='(func (export "invoke") (result i32) (i32.const 3))')
+        fplan = await r.check(failing, 10**6)
+        for _ in range(2):  # failures are not remembered
+            await expect("runtime-error", r.run(failing, fplan))
+        assert calls.count("_wasm_run") == 6 and not r._running
+
+
+async def test_without_memo_every_run_goes_to_the_worker() -> None:
+    blob, x = wasm(extra=META), bytes(range(16))
+    async with ModelRunner(timeout_s=10) as r:
+        assert r.memo_runs is False
+        calls = count_submits(r)
+        plan = await r.check(blob, 256 * 1024)
+        results = [await r.run(blob, plan, [x]) for _ in range(3)]
+        assert calls == ["_wasm_measure"] + ["_wasm_run"] * 3
+        assert len({res.outputs[0] for res in results}) == 1 and not r._runs
+
+
+@needs_models
+async def test_memoised_tflm_run_is_the_first_run() -> None:
+    blob = model("mlperf_tiny/kws_ref_model.tflite")
+    x = np.random.default_rng(11).integers(-128, 128, size=(1, 49, 10, 1), dtype=np.int8).tobytes()
+    async with ModelRunner(timeout_s=10, memo_runs=True) as r:
+        calls = count_submits(r)
+        plan = await r.check(blob, 10**6)
+        first = await r.run(blob, plan, [x])
+        assert await r.run(blob, plan, [x]) == first and calls.count("_tflm_run") == 1
+    async with ModelRunner(timeout_s=10) as r:
+        plan = await r.check(blob, 10**6)
+        assert (await r.run(blob, plan, [x])).outputs == first.outputs  # deterministic
