@@ -1,7 +1,7 @@
 """Running a server process: CoAP server + admin API in one event loop, and where they live.
 
 ``home()`` is the data directory (``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite
-database and ``api.json``, which tells the CLI where the admin API listens and its token
+database, the model registry and compile cache, the package-signing key, and ``api.json``, which tells the CLI where the admin API listens and its token
 (created on first start, file mode 0600). ``serve`` runs until cancelled or SIGTERM/SIGINT.
 """
 
@@ -22,6 +22,8 @@ from typing import Any
 import uvicorn
 
 from tinymlaas.api.app import create_app
+from tinymlaas.deploy.campaigns import Campaigns
+from tinymlaas.deploy.service import Deployer
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.store import default_url
 
@@ -73,13 +75,18 @@ class Running:
     token: str
     uvicorn: Any
     api_task: "asyncio.Task[Any]"
+    deployer: Deployer
+    campaigns: Campaigns
 
     async def stop(self) -> None:
+        """Stop serving. Campaigns and deployments in flight stay as persisted: the next start resumes them."""
         self.uvicorn.should_exit = True
         try:
             await asyncio.wait_for(self.api_task, 10)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             self.api_task.cancel()
+        await self.campaigns.stop()
+        self.deployer.close()
         await self.server.stop()
 
 
@@ -91,19 +98,24 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     token = token or token_for(data_dir)
     server = LwM2MServer(db_url or default_url(data_dir), **server_kw)
     await server.start(*coap)
+    deployer = Deployer(server, data_dir)
+    campaigns = Campaigns(deployer)
     sock = socket.socket(socket.AF_INET6 if ":" in api[0] else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(api)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    config = uvicorn.Config(create_app(server, token), log_level="warning", lifespan="off")
+    config = uvicorn.Config(create_app(server, token, deployer, campaigns), log_level="warning", lifespan="off")
     uv = uvicorn.Server(config)
     uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the caller handles signals
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
         await asyncio.sleep(0.01)
     write_api_file(data_dir, url, token)
-    return Running(server, url, token, uv, task)
+    resumed, again = await campaigns.resume_all(), await deployer.resume()
+    if resumed or again:
+        log.info("resumed campaigns %s and deployments %s", resumed, again)
+    return Running(server, url, token, uv, task, deployer, campaigns)
 
 
 async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str | None,

@@ -67,7 +67,8 @@ class ObserveBody(Target):
     duration: float | None = Field(None, gt=0, description="stop after this many seconds")
 
 
-def create_app(server: LwM2MServer, token: str) -> FastAPI:
+def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns: Any = None) -> FastAPI:
+    """The API for ``server``; with a ``Deployer`` (and ``Campaigns``) also the deploy routes."""
     app = FastAPI(title="tinymlaas admin API", version=__version__,
                   description="Live operations on a tinymlaas LwM2M server.")
     bearer = HTTPBearer(auto_error=False)
@@ -237,6 +238,14 @@ def create_app(server: LwM2MServer, token: str) -> FastAPI:
         rows = await server.store.read(lambda c: list(c.execute(q)))
         return [{"ts": r.ts, "endpoint": r.endpoint, "kind": r.kind, "detail": r.detail} for r in rows]
 
+    if deployer is not None:
+        from tinymlaas.api import deploy_routes
+
+        deploy_routes.register(app, deployer, [Depends(auth)])
+    if campaigns is not None:
+        from tinymlaas.api import campaign_routes
+
+        campaign_routes.register(app, campaigns, [Depends(auth)])
     return app
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import fleet, models
+from tinymlaas.cli import campaigns, deploy, fleet, models
 from tinymlaas.cli.client import CliError, call, stream
 from compilers.errors import CompilerError
 from tinymlaas.lwm2m.errors import LwM2MError
@@ -302,6 +302,8 @@ def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"
 
 fleet.register(app, one_line_errors)
 models.register(app, one_line_errors)
+deploy.register(app, one_line_errors)
+campaigns.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()

@@ -222,10 +222,12 @@ class Campaigns:
                "created_at": now, "updated_at": now}
 
         def write(conn: Connection) -> int:
-            cid = conn.execute(insert(CAMPAIGNS).values(**row)).inserted_primary_key[0]
+            key = conn.execute(insert(CAMPAIGNS).values(**row)).inserted_primary_key
+            assert key is not None
+            cid = int(key[0])
             conn.execute(insert(EVENTS).values(ts=now, endpoint=name, kind="campaign", detail={
                 "id": cid, "state": "running", "note": f"started: {len(found)} devices, stages {stages}"}))
-            return int(cid)
+            return cid
         cid = await self.store.write(write)
         self._spawn(cid, "running", 0)
         return cid

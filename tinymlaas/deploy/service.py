@@ -103,8 +103,10 @@ class Deployer:
         self.profiles = load_profiles()
         self.policy = policy
         self.tasks: dict[int, "asyncio.Task[dict[str, Any]]"] = {}
+        self._cancelled: set[int] = set()  # cancelled by the operator (a shutdown is not a cancel)
 
     def close(self) -> None:
+        """Stop every deployment in flight without ending it: its row stays as it is, for ``resume``."""
         for task in self.tasks.values():
             task.cancel()
         self.cache.close()
@@ -140,6 +142,15 @@ class Deployer:
         if campaign_id is not None:
             q = q.where(DEPLOYMENTS.c.campaign_id == campaign_id)
         return [as_dict(r) for r in await self.server.store.read(lambda c: list(c.execute(q)))]
+
+    async def resume(self) -> list[int]:
+        """At start: run again every deployment outside a campaign that a stop left in flight
+        (campaigns resume their own); returns their ids."""
+        q = select(DEPLOYMENTS.c.id).where(DEPLOYMENTS.c.state.not_in(TERMINAL), DEPLOYMENTS.c.campaign_id.is_(None))
+        ids = [r.id for r in await self.server.store.read(lambda c: list(c.execute(q)))]
+        for deployment_id in ids:
+            self.server.spawn(self.run(deployment_id), name=f"deployment {deployment_id}")
+        return ids
 
     async def _set(self, deployment_id: int, endpoint: str, **values: Any) -> None:
         now = time.time()
@@ -178,6 +189,7 @@ class Deployer:
     def cancel(self, deployment_id: int) -> None:
         task = self.tasks.get(deployment_id)
         if task is not None:
+            self._cancelled.add(deployment_id)
             task.cancel()
 
     async def _run(self, deployment_id: int) -> dict[str, Any]:
@@ -232,7 +244,9 @@ class Deployer:
             await self._set(deployment_id, ep, state="succeeded", inference=inference,
                             attempts=row["attempts"] + 1 + session.retries)
         except asyncio.CancelledError:
-            await asyncio.shield(self._set(deployment_id, ep, state="cancelled", error="cancelled by the operator"))
+            if deployment_id in self._cancelled:
+                self._cancelled.discard(deployment_id)
+                await asyncio.shield(self._set(deployment_id, ep, state="cancelled", error="cancelled by the operator"))
             raise
         except Failed as exc:
             await self._set(deployment_id, ep, state="failed", error=str(exc), result_code=exc.result, **exc.fields)

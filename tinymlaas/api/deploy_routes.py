@@ -1,0 +1,94 @@
+"""Admin API routes for deployments: decide (dry run), deploy, list, show, cancel, rollback.
+
+Translation only: every route calls the ``Deployer``. A model the registry does not know is a
+400 naming it; a device that fits no candidate is a 412 whose message lists every candidate
+and its shortfall (``choice.NoFit``); an unknown deployment is a 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from tinymlaas.deploy.service import Deployer, DeployOptions
+from tinymlaas.lwm2m.errors import BadRequest
+from tinymlaas.registry import ModelEntry, RegistryError
+from tinymlaas.store.tables import EVENTS
+
+
+class DeployBody(BaseModel):
+    endpoint: str
+    model: str = Field(description="NAME, NAME:VERSION or a sha256 prefix")
+    backend: str | None = Field(None, description="tflm or wasm; default: chosen")
+    precision: str | None = Field(None, description="float32 or int8; default: chosen")
+    method: str = Field("pull", description="pull (Package URI, Block2) or push (Package, Block1)")
+    object_id: int | None = Field(None, description="9 (Software Management) or 5 (Firmware Update)")
+    margin: float = Field(0.10, ge=0, lt=1, description="safety margin on free SRAM and flash")
+    wait: bool = Field(True, description="answer when the deployment ended (else at once)")
+
+
+class WaitBody(BaseModel):
+    wait: bool = True
+
+
+def options_of(body: DeployBody) -> DeployOptions:
+    try:
+        return DeployOptions(body.backend, body.precision, body.method, body.object_id, body.margin)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
+    async def entry(model: str) -> ModelEntry:
+        try:
+            return await asyncio.to_thread(deployer.registry.get, model)
+        except RegistryError as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def started(deployment_id: int, wait: bool) -> dict[str, Any]:
+        if wait:
+            return await deployer.run(deployment_id)
+        deployer.server.spawn(deployer.run(deployment_id), name=f"deployment {deployment_id}")
+        return await deployer.get(deployment_id)
+
+    @app.post("/deployments/plan", dependencies=deps)
+    async def plan(body: DeployBody) -> dict[str, Any]:
+        e, options = await entry(body.model), options_of(body)
+        target = await deployer.target(body.endpoint)
+        chosen, candidates, built = await deployer.decide(target, e, options)
+        return {"endpoint": body.endpoint, "model": f"{e.name}:{e.version}", "target": target.as_json(),
+                "chosen": chosen.as_json(), "candidates": [c.as_json() for c in candidates],
+                "margin": options.margin, "macs": built.figures.get("macs")}
+
+    @app.post("/deployments", dependencies=deps)
+    async def deploy(body: DeployBody) -> dict[str, Any]:
+        e, options = await entry(body.model), options_of(body)
+        deployer.server.device_client.registration(body.endpoint)  # 404 for an unknown device, before a row
+        return await started(await deployer.create(body.endpoint, e, options), body.wait)
+
+    @app.get("/deployments", dependencies=deps)
+    async def deployments(endpoint: str | None = None, campaign: int | None = None,
+                          limit: int = 100) -> list[dict[str, Any]]:
+        return await deployer.list(endpoint, campaign, min(max(limit, 1), 10000))
+
+    @app.get("/deployments/{deployment_id}", dependencies=deps)
+    async def deployment(deployment_id: int) -> dict[str, Any]:
+        row = await deployer.get(deployment_id)
+        q = select(EVENTS).where(EVENTS.c.endpoint == row["endpoint"], EVENTS.c.kind == "deployment").order_by(EVENTS.c.id)
+        events = await deployer.server.store.read(lambda c: list(c.execute(q)))
+        row["history"] = [{"ts": ev.ts, **ev.detail} for ev in events if ev.detail.get("id") == deployment_id]
+        return row
+
+    @app.post("/deployments/{deployment_id}/cancel", dependencies=deps)
+    async def cancel(deployment_id: int) -> dict[str, Any]:
+        await deployer.get(deployment_id)  # 404 when unknown
+        deployer.cancel(deployment_id)
+        return {"status": "cancelling"}
+
+    @app.post("/devices/{endpoint}/rollback", dependencies=deps)
+    async def rollback(endpoint: str) -> dict[str, Any]:
+        return await deployer.rollback(endpoint)

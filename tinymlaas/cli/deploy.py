@@ -1,0 +1,184 @@
+"""CLI: ``tinymlaas deploy``, ``tinymlaas deployments list|show``, ``tinymlaas rollback``.
+
+``deploy ENDPOINT MODEL`` asks the running server to deploy (``--dry-run``: only show the
+decision), then follows the deployment's state with a progress bar until it ends; the exit
+code is 0 only when it succeeded. ``deployments show`` prints the decision with every
+candidate's numbers, the delivery and the inference the device reported.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from tinymlaas.cli.client import CliError, call
+
+out = Console()
+deployments_app = typer.Typer(help="Model deployments: decisions, deliveries, results.", no_args_is_help=True)
+STEPS = ("pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def kb(n: Any) -> str:
+    return f"{n:,} B" if isinstance(n, int) else "-"
+
+
+def candidates_table(decision: dict[str, Any]) -> Table:
+    chosen = decision.get("chosen") or {}
+    table = Table("", "backend", "precision", "runtime", "package (flash)", "flash usable", "SRAM need",
+                  "SRAM usable", "latency est.", "verdict",
+                  title=f"candidates (safety margin {decision.get('margin', 0):.0%})")
+    for c in decision.get("candidates", []):
+        mark = "→" if (c["backend"], c["precision"]) == (chosen.get("backend"), chosen.get("precision")) else ""
+        latency = f"{c['latency_ms']:,.1f} ms" if c.get("latency_ms") is not None else "-"
+        table.add_row(mark, c["backend"], c["precision"], c["runtime"], kb(c["package"]), kb(c["flash_usable"]),
+                      kb(c["sram_need"]), kb(c["sram_usable"]), latency,
+                      "fits" if c["fits"] else escape("; ".join(c["problems"])))
+    return table
+
+
+def show_deployment(d: dict[str, Any]) -> None:
+    colour = {"succeeded": "green", "failed": "red", "cancelled": "yellow"}.get(d["state"], "cyan")
+    out.print(f"[bold]deployment {d['id']}[/bold] ({d['kind']}): {escape(d['model'])}:{escape(d['version'])} -> "
+              f"{escape(d['endpoint'])}: [{colour}]{d['state']}[/{colour}]", highlight=False)
+    if d.get("error"):
+        out.print(f"  error: {escape(d['error'])}" + (f" (Update Result {d['result_code']})" if d.get("result_code") else ""),
+                  highlight=False)
+    if d.get("backend"):
+        out.print(f"  {d['backend']} {d['precision']}, package {kb(d.get('package_size'))}, artifact sha256 "
+                  f"{(d.get('artifact_sha256') or '-')[:16]}, {d.get('method') or '-'} via {d.get('object_path') or '-'}",
+                  highlight=False)
+    if d.get("decision", {}).get("candidates"):
+        target = d["decision"].get("target", {})
+        if target:
+            out.print(f"  device: {target.get('profile') or target.get('core')}, SRAM free {kb(target.get('sram_free'))}, "
+                      f"flash free {kb(target.get('flash_free'))}, runtimes {', '.join(target.get('runtimes', []))}",
+                      highlight=False)
+        out.print(candidates_table(d["decision"]))
+    inf = d.get("inference") or {}
+    if inf.get("count"):
+        out.print(f"  inference: {inf['count']} run(s), latency {inf.get('latency_us')} µs, arena {kb(inf.get('arena'))}, "
+                  f"output {str(inf.get('output'))[:48]}", highlight=False)
+    prev = d.get("previous") or {}
+    if prev.get("name"):
+        out.print(f"  previous model: {prev['name']}:{prev.get('version')} at {prev.get('object_path') or '-'}",
+                  highlight=False)
+    for h in d.get("history", []):
+        out.print(f"  {datetime.fromtimestamp(h['ts']):%H:%M:%S.%f}"[:-3] + f" {h.get('state', '')}"
+                  + (f" {escape(str(h['error']))}" if h.get("error") else ""), highlight=False)
+
+
+def follow(deployment_id: int, timeout: float) -> dict[str, Any]:
+    """Poll the deployment and show its step as a progress bar until it ends (or ``timeout``)."""
+    status = Console(stderr=True)
+    end = time.monotonic() + timeout
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"),
+                  TimeElapsedColumn(), console=status, transient=True) as bar:
+        task = bar.add_task(f"deployment {deployment_id}", total=len(STEPS) - 1, step="pending")
+        while True:
+            d = call("GET", f"/deployments/{deployment_id}")
+            step = STEPS.index(d["state"]) if d["state"] in STEPS else bar.tasks[0].completed
+            bar.update(task, completed=step, step=d["state"])
+            if d["state"] in TERMINAL:
+                return d  # type: ignore[no-any-return]
+            if time.monotonic() > end:
+                raise CliError(f"deployment {deployment_id} still {d['state']} after {timeout:g} s "
+                               f"(it goes on: tinymlaas deployments show {deployment_id})")
+            time.sleep(0.3)
+
+
+def register(app: typer.Typer, one_line_errors: Any) -> None:
+    JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
+
+    @app.command()
+    @one_line_errors
+    def deploy(endpoint: str, model: str = typer.Argument(..., help="NAME, NAME:VERSION or a sha256 prefix"),
+               backend: Optional[str] = typer.Option(None, help="tflm or wasm (default: chosen to fit)"),
+               precision: Optional[str] = typer.Option(None, help="float32 or int8 (default: chosen to fit)"),
+               push: bool = typer.Option(False, "--push", help="push the package (Block1) instead of a Package URI"),
+               obj: Optional[int] = typer.Option(None, "--object", help="9 (Software Management) or 5 (Firmware Update)"),
+               margin: float = typer.Option(10.0, help="safety margin on free SRAM and flash, percent"),
+               dry_run: bool = typer.Option(False, "--dry-run", help="show the decision, deliver nothing"),
+               timeout: float = typer.Option(600.0, help="seconds to follow the deployment"),
+               as_json: bool = JsonOpt) -> None:
+        """Deploy a registered model to a device: decide, compile, sign, deliver, verify."""
+        body = {"endpoint": endpoint, "model": model, "backend": backend, "precision": precision,
+                "method": "push" if push else "pull", "object_id": obj, "margin": margin / 100, "wait": False}
+        if dry_run:
+            plan = call("POST", "/deployments/plan", json_body=body, timeout=timeout)
+            if as_json:
+                sys.stdout.write(json.dumps(plan) + "\n")
+                return
+            c = plan["chosen"]
+            out.print(f"{escape(plan['model'])} -> {escape(endpoint)}: would deploy {c['backend']} {c['precision']} "
+                      f"({kb(c['package'])} package, {kb(c['sram_need'])} SRAM)", highlight=False)
+            out.print(candidates_table(plan))
+            return
+        d = follow(call("POST", "/deployments", json_body=body, timeout=60)["id"], timeout)
+        if as_json:
+            sys.stdout.write(json.dumps(d, default=str) + "\n")
+        else:
+            show_deployment(d)
+        if d["state"] != "succeeded":
+            raise typer.Exit(1)
+
+    @app.command()
+    @one_line_errors
+    def rollback(endpoint: str, as_json: bool = JsonOpt) -> None:
+        """Re-activate the model that ran before the current one on a device."""
+        d = call("POST", f"/devices/{endpoint}/rollback", timeout=600)
+        if as_json:
+            sys.stdout.write(json.dumps(d, default=str) + "\n")
+        else:
+            show_deployment(d)
+        if d["state"] != "succeeded":
+            raise typer.Exit(1)
+
+    @deployments_app.command("list")
+    @one_line_errors
+    def list_(endpoint: Optional[str] = typer.Option(None, help="only this device"),
+              campaign: Optional[int] = typer.Option(None, help="only this campaign"),
+              limit: int = 50, as_json: bool = JsonOpt) -> None:
+        """Deployments, newest first."""
+        params: dict[str, Any] = {"limit": limit}
+        params.update({k: v for k, v in (("endpoint", endpoint), ("campaign", campaign)) if v is not None})
+        rows = call("GET", "/deployments", params=params)
+        if as_json:
+            sys.stdout.write(json.dumps(rows, default=str) + "\n")
+            return
+        table = Table("id", "endpoint", "model", "state", "backend", "precision", "package", "via", "campaign",
+                      "started", "error")
+        for r in rows:
+            table.add_row(str(r["id"]), escape(r["endpoint"]), escape(f"{r['model']}:{r['version']}"), r["state"],
+                          r["backend"] or "-", r["precision"] or "-", kb(r["package_size"]), r["object_path"] or "-",
+                          str(r["campaign_id"] or "-"), datetime.fromtimestamp(r["created_at"]).strftime("%H:%M:%S"),
+                          escape((r["error"] or "")[:80]))
+        out.print(table)
+
+    @deployments_app.command("show")
+    @one_line_errors
+    def show(deployment_id: int, as_json: bool = JsonOpt) -> None:
+        """One deployment: the decision with every candidate, the delivery, the inference, its history."""
+        d = call("GET", f"/deployments/{deployment_id}")
+        if as_json:
+            sys.stdout.write(json.dumps(d, default=str) + "\n")
+            return
+        show_deployment(d)
+
+    @deployments_app.command("cancel")
+    @one_line_errors
+    def cancel(deployment_id: int) -> None:
+        """Cancel a deployment in flight (the device keeps the model it runs)."""
+        call("POST", f"/deployments/{deployment_id}/cancel")
+        out.print("cancelling")
+
+    app.add_typer(deployments_app, name="deployments")
