@@ -1,54 +1,77 @@
-"""``tinymlaas demo``: a server and a mixed simulated fleet on loopback, end to end.
+"""``tinymlaas demo``: a server, a mixed simulated fleet and a real model deployment, end to end.
 
 Starts the server (SQLite in a temporary directory) and its admin API, brings up simulated
-boards from the device profiles (nRF52840, STM32L4R5, ESP32-S3, RP2040, SAMD21 speaking LwM2M
-1.1, and an nRF52840 speaking 1.0 without the ML Capability object, which the server matches
-to its profile through the Device object), lets the server read what each can offer for ML,
-manages one device (write, execute, observe), prints it all, and shuts down. Bounded in time.
+boards from the device profiles — nRF52840, STM32L4R5, ESP32-S3 and SAMD21 speaking LwM2M 1.1
+with Software Management (object 9), an RP2040 with only Firmware Update (object 5), and an
+nRF52840 speaking 1.0 without the ML Capability object (matched to its profile through the
+Device object) — registers the bundled digits model (ONNX zoo mnist-8, calibrated on its three
+test digits), and deploys it to every device: per device the server reads the capabilities,
+builds each candidate once (compile cache), picks backend and precision, signs the package,
+delivers it (pull, Block2), installs, activates and reads the ML Inference object. Then each
+board "sees" a test digit (the simulated sensor input), runs an inference on the server's
+Execute, and the demo decodes the output it reads back. The SAMD21 gets "does not fit" with
+every candidate's shortfall. Bounded in time; exit code 0 when every board that fits runs the
+model and the SAMD21 was refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
+import time
 from pathlib import Path as FsPath
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from device_profiles import load_profiles
-from tinymlaas import runtime
+from tinymlaas import bundled, runtime
+from tinymlaas.deploy.service import DeployOptions
 from tinymlaas.lwm2m.path import Path
-from tinymlaas.server.device_client import preferred_format
 from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
 from simulator.runtimes import ModelRunner
 
-FLEET = ("nrf52840", "stm32l4r5", "esp32s3", "rp2040", "samd21")
+# (profile, LwM2M version, update objects, ML Capability object, endpoint prefix)
+FLEET = (("nrf52840", "1.1", (9,), True, "demo-nrf52840"), ("stm32l4r5", "1.1", (9,), True, "demo-stm32l4r5"),
+         ("esp32s3", "1.1", (9,), True, "demo-esp32s3"), ("rp2040", "1.1", (5,), True, "demo-rp2040"),
+         ("samd21", "1.1", (9,), True, "demo-samd21"), ("nrf52840", "1.0", (9,), False, "demo-legacy"))
+CAPS = {"ml-capability-object": "caps 33100", "device-object+profile": "caps /3+profile"}
+RUN = Path(33101, 0, 10)
+OUTPUT = Path(33101, 0, 4)
+LATENCY = Path(33101, 0, 5)
 
 
 def kib(n: Any) -> str:
-    return f"{int(n) // 1024:,}" if isinstance(n, int) else "?"
+    return f"{n / 1024:,.1f}" if isinstance(n, (int, float)) else "-"
 
 
-async def run_demo(console: Console, timeout_s: float = 60.0) -> int:
+async def run_demo(console: Console, timeout_s: float = 240.0) -> int:
     profiles = load_profiles()
     with tempfile.TemporaryDirectory(prefix="tinymlaas-demo-") as tmp:
         home = FsPath(tmp)
         running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{home / 'demo.db'}", home)
-        server = running.server
-        console.print(f"server: coap://127.0.0.1:{server.address[1]}, admin API {running.api_url}, database in {home}")
-        specs = [FleetSpec(profiles[name], 1, prefix=f"demo-{name}") for name in FLEET]
-        specs.append(FleetSpec(profiles["nrf52840"], 1, version="1.0", with_capability_object=False,
-                               prefix="demo-legacy"))
+        server, deployer = running.server, running.deployer
+        console.print(f"server: coap://127.0.0.1:{server.address[1]}, admin API {running.api_url}, data in {home}")
+        x, _expected, labels = bundled.digits()
+        calibration = home / "mnist-calibration.npz"
+        np.savez(calibration, Input3=x)
+        entry = await asyncio.to_thread(deployer.registry.add, bundled.MNIST, "mnist-8", None, calibration)
+        console.print(f"model: {entry.name}:{entry.version} (bundled ONNX zoo mnist-8, MIT, {entry.size:,} B, "
+                      f"sha256 {entry.sha256[:16]}…)", highlight=False)
+        specs = [FleetSpec(profiles[p], 1, version=v, update_objects=objs, with_capability_object=cap, prefix=prefix)
+                 for p, v, objs, cap, prefix in FLEET]
         runner = ModelRunner()
         devices = build_fleet(specs, server.address, runner)
         try:
             failures = await start_fleet(devices)
             if failures:
                 raise RuntimeError(f"{len(failures)} simulated devices failed to register: {failures[0]}")
-            rows = await asyncio.wait_for(exercise(server, devices), timeout_s)
+            await _registered(server, [d.endpoint for d in devices])
+            with console.status("deploying mnist-8 to the fleet (capabilities, compile, sign, deliver, verify)"):
+                rows = await asyncio.wait_for(deploy_all(deployer, entry, devices, x, labels), timeout_s)
         finally:
             await stop_fleet(devices)
             runner.close()
@@ -57,40 +80,70 @@ async def run_demo(console: Console, timeout_s: float = 60.0) -> int:
     return 0 if all(r["ok"] for r in rows) else 1
 
 
-async def exercise(server: Any, devices: list[Any]) -> list[dict[str, Any]]:
-    rows = []
-    for device in devices:
-        ep = device.endpoint
-        snap = await server.capabilities.refresh(ep)
-        data = snap["data"] if snap else {}
-        if snap and snap["source"] == "ml-capability-object":
-            sram, flash = data.get("/33100/0/1"), data.get("/33100/0/3")
-            runtimes = ", ".join(v for k, v in sorted(data.items()) if k.startswith("/33100/0/9/"))
-        else:
-            sram, flash = data.get("sram_free"), data.get("flash_free")
-            runtimes = ", ".join(data.get("runtimes", {}))
-        await server.write(ep, Path(1, 0, 1), {Path(1, 0, 1): 120})
-        obs = await server.observations.observe(ep, Path(3, 0, 9))
-        queue = server.observations.subscribe(obs)
-        device.tree.set(Path(3, 0, 9), 42)
-        note = await asyncio.wait_for(queue.get(), 5)
-        server.observations.cancel(ep, Path(3, 0, 9))
-        reg = server.registrations.by_endpoint[ep]
-        rows.append({
-            "endpoint": ep, "profile": device.profile.name, "lwm2m": f"{reg.lwm2m_version} {preferred_format(reg).name}",
-            "source": snap["source"] if snap else "-", "matched": snap.get("profile") if snap else None,
-            "sram": sram, "flash": flash, "runtimes": runtimes,
-            "ok": bool(snap) and sram == device.profile.sram_free and note == {Path(3, 0, 9): 42}
-            and device.tree.values[Path(1, 0, 1)] == 120,
-        })
-    return rows
+async def _registered(server: Any, endpoints: list[str], timeout_s: float = 10.0) -> None:
+    end = time.monotonic() + timeout_s
+    while any(ep not in server.registrations.by_endpoint for ep in endpoints) and time.monotonic() < end:
+        await asyncio.sleep(0.05)
+
+
+async def deploy_all(deployer: Any, entry: Any, devices: list[Any], x: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+    async def one(i: int, device: Any) -> dict[str, Any]:
+        t0 = time.monotonic()
+        row = await deployer.deploy(device.endpoint, entry, DeployOptions())
+        result = {"device": device, "row": row, "seconds": time.monotonic() - t0, "digit": None}
+        if row["state"] == "succeeded":
+            result.update(await see_digit(deployer, device, row, x, int(i % len(x)), int(labels[i % len(x)])))
+        fits = device.profile.name != "samd21"
+        result["ok"] = (row["state"] == "succeeded" and result.get("correct") is not None) if fits else \
+            (row["state"] == "failed" and "does not fit" in (row["error"] or ""))
+        return result
+    return list(await asyncio.gather(*(one(i, d) for i, d in enumerate(devices))))
+
+
+async def see_digit(deployer: Any, device: Any, row: dict[str, Any], x: np.ndarray, index: int,
+                    label: int) -> dict[str, Any]:
+    """Put a test digit on the board's input (its "sensor"), Execute Run Inference over LwM2M,
+    read the output back and decode it with the tensor specs of the package's manifest."""
+    built = next(t.result() for t in deployer.cache.memory.values()
+                 if t.done() and not t.exception() and t.result().sha256 == row["artifact_sha256"])
+    specs = {s["role"]: s for s in built.figures["tensors"]}
+    quant = lambda s: (s["scale"], s["zero_point"]) if "scale" in s else None  # noqa: E731
+    device.sample_inputs = [bundled.sample_input(index, specs["input"]["dtype"], quant(specs["input"]))]
+    server = deployer.server
+    await server.execute(device.endpoint, RUN, "0='1'")
+    content = await server.read(device.endpoint, Path(33101, 0))
+    scores = bundled.decode_output(content[OUTPUT], specs["output"]["dtype"], quant(specs["output"]))
+    guess = int(np.argmax(scores))
+    return {"digit": label, "guess": guess, "correct": guess == label, "latency_us": content.get(LATENCY)}
 
 
 def show(console: Console, rows: list[dict[str, Any]]) -> None:
-    table = Table("device", "profile", "LwM2M", "capabilities read from", "SRAM free KiB", "flash free KiB",
-                  "runtimes", "managed", title="tinymlaas demo fleet")
+    table = Table("device", "LwM2M", "decision", "flash KiB", "SRAM KiB", "delivery", "inference",
+                  title="tinymlaas demo: mnist-8 on a mixed fleet (KiB: need / usable after the margin)")
     for r in rows:
-        source = r["source"] + (f" -> {r['matched']}" if r["matched"] else "")
-        table.add_row(r["endpoint"], r["profile"], r["lwm2m"], source, kib(r["sram"]), kib(r["flash"]),
-                      escape(str(r["runtimes"])), "ok" if r["ok"] else "FAILED")
+        d, row = r["device"], r["row"]
+        chosen = row["decision"].get("chosen") or {}
+        source = (row["decision"].get("target") or {}).get("source", "")
+        via = f"{d.version} /{9 if d.software else 5} " + CAPS.get(source, "?")
+        if row["state"] == "succeeded":
+            decision = f"{chosen['backend']} {chosen['precision']}"
+            flash = f"{kib(chosen['package'])} / {kib(chosen['flash_usable'])}"
+            sram = f"{kib(chosen['sram_need'])} / {kib(chosen['sram_usable'])}"
+            delivery = f"ok {row['method']} {row['object_path']} {r['seconds']:.1f} s"
+            mark = "✓" if r.get("correct") else "✗"
+            inference = f"{r['digit']} -> {r['guess']} {mark}"
+        else:
+            decision, flash, sram, inference = "-", "-", "-", "-"
+            error = row["error"] or row["state"]
+            delivery = "[red]" + ("does not fit (below)" if "does not fit" in error else escape(error[:60])) + "[/red]"
+        table.add_row(d.endpoint.removeprefix("demo-").removesuffix("-0000"), via, decision, flash, sram, delivery,
+                      inference)
     console.print(table)
+    console.print("inference: a test digit on the board's input -> the class the model read back over LwM2M "
+                  "(33101/0/4) predicts")
+    for r in rows:
+        cands = r["row"]["decision"].get("candidates", [])
+        if cands:
+            console.print(f"{r['device'].endpoint}: " + "; ".join(
+                f"{c['backend']} {c['precision']} " + ("fits" if c["fits"] else escape(", ".join(c["problems"])))
+                for c in cands), highlight=False)

@@ -206,7 +206,13 @@ class Deployer:
                 return await self.get(deployment_id)
             target = await self.target(ep)
             await self._set(deployment_id, ep, state="compiling")
-            chosen, candidates, built = await self.decide(target, entry, options)
+            try:
+                chosen, candidates, built = await self.decide(target, entry, options)
+            except choice.NoFit as exc:  # keep every candidate's numbers with the failure
+                await self._set(deployment_id, ep, decision={
+                    "chosen": None, "candidates": [c.as_json() for c in exc.candidates],
+                    "margin": options.margin, "target": target.as_json()})
+                raise
             package = self.key.seal(built, entry)
             await self._set(deployment_id, ep, backend=chosen.backend, precision=chosen.precision,
                             artifact_sha256=built.sha256, package_size=len(package), method=options.method,
