@@ -158,3 +158,22 @@ async def test_cli_attributes_create_delete_events_cancel(live):
     assert [e["kind"] for e in json.loads(r.stdout)] == ["registered"]
     r = await cli(running, "observe", "m", "/3/0/9", "--cancel")
     assert r.exit_code == 1 and "no observation" in r.output  # nothing to cancel: a clear 4.04
+
+
+async def test_device_tags_select_a_group(live):
+    running, peer = live
+    for ep in ("tag-a", "tag-b"):
+        assert (await peer.register(ep, b"</1/0>,</3/0>", ("lwm2m=1.1",))).code == Code.CREATED
+    r = await cli(running, "devices", "tag", "tag-a", "field", "eu")
+    assert r.exit_code == 0 and "field, eu" in r.stdout, r.output
+    r = await cli(running, "devices", "tag", "tag-a", "--remove", "eu")
+    assert r.exit_code == 0 and "tags field" in r.stdout
+    r = await cli(running, "devices", "tag", "nobody", "x")
+    assert r.exit_code == 1 and "no device 'nobody'" in r.stderr
+    r = await cli(running, "devices", "tag", "tag-b", "a,b")
+    assert r.exit_code == 1 and "without commas" in r.stderr
+    r = await cli(running, "groups", "add", "field-devices", "--tag", "field")
+    assert r.exit_code == 0, r.output
+    r = await cli(running, "groups", "show", "field-devices", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["members"] == ["tag-a"]

@@ -62,6 +62,11 @@ class AttributesBody(Target):
     attributes: dict[str, float | None]
 
 
+class TagsBody(BaseModel):
+    add: list[str] = Field(default_factory=list, description="tags to add")
+    remove: list[str] = Field(default_factory=list, description="tags to remove")
+
+
 class ObserveBody(Target):
     count: int | None = Field(None, ge=1, description="stop after this many notifications")
     duration: float | None = Field(None, gt=0, description="stop after this many seconds")
@@ -100,7 +105,7 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
                         "lwm2m_version": reg.lwm2m_version if reg else row.lwm2m_version,
                         "binding": reg.binding if reg else None, "queue_mode": reg.queue_mode if reg else None,
                         "lifetime": reg.lifetime if reg else None, "address": reg.address if reg else None,
-                        "last_seen": row.last_seen, "profile": row.profile,
+                        "last_seen": row.last_seen, "profile": row.profile, "tags": row.tags,
                         "capability_source": row.capability_source})
         return out
 
@@ -129,6 +134,25 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
             "queued_requests": server.queue.held(endpoint),
             "events": [{"ts": e.ts, "kind": e.kind, "detail": e.detail} for e in evs],
         }
+
+    @app.post("/devices/{endpoint}/tags", dependencies=[Depends(auth)])
+    async def tags(endpoint: str, body: TagsBody) -> dict[str, Any]:
+        bad = [t for t in body.add if not t.strip() or "," in t]
+        if bad:
+            raise BadRequest(f"tags must be non-empty and without commas: {bad}")
+
+        def change(c: Any) -> list[str] | None:
+            row = c.execute(select(DEVICES.c.tags).where(DEVICES.c.endpoint == endpoint)).first()
+            if row is None:
+                return None
+            have = [t for t in (row.tags or "").split(",") if t and t not in body.remove]
+            have += [t.strip() for t in body.add if t.strip() not in have]
+            c.execute(DEVICES.update().where(DEVICES.c.endpoint == endpoint).values(tags=",".join(have)))
+            return have
+        result = await server.store.write(change)
+        if result is None:
+            raise HTTPException(404, f"no device {endpoint!r}")
+        return {"endpoint": endpoint, "tags": result}
 
     @app.post("/devices/{endpoint}/read", dependencies=[Depends(auth)])
     async def read(endpoint: str, body: Target) -> dict[str, Any]:

@@ -156,6 +156,18 @@ def devices_show(endpoint: str, as_json: bool = JsonOpt) -> None:
     out.print(table)
 
 
+@devices_app.command("tag")
+@one_line_errors
+def devices_tag(endpoint: str, tags: Optional[list[str]] = typer.Argument(None, help="tags to add"),
+                remove: Optional[list[str]] = typer.Option(None, "--remove", help="a tag to remove (repeatable)")) -> None:
+    """Add or remove a device's tags (groups select by tag: tinymlaas groups add NAME --tag TAG)."""
+    if not tags and not remove:
+        raise CliError("give tags to add and/or --remove TAG")
+    body = {"add": tags or [], "remove": remove or []}
+    r = call("POST", f"/devices/{endpoint}/tags", json_body=body)
+    out.print(f"{endpoint}: tags {', '.join(r['tags']) or '(none)'}")
+
+
 def _target(path: str, fmt: str | None, timeout: float) -> dict[str, Any]:
     return {"path": path, "format": fmt_number(fmt), "timeout": timeout}
 
