@@ -58,6 +58,7 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
     @app.post("/deployments/plan", dependencies=deps)
     async def plan(body: DeployBody) -> dict[str, Any]:
         e, options = await entry(body.model), options_of(body)
+        deployer.server.device_client.registration(body.endpoint)  # 404 for an unknown device
         target = await deployer.target(body.endpoint)
         chosen, candidates, built = await deployer.decide(target, e, options)
         return {"endpoint": body.endpoint, "model": f"{e.name}:{e.version}", "target": target.as_json(),

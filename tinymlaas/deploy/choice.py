@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinymlaas.deploy.target import RuntimeInfo, Target
-from tinymlaas.lwm2m.errors import PreconditionFailed
+from tinymlaas.lwm2m.errors import BadRequest, PreconditionFailed
 
 PAGE = 65536
 BACKEND_RUNTIMES: dict[str, tuple[str, ...]] = {"tflm": ("tflm",), "wasm": ("wasm3", "wamr")}
@@ -93,9 +93,9 @@ def runtime_for(target: Target, backend: str) -> RuntimeInfo | None:
 def plan(target: Target, backend: str | None = None, precision: str | None = None) -> list[tuple[str, str, RuntimeInfo]]:
     """The (backend, precision, runtime) pairs worth building for this device."""
     if backend is not None and backend not in BACKEND_RUNTIMES:
-        raise NoFit(f"backend {backend!r}: expected one of {', '.join(BACKEND_RUNTIMES)}", [])
+        raise BadRequest(f"backend {backend!r}: expected one of {', '.join(BACKEND_RUNTIMES)}")
     if precision is not None and precision not in PRECISIONS:
-        raise NoFit(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}", [])
+        raise BadRequest(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     out = []
     for b in BACKEND_RUNTIMES if backend is None else (backend,):
         rt = runtime_for(target, b)

@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from device_profiles import Profile
+from tinymlaas.lwm2m.errors import PreconditionFailed
 
 # A runtime's own RAM when the device names no known profile: bytes (the profiles' estimates).
 DEFAULT_RUNTIME_RAM = {"tflm": 4096, "wasm3": 16384, "wamr": 32768}
 RUNTIME_TEXT = re.compile(r"(?P<name>\S+)\s+(?P<version>\S+)(?:\s+\[(?P<features>[^\]]*)\])?")
 
 
-class NoCapabilities(ValueError):
-    """The server knows nothing a decision could rest on (message says what is missing)."""
+class NoCapabilities(PreconditionFailed):
+    """The server knows nothing a decision could rest on (message says what is missing; 4.12)."""
 
 
 @dataclass(frozen=True)
