@@ -16,7 +16,9 @@ SRAM, 58 otherwise); Uninstall returns to INITIAL, result 0, and frees the flash
 Deactivate switch Activation State on an installed package. Object 5: State Idle ->
 Downloading -> Downloaded -> Updating -> Idle with Update Result 1 on success; writing an
 empty Package or Package URI cancels. A package in DELIVERED/INSTALLED/Downloaded is in flash
-and survives a reboot; a download in progress does not (it ends with "connection lost").
+and survives a reboot; a download in progress does not (it ends with "connection lost"), nor
+does an Install or Update in progress (object 9 stays DELIVERED, object 5 goes back to
+Downloaded: the server executes it again).
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Packages:
         self.flash_used: dict[str, int] = {}
         self.download_stats: dict[str, DownloadStats] = {}
         self.attempts, self.attempt_timeout = 6, 2.0  # per block, for pull downloads
+        self.block_exponent = 5  # pull block size 2**(4+n): 5 = 512 B, 6 = 1 KiB (RFC 7959 SZX)
 
     @property
     def flash_free(self) -> int:
@@ -113,6 +116,7 @@ class Packages:
             stats = self.download_stats.setdefault(owner, DownloadStats())
             try:
                 package = await pull(self.device.context, self.device.route(uri), limit=limit, stats=stats,
+                                     size_exponent=self.block_exponent,
                                      on_block=self.device.faults.mangle_block, attempts=self.attempts,
                                      attempt_timeout=self.attempt_timeout)
             except DownloadError as exc:
@@ -229,10 +233,13 @@ class SoftwareSlot:
     async def install(self, _args: str) -> None:
         if self.state != State9.DELIVERED or self.artifact is None:
             raise BadRequest(f"Install on {self.path} needs state DELIVERED, not {self.state.name}")
+        boot = self.device.reboots
         try:
             await self.device.packages.install(self.artifact)
         except Failure as exc:
             self._set(outcome=exc.outcome, reason=str(exc))  # stays DELIVERED
+            return
+        if self.device.reboots != boot:  # rebooted mid-install: it did not happen, the package stays DELIVERED
             return
         self._set(State9.INSTALLED, Outcome.INSTALLED, "")
 
@@ -321,18 +328,25 @@ class FirmwareSlot:
         if self.state == State5.DOWNLOADING:
             self.device.packages.release(self.owner)
             self._set(State5.IDLE, Outcome.CONNECTION_LOST)
+        elif self.state == State5.UPDATING:  # the update did not finish; the package is still in flash
+            self._set(State5.DOWNLOADED)
 
     async def update(self, _args: str) -> None:
         if self.state != State5.DOWNLOADED or self.artifact is None:
             raise BadRequest(f"Update on {self.path} needs state DOWNLOADED, not {self.state.name}")
         self._set(State5.UPDATING)
+        boot = self.device.reboots
         try:
             await self.device.packages.install(self.artifact)
+            if self.device.reboots != boot:  # rebooted mid-update: ``reboot`` left it Downloaded
+                return
             await self.device.activate(self.artifact, self)
         except Failure as exc:
-            self._set(State5.DOWNLOADED, exc.outcome)
+            if self.device.reboots == boot:
+                self._set(State5.DOWNLOADED, exc.outcome)
             return
-        self._set(State5.IDLE, Outcome.INSTALLED)
+        if self.device.reboots == boot:
+            self._set(State5.IDLE, Outcome.INSTALLED)
 
 
 def _bytes(value: Value) -> bytes:

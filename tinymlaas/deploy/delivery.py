@@ -85,7 +85,8 @@ class Policy:
     push_timeout: float = 120.0  # a Block1 write of the whole package
     deadline_s: float = 300.0  # the whole delivery
     download_attempts: int = 3  # downloads that ended in "connection lost"
-    poll_s: float = 1.0  # re-read when no notification came in this long
+    poll_s: float = 1.0  # re-read this often when the device does not let us observe
+    observed_poll_s: float = 5.0  # and this often while observing (a lost notification costs this much)
     backoff_s: tuple[float, float] = (0.5, 8.0)  # first and longest retry delay
 
 
@@ -147,7 +148,7 @@ class Watch:
             await self._subscribe()
         if wait and self.queue is not None:
             try:
-                content = await asyncio.wait_for(self.queue.get(), self.session.policy.poll_s)
+                content = await asyncio.wait_for(self.queue.get(), self.session.policy.observed_poll_s)
                 if content is not None:
                     while not self.queue.empty():  # the newest notification wins
                         newer = self.queue.get_nowait()
