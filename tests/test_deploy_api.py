@@ -136,7 +136,7 @@ async def test_cli_deploy_show_rollback(live):
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "candidates (safety margin 10%)" in out and "succeeded" in out
-    for cell in ("26,305 B", "9,746 B", "37,536 B", "14,080 B", "98.3 ms", "SRAM short by 14,746 B", "fits", "→"):
+    for cell in ("26,314 B", "9,755 B", "37,536 B", "14,080 B", "98.3 ms", "SRAM short by 14,746 B", "fits", "→"):
         assert cell in out, out
     assert [[c.strip() for c in ln.split("│")[2:4]] for ln in out.splitlines() if "│ →" in ln] == [["tflm", "float32"]]
     r = await cli(running, "deployments", "list", "--endpoint", "nrf", "--json")
@@ -148,14 +148,14 @@ async def test_cli_deploy_show_rollback(live):
     assert r.exit_code == 0, r.output
     second = json.loads(r.stdout)
     assert second["state"] == "succeeded" and second["object_path"] == "/9/1"
-    assert (await running.server.read("nrf", Path(33101, 0, 1)))[Path(33101, 0, 1)] == "2"
+    assert (await running.server.read("nrf", Path(33101, 0, 1)))[Path(33101, 0, 1)] == "2+" + second["artifact_sha256"][:8]
 
     r = await cli(running, "rollback", "nrf", "--json")
     assert r.exit_code == 0, r.output
     back = json.loads(r.stdout)
     assert back["state"] == "succeeded" and back["kind"] == "rollback" and back["version"] == "1"
     assert back["object_path"] == "/9/0" and back["method"] == "activate"
-    assert (await running.server.read("nrf", Path(33101, 0, 1)))[Path(33101, 0, 1)] == "1"
+    assert (await running.server.read("nrf", Path(33101, 0, 1)))[Path(33101, 0, 1)].startswith("1+")
     assert (await running.server.read("nrf", Path(9, 0, 12)))[Path(9, 0, 12)] is True
     assert (await running.server.read("nrf", Path(9, 1, 12)))[Path(9, 1, 12)] is False
 

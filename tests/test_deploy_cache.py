@@ -176,7 +176,7 @@ async def test_sealed_package_opens_with_the_key_and_describes_the_build(caches,
     assert key.seal(built, MNIST_ENTRY) is pkg  # cached per artifact
     manifest, artifact = open_package(pkg, key.public)
     assert artifact == built.artifact
-    assert (manifest.name, manifest.version, manifest.kind) == ("mnist", "1", "tflite")
+    assert (manifest.name, manifest.version, manifest.kind) == ("mnist", "1+" + built.sha256[:8], "tflite")
     assert manifest.sha256 == bytes.fromhex(built.sha256) == hashlib.sha256(artifact).digest()
     assert manifest.size == len(artifact) and manifest.arena == 9_984 and manifest.pages == 0
     assert manifest.min_runtime == "tflm 2024-06"

@@ -34,7 +34,7 @@ from device_profiles import load_profiles
 from tinymlaas.deploy import choice
 from tinymlaas.deploy.cache import Built, CompileCache, CompileFailed
 from tinymlaas.deploy.delivery import DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
-from tinymlaas.deploy.signing import ServerKey
+from tinymlaas.deploy.signing import ServerKey, model_version, package_version
 from tinymlaas.deploy.target import NoCapabilities, Target, target_from_snapshot
 from tinymlaas.lwm2m.errors import LwM2MError, NotFound
 from tinymlaas.lwm2m.path import Path, Value
@@ -227,14 +227,14 @@ class Deployer:
             if options.method == "pull":
                 offer = self.server.packages.publish(package)
                 uri = self.server.package_uri(offer)
-            shipment = Shipment(ep, entry.name, entry.version, package, uri)
+            shipment = Shipment(ep, entry.name, package_version(entry, built), package, uri)
 
             async def step(state: str, extra: dict[str, Any]) -> None:
                 fields = {"object_path": extra["object_path"]} if "object_path" in extra else {}
                 await self._set(deployment_id, ep, state=state, **fields)
 
             if obj == 9:
-                instance, prev_path = await self._pick_instance(session, entry)
+                instance, prev_path = await self._pick_instance(session, shipment)
                 previous["object_path"] = prev_path
                 await self._set(deployment_id, ep, previous=previous, object_path=f"/9/{instance}")
                 await deliver9(session, instance, shipment, step)
@@ -271,10 +271,18 @@ class Deployer:
 
     async def target(self, endpoint: str) -> Target:
         """The device's capabilities, read now (a stale snapshot would misjudge free flash)."""
-        snap = await self.server.capabilities.refresh(endpoint)
-        if snap is None:
-            raise NoCapabilities(f"{endpoint}: could not read its capabilities (see its events)")
-        return target_from_snapshot(endpoint, snap["source"], snap["data"], self.profiles)
+        delay, longest = self.policy.backoff_s
+        end = time.monotonic() + self.policy.deadline_s
+        while True:
+            self.server.device_client.registration(endpoint)  # NotFound when it is not registered
+            snap = await self.server.capabilities.refresh(endpoint)  # a failed read is None (and an event)
+            if snap is not None:
+                return target_from_snapshot(endpoint, snap["source"], snap["data"], self.profiles)
+            if time.monotonic() + delay > end:
+                raise NoCapabilities(f"{endpoint}: could not read its capabilities within "
+                                     f"{self.policy.deadline_s:g} s (see its events)")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, longest)
 
     async def decide(self, target: Target, entry: ModelEntry,
                      options: DeployOptions) -> tuple[choice.Candidate, list[choice.Candidate], Built]:
@@ -323,7 +331,8 @@ class Deployer:
         except LwM2MError:
             return {}
         sha = v.get(INFERENCE["sha256"])
-        return {"name": v.get(INFERENCE["name"]) or None, "version": v.get(INFERENCE["version"]) or None,
+        return {"name": v.get(INFERENCE["name"]) or None, "version": model_version(v.get(INFERENCE["version"])) or None,
+                "package_version": v.get(INFERENCE["version"]) or None,
                 "sha256": sha.hex() if isinstance(sha, bytes) and sha else None}
 
     async def _instances(self, session: Session) -> dict[int, dict[int, Value]]:
@@ -334,11 +343,12 @@ class Deployer:
                 out.setdefault(p.instance_id, {})[p.resource_id] = value  # type: ignore[arg-type,index]
         return out
 
-    async def _pick_instance(self, session: Session, entry: ModelEntry) -> tuple[int, str | None]:
-        """The object 9 instance to deliver into (never the active one), and the active one's path."""
+    async def _pick_instance(self, session: Session, shipment: Shipment) -> tuple[int, str | None]:
+        """The object 9 instance to deliver into: one that holds this very build already (the
+        package version names the artifact), else never the active one; and the active one's path."""
         slots = await self._instances(session)
         active = next((i for i, v in slots.items() if v.get(12)), None)
-        ours = [i for i, v in slots.items() if v.get(0) == entry.name and v.get(1) == entry.version]
+        ours = [i for i, v in slots.items() if v.get(0) == shipment.name and v.get(1) == shipment.version]
         free = [i for i, v in sorted(slots.items()) if not v.get(12) and int(v.get(7, 0)) == 0]  # type: ignore[call-overload]
         idle = [i for i in sorted(slots) if i != active]
         pick = (ours or free or idle or [None])[0]
@@ -378,7 +388,7 @@ class Deployer:
             return False
         session = Session(self.server, ep, self.policy)
         slots = await self._instances(session)
-        match = next((i for i, v in slots.items() if v.get(0) == row["model"] and v.get(1) == row["version"]
+        match = next((i for i, v in slots.items() if v.get(0) == row["model"] and model_version(v.get(1)) == row["version"]
                       and int(v.get(7, 0)) == 4), None)  # type: ignore[call-overload]
         if match is None:
             return False

@@ -29,6 +29,15 @@ KEY_FILE = "signing-key.pem"
 KINDS = {"tflm": ("tflite", "tflm 2024-06"), "wasm": ("wasm", "tinyml-abi 1")}
 
 
+def package_version(entry: ModelEntry, built: Built) -> str:
+    return f"{entry.version}+{built.sha256[:8]}"
+
+
+def model_version(package_version: object) -> str:
+    """The registry version in a package version (``3+d78d7137`` -> ``3``)."""
+    return str(package_version or "").split("+", 1)[0]
+
+
 class ServerKey:
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self.private = private
@@ -57,12 +66,16 @@ class ServerKey:
         return hashlib.sha256(self.public).hexdigest()[:16]
 
     def seal(self, built: Built, entry: ModelEntry) -> bytes:
-        """The signed package for ``built`` (cached per artifact, model name and version)."""
+        """The signed package for ``built`` (cached per artifact, model name and version).
+
+        The package version is the model's plus the artifact's identity as semver build
+        metadata (``3+d78d7137``): a device's object 9 instance names exactly which build it
+        holds, so float32 and int8 builds of one model version are told apart."""
         cache = (built.key, entry.name, entry.version)
         if cache not in self._sealed:
             kind, min_runtime = KINDS[built.backend]
             f = built.figures
-            manifest = Manifest(entry.name, entry.version, kind, bytes.fromhex(built.sha256), len(built.artifact),
+            manifest = Manifest(entry.name, package_version(entry, built), kind, bytes.fromhex(built.sha256), len(built.artifact),
                                 arena=int(f.get("arena", 0)), pages=int(f.get("pages", 0)),
                                 tensors=tuple(f.get("tensors", ())), min_runtime=min_runtime)
             self._sealed[cache] = seal_package(built.artifact, manifest, self.private)
