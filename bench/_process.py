@@ -11,11 +11,13 @@ import json
 import os
 import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -168,3 +170,32 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=10)
+
+
+# -- the end of a benchmark run -------------------------------------------------------------
+
+def tear_down(children: list[Any], server: Any, workdir: Path, keep: bool) -> None:
+    """Cancel the alarm, SIGKILL simulator children not reaped yet, stop the server, and remove
+    the work directory (or say where it is kept)."""
+    signal.alarm(0)
+    for child in children:
+        if child.returncode is None:  # not reaped: still ours
+            try:
+                os.kill(child.pid, signal.SIGKILL)
+                os.waitpid(child.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+    server.stop()
+    if keep:
+        print(f"kept {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """``sys.exit(main())``; Ctrl-C says the processes were stopped and exits 130."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc}); server and simulators stopped", file=sys.stderr)
+        sys.exit(130)

@@ -46,7 +46,6 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import statistics
 import sys
@@ -60,7 +59,7 @@ REPO = Path(__file__).resolve().parent.parent
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, REPO)]
 
-from bench._process import (HOST, ServerProcess, _die_with_parent, kb, proc_cpu_s,  # noqa: E402
+from bench._process import (HOST, ServerProcess, _die_with_parent, kb, run_main, tear_down, proc_cpu_s,  # noqa: E402
                             raise_nofile, repo_env, rss_bytes, system_cpu_s)
 
 MODEL = REPO.parent / "shared" / "models" / "mlperf_tiny" / "onnx_converted" / "kws_ref_model.onnx"
@@ -608,19 +607,7 @@ def main() -> int:
         summary = asyncio.run(run(args, server, prep))
         summary["server_stop_rc"] = server.stop()
     finally:
-        signal.alarm(0)
-        for child in CHILDREN:
-            if child.returncode is None:
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                    os.waitpid(child.pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
-        server.stop()
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(CHILDREN, server, workdir, args.keep)
     summary["elapsed_s"] = round(time.perf_counter() - t_start, 1)
     report(summary)
     print(f"  total time {summary['elapsed_s']:.1f} s")
@@ -629,8 +616,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc}); server and simulators stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -47,7 +47,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
 import sys
 import tempfile
@@ -63,7 +62,7 @@ _HERE = Path(__file__).resolve().parent
 sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not in (_HERE, REPO)]
 
 # (bench/ is then a namespace package under the root: the shared helpers come as bench._process.)
-from bench._process import (HOST, ServerProcess, _die_with_parent, kb, open_fds, proc_cpu_s,  # noqa: E402
+from bench._process import (HOST, ServerProcess, _die_with_parent, kb, run_main, tear_down, open_fds, proc_cpu_s,  # noqa: E402
                             raise_nofile, repo_env, rss_bytes)
 
 DEFAULT_PROFILES = "nrf52840,stm32l4r5,esp32s3,rp2040,samd21"
@@ -685,19 +684,7 @@ def main() -> int:
         summary["server_stop_rc"] = server.stop()
         summary["server_stop_s"] = round(time.perf_counter() - t_stop, 2)
     finally:
-        signal.alarm(0)
-        for child in CHILDREN:
-            if child.returncode is None:  # not reaped: still ours
-                try:
-                    os.kill(child.pid, signal.SIGKILL)
-                    os.waitpid(child.pid, 0)
-                except (ProcessLookupError, ChildProcessError):
-                    pass
-        server.stop()
-        if args.keep:
-            print(f"kept {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        tear_down(CHILDREN, server, workdir, args.keep)
     summary["elapsed_s"] = round(time.perf_counter() - t0, 1)
     report(summary)
     print(f"total time {summary['elapsed_s']:.1f} s")
@@ -710,8 +697,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc}); server and simulators stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

@@ -133,3 +133,22 @@ async def peer(server: LwM2MServer) -> AsyncIterator[Peer]:
     p.context = await aiocoap.Context.create_server_context(CatchAll(p), bind=("127.0.0.1", 0), transports=["udp6"])
     yield p
     await p.context.shutdown()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Deploy tests: one data directory per module (signing key, registry, compiled artifacts)."""
+    from tests.deploy_helpers import Shared
+
+    return Shared(tmp_path_factory.mktemp("deploy-data"))
+
+
+@pytest.fixture
+async def env(tmp_path: Path, shared: Any, runner: Any) -> AsyncIterator[Any]:
+    """Deploy tests: a server and Deployer on a fresh database over the module's data directory."""
+    from tests.deploy_helpers import Env
+
+    e = Env(tmp_path / "t.db", shared, runner)
+    await e.start()
+    yield e
+    await e.stop()

@@ -152,3 +152,4 @@ async def check_running(env: Env, device: SimulatedDevice, row: dict[str, Any]) 
 
 async def bounded(coro: Any, seconds: float) -> Any:
     return await asyncio.wait_for(coro, seconds)
+

@@ -26,19 +26,6 @@ from tinymlaas.lwm2m.path import Path
 LIMIT = 30.0  # seconds per deployment
 
 
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return Shared(tmp_path_factory.mktemp("deploy-data"))
-
-
-@pytest.fixture
-async def env(tmp_path, shared, runner):
-    e = Env(tmp_path / "t.db", shared, runner)
-    await e.start()
-    yield e
-    await e.stop()
-
-
 def artifact_file_sha(env: Env, row: dict) -> str:
     """sha256 of the compile cache's artifact file the decision chose."""
     key = row["decision"]["chosen"]["artifact_key"]

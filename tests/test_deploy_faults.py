@@ -16,7 +16,7 @@ import pytest
 
 from device_profiles import get_profile
 from simulator.faults import Faults, is_blockwise
-from tests.deploy_helpers import Env, Shared, bounded, check_running, sha
+from tests.deploy_helpers import Env, bounded, check_running, sha
 from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.groups import members, save_group
@@ -26,19 +26,6 @@ from tinymlaas.lwm2m.path import Path
 INT8 = DeployOptions(backend="tflm", precision="int8")
 F32 = DeployOptions(backend="tflm", precision="float32")
 BLOCK = 512  # the simulated device asks for 512-byte Block2 blocks
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    return Shared(tmp_path_factory.mktemp("deploy-data"))
-
-
-@pytest.fixture
-async def env(tmp_path, shared, runner):
-    e = Env(tmp_path / "t.db", shared, runner)
-    await e.start()
-    yield e
-    await e.stop()
 
 
 def track_offers(env: Env) -> list:
@@ -327,3 +314,52 @@ async def test_capability_read_survives_a_link_outage(env):
     row = await bounded(job, 60)
     assert row["state"] == "succeeded", row["error"]
     await check_running(env, d, row)
+
+
+class RunsOnly:
+    """A device's model runner that installs anything but runs only the artifact ``sha``."""
+
+    def __init__(self, runner, sha256: str) -> None:
+        self.runner, self.sha256 = runner, sha256
+
+    async def check(self, *args, **kw):
+        return await self.runner.check(*args, **kw)
+
+    async def run(self, blob, plan, inputs=None):
+        import hashlib
+
+        from simulator.runtimes import ModelError
+        if hashlib.sha256(blob).hexdigest() != self.sha256:
+            raise ModelError("runtime-error", "invoke failed (test: this board cannot run the new build)")
+        return await self.runner.run(blob, plan, inputs)
+
+
+async def test_new_model_that_does_not_run_gives_way_to_the_previous(env):
+    d = await env.device("norun")
+    first = await bounded(env.dep.deploy("norun", env.entry, INT8), 30)
+    await check_running(env, d, first)
+    d.runner = RunsOnly(d.runner, first["artifact_sha256"])
+    row = await bounded(env.dep.deploy("norun", env.model("2"), F32), 30)
+    assert row["state"] == "failed" and "produced no inference" in row["error"], row["error"]
+    assert "is active again" in row["error"] and row["inference"]["errors"] == 1
+    assert sha(d) == first["artifact_sha256"]  # the previous model runs again, in its instance
+    assert (await env.server.read("norun", Path(9, 0, 12)))[Path(9, 0, 12)] is True
+    assert (await env.server.read("norun", Path(9, 1, 12)))[Path(9, 1, 12)] is False
+
+
+async def test_operator_cancel_ends_cancelled_and_the_old_model_stays(env):
+    d = await env.device("slow", faults=Faults(latency=40))
+    first = await bounded(env.dep.deploy("slow", env.entry, INT8), 60)
+    assert first["state"] == "succeeded", first["error"]
+    dep_id = await env.dep.create("slow", env.model("2"), F32)
+    task = asyncio.ensure_future(env.dep.run(dep_id))
+    for _ in range(300):  # until the package is on its way
+        if (await env.dep.get(dep_id))["state"] == "delivering":
+            break
+        await asyncio.sleep(0.05)
+    env.dep.cancel(dep_id)
+    row = await bounded(task, 10)
+    assert row["state"] == "cancelled" and row["error"] == "cancelled by the operator"
+    assert row["finished_at"] is not None
+    assert sha(d) == first["artifact_sha256"]
+    assert [r["state"] for r in await env.rows("slow")] == ["succeeded", "cancelled"]

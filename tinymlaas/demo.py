@@ -104,8 +104,8 @@ async def see_digit(deployer: Any, device: Any, row: dict[str, Any], x: np.ndarr
                     label: int) -> dict[str, Any]:
     """Put a test digit on the board's input (its "sensor"), Execute Run Inference over LwM2M,
     read the output back and decode it with the tensor specs of the package's manifest."""
-    built = next(t.result() for t in deployer.cache.memory.values()
-                 if t.done() and not t.exception() and t.result().sha256 == row["artifact_sha256"])
+    built = await deployer.cache.lookup(row["decision"]["chosen"]["artifact_key"])
+    assert built is not None, "the deployed build is in the compile cache"
     specs = {s["role"]: s for s in built.figures["tensors"]}
     quant = lambda s: (s["scale"], s["zero_point"]) if "scale" in s else None  # noqa: E731
     device.sample_inputs = [bundled.sample_input(index, specs["input"]["dtype"], quant(specs["input"]))]

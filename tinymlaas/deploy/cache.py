@@ -11,7 +11,8 @@ same for every board: each board's operator list is checked at decision time, no
 one compilation serves them all; a failed build is remembered (in memory, for this process)
 so a fleet does not retry it per device. Compilation runs in a spawned worker process
 (``ProcessPoolExecutor``): it is CPU-bound Python and would otherwise hold the GIL and stall the
-CoAP event loop. The artifact file is written atomically before its row is committed, so a
+CoAP event loop; artifact files are read and written on a worker thread too. The artifact file is
+written atomically before its row is committed, so a
 crash never leaves a row without its bytes.
 
 What it does not do: decide (``choice``), sign (``signing``) or evict (artifacts are small and
@@ -81,6 +82,21 @@ def compile_artifact(path: str, fmt: str, name: str, version: str, sha: str, cal
     return blob, {**art.figures, "macs": macs, "warnings": list(art.warnings)}
 
 
+def _read_checked(path: Path, sha256: str) -> bytes | None:
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return blob if hashlib.sha256(blob).hexdigest() == sha256 else None
+
+
+def _write_atomic(directory: Path, key: str, blob: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f"{key}.part"
+    tmp.write_bytes(blob)
+    tmp.replace(directory / f"{key}.bin")
+
+
 class CompileCache:
     def __init__(self, directory: Path, store: Store, workers: int = 1) -> None:
         self.dir = directory
@@ -115,18 +131,24 @@ class CompileCache:
             self.memory[key] = task
         return await asyncio.shield(task)
 
+    async def lookup(self, key: str) -> Built | None:
+        """A build by its key, if this cache has it (in memory or on disk); never compiles."""
+        task = self.memory.get(key)
+        if task is not None and task.done() and not task.cancelled() and task.exception() is None:
+            return task.result()
+        return await self._load(key)
+
     async def _produce(self, key: str, entry: ModelEntry, backend: str, precision: str,
                        features: tuple[str, ...]) -> Built:
         return await self._load(key) or await self._compile(key, entry, backend, precision, features)
 
     async def _load(self, key: str) -> Built | None:
         row = await self.store.read(lambda c: c.execute(select(ARTIFACTS).where(ARTIFACTS.c.key == key)).first())
-        path = self.dir / f"{key}.bin"
-        if row is None or not path.exists():
+        if row is None:
             return None
-        blob = path.read_bytes()
-        if hashlib.sha256(blob).hexdigest() != row.sha256:
-            return None  # a damaged file: build it again
+        blob = await asyncio.to_thread(_read_checked, self.dir / f"{key}.bin", row.sha256)
+        if blob is None:
+            return None  # missing or damaged: build it again
         self.hits += 1
         return Built(key, row.backend, row.precision, tuple(filter(None, row.features.split(","))), blob,
                      row.sha256, row.figures)
@@ -139,10 +161,7 @@ class CompileCache:
             self._executor(), compile_artifact, str(entry.path), entry.format, entry.name, entry.version,
             entry.sha256, str(entry.calibration) if entry.calibration else None, backend, precision)
         sha = hashlib.sha256(blob).hexdigest()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f"{key}.part"
-        tmp.write_bytes(blob)
-        tmp.replace(self.dir / f"{key}.bin")
+        await asyncio.to_thread(_write_atomic, self.dir, key, blob)
         row = {"key": key, "model_sha256": entry.sha256, "backend": backend, "precision": precision,
                "features": ",".join(features), "sha256": sha, "size": len(blob), "figures": figures,
                "created_at": time.time()}

@@ -30,10 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from compilers.backends.wasm_build import PAGE
 from tinymlaas.deploy.target import RuntimeInfo, Target
 from tinymlaas.lwm2m.errors import BadRequest, PreconditionFailed
 
-PAGE = 65536
 BACKEND_RUNTIMES: dict[str, tuple[str, ...]] = {"tflm": ("tflm",), "wasm": ("wasm3", "wamr")}
 PRECISIONS = ("float32", "int8")
 ACCURACY = {"float32": 0, "int8": 1}  # rank, lower is better

@@ -101,6 +101,10 @@ class Session:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
+    def check_deadline(self, what: str) -> None:
+        if self.left() <= 0:
+            raise DeliveryFailed(f"{what} did not finish within {self.policy.deadline_s:g} s")
+
     async def call(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any, timeout: float | None = None) -> Any:
         delay, longest = self.policy.backoff_s
         while True:
@@ -202,9 +206,7 @@ async def deliver9(session: Session, instance: int, shipment: Shipment, on_step:
     attempts, wait = 1, False
     try:
         while True:
-            if session.left() <= 0:
-                raise DeliveryFailed(f"delivery to {session.endpoint}{base} did not finish within "
-                                     f"{session.policy.deadline_s:g} s")
+            session.check_deadline(f"delivery to {session.endpoint}{base}")
             v = await watch.values(wait)
             wait = True
             state, result = _num(v, r[7]), _num(v, r[9])
@@ -254,9 +256,7 @@ async def deliver5(session: Session, shipment: Shipment, on_step: Step) -> None:
     attempts, wait = 1, False
     try:
         while True:
-            if session.left() <= 0:
-                raise DeliveryFailed(f"firmware update of {session.endpoint} did not finish within "
-                                     f"{session.policy.deadline_s:g} s")
+            session.check_deadline(f"firmware update of {session.endpoint}")
             v = await watch.values(wait)
             wait = True
             state, result = _num(v, r[3]), _num(v, r[5])

@@ -242,7 +242,7 @@ class Deployer:
                 await self._set(deployment_id, ep, previous=previous, object_path="/5/0")
                 await deliver5(session, shipment, step)
             await self._set(deployment_id, ep, state="verifying")
-            inference = await self._verify(session, built.sha256, entry)
+            inference = await self._verify(session, built.sha256)
             if "problem" in inference:
                 note = await self._restore(session, previous) if obj == 9 else ""
                 raise Failed(f"{entry.name}:{entry.version} is active on {ep} but {inference['problem']}{note}",
@@ -324,16 +324,23 @@ class Deployer:
         if current != self.key.public:
             await session.write(KEY, self.key.public)
 
+    async def _inference(self, session: Session) -> dict[str, Any]:
+        """The ML Inference object (33101/0) as JSON-friendly values (sha256 and output in hex)."""
+        v = await session.read(Path(ML_INFERENCE, 0))
+        out = {name: v.get(path) for name, path in INFERENCE.items()}
+        for name in ("sha256", "output"):
+            out[name] = out[name].hex() if isinstance(out[name], bytes) and out[name] else None
+        out["package_version"], out["version"] = out["version"] or None, model_version(out["version"]) or None
+        out["name"] = out["name"] or None
+        return out
+
     async def _running(self, session: Session) -> dict[str, Any]:
-        """What the device runs now (ML Inference object), or {} when it has no such object."""
+        """What the device runs now, or {} when it has no ML Inference object."""
         try:
-            v = await session.read(Path(ML_INFERENCE, 0))
+            inf = await self._inference(session)
         except LwM2MError:
             return {}
-        sha = v.get(INFERENCE["sha256"])
-        return {"name": v.get(INFERENCE["name"]) or None, "version": model_version(v.get(INFERENCE["version"])) or None,
-                "package_version": v.get(INFERENCE["version"]) or None,
-                "sha256": sha.hex() if isinstance(sha, bytes) and sha else None}
+        return {k: inf[k] for k in ("name", "version", "package_version", "sha256")}
 
     async def _instances(self, session: Session) -> dict[int, dict[int, Value]]:
         content = await session.read(Path(9))
@@ -357,18 +364,14 @@ class Deployer:
                          f"model (/9/{active}); the device needs a second instance")
         return pick, None if active is None else f"/9/{active}"
 
-    async def _verify(self, session: Session, sha256: str, entry: ModelEntry) -> dict[str, Any]:
+    async def _verify(self, session: Session, sha256: str) -> dict[str, Any]:
         """Read the ML Inference object: the new sha256 must run and have produced an inference."""
-        v = await session.read(Path(ML_INFERENCE, 0))
-        sha, count, errors = v.get(INFERENCE["sha256"]), v.get(INFERENCE["count"]), v.get(INFERENCE["errors"])
-        out = {"sha256": sha.hex() if isinstance(sha, bytes) else None, "count": count, "errors": errors,
-               "latency_us": v.get(INFERENCE["latency_us"]), "mean_us": v.get(INFERENCE["mean_us"]),
-               "arena": v.get(INFERENCE["arena"]),
-               "output": o.hex() if isinstance(o := v.get(INFERENCE["output"]), bytes) else None}
+        out = await self._inference(session)
+        count, errors = out["count"], out["errors"]
         if out["sha256"] != sha256:
             out["problem"] = f"reports model sha256 {str(out['sha256'])[:16]}, not the delivered {sha256[:16]}"
         elif not isinstance(count, int) or count < 1 or errors:
-            out["problem"] = f"produced no inference ({count} runs, {errors} errors: {v.get(INFERENCE['last_error'])})"
+            out["problem"] = f"produced no inference ({count} runs, {errors} errors: {out['last_error']})"
         return out
 
     async def _restore(self, session: Session, previous: dict[str, Any]) -> str:
@@ -397,15 +400,11 @@ class Deployer:
         if not slots[match].get(12):
             await session.execute(Path(9, match, 10))
         await self._set(deployment_id, ep, state="verifying")
-        v = await session.read(Path(ML_INFERENCE, 0))
-        sha = v.get(INFERENCE["sha256"])
-        ok = v.get(INFERENCE["name"]) == row["model"] and v.get(INFERENCE["count"], 0) >= 1  # type: ignore[operator]
-        if not ok:
+        inf = await self._inference(session)
+        if inf["name"] != row["model"] or not isinstance(inf["count"], int) or inf["count"] < 1:
             raise Failed(f"rollback on {ep}: /9/{match} activated but the device runs "
-                         f"{v.get(INFERENCE['name'])!r} with {v.get(INFERENCE['count'])} inferences")
-        await self._set(deployment_id, ep, state="succeeded", artifact_sha256=sha.hex() if isinstance(sha, bytes) else None,
-                        inference={"sha256": sha.hex() if isinstance(sha, bytes) else None,
-                                   "count": v.get(INFERENCE["count"]), "errors": v.get(INFERENCE["errors"])})
+                         f"{inf['name']!r} with {inf['count']} inferences")
+        await self._set(deployment_id, ep, state="succeeded", artifact_sha256=inf["sha256"], inference=inf)
         return True
 
     async def rollback(self, endpoint: str) -> dict[str, Any]:
