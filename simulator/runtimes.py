@@ -11,12 +11,12 @@ call fails with ``runtime-error`` and the pool is recreated. Needs POSIX (``os.f
 
 TFLite Micro: per blob (cached by sha256) a load with a 16 MiB arena reads the
 RecordingMicroAllocator totals (``Plan.recorded``); ``Plan.need`` is the arena the compiler's
-TFLM backend recommends for the same bytes (``compilers.backends.tflm_arena``: the smallest
+TFLM backend recommends for the same bytes (``compilers.backends.tflm.arena``: the smallest
 arena that loads and invokes, rounded up to 16), so a device and the deploy decision agree:
 for small models Prepare's temporary memory, which the recorder does not count, makes it
 larger (hello_world_int8: 1,504 recorded, 1,936 needed). A device takes a model when ``need + runtime_ram <= sram_free``
 and gives it all it has: ``Plan.arena = sram_free - runtime_ram``. Wasm: the ABI is in
-``compilers.backends.wasm_abi``; ``need`` is the declared minimum memory; wasm3 runs it.
+``compilers.backends.wasm.abi``; ``need`` is the declared minimum memory; wasm3 runs it.
 
 Sample inputs (``inputs=None``): the value that means 0.0, i.e. quantised integer tensors
 hold their zero point, others zeros; Wasm inputs are zero bytes. Every run starts from the
@@ -58,9 +58,9 @@ from typing import Any, Callable, cast
 
 import numpy as np
 
-from compilers.backends import BackendError
-from compilers.backends.tflm_arena import recommended_arena
-from compilers.backends import wasm_abi as wm
+from compilers.backends.tflm import BackendError
+from compilers.backends.tflm.arena import recommended_arena
+from compilers.backends.wasm import abi as wm
 
 __all__ = ["RESULTS", "ModelError", "TensorSpec", "ArenaRecord", "Plan", "Result", "ModelRunner",
            "artifact_kind"]
@@ -300,7 +300,7 @@ class _TflmLoadError(RuntimeError):
 
 def _tflm_measure(blob: bytes, timeout_s: float, _stack: int = 0) -> Plan:
     """Recorded arena, tensor specs and the arena TFLM needs (the compiler's measurement,
-    ``compilers.backends.tflm_arena``: smallest working arena, rounded up to 16); ModelError
+    ``compilers.backends.tflm.arena``: smallest working arena, rounded up to 16); ModelError
     if the model does not run even with the ceiling."""
     _tflm()  # import before forking
     first = _isolated(_tflm_once, (blob, MEASURE_CEILING, None), timeout_s)

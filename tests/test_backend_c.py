@@ -20,10 +20,11 @@ pytest.importorskip("wasmtime")
 pytest.importorskip("wasm3")
 pytest.importorskip("ziglang")
 
-from compilers.backends.c_emit import to_c  # noqa: E402
-from compilers.backends.wasm_abi import METADATA_SECTION, parse_wasm  # noqa: E402
-from compilers.backends.wasm_build import PAGE, build_c, build_wasm, wasm_fit  # noqa: E402
-from compilers.backends.wasm_host import run_wasm3, run_wasmtime  # noqa: E402
+from compilers.backends.c.emit import to_c  # noqa: E402
+from compilers.backends.wasm.abi import METADATA_SECTION, parse_wasm  # noqa: E402
+from compilers.backends.c.build import build_c
+from compilers.backends.wasm.build import PAGE, build_wasm, wasm_fit  # noqa: E402
+from compilers.backends.wasm.host import run_wasm3, run_wasmtime  # noqa: E402
 from compilers.errors import CompilerError  # noqa: E402
 from compilers.frontends import import_onnx  # noqa: E402
 from compilers.passes import optimize  # noqa: E402
@@ -138,7 +139,7 @@ def test_node_case_in_wasm(case) -> None:
         assert gap in str(e), f"refused for another reason: {e}"
         return
     assert gap is None, f"{case.name} is listed as a gap but builds now: update C_GAPS"
-    from compilers.backends.wasm import compile_wasm
+    from compilers.backends.wasm.compile import compile_wasm
     module = compile_wasm(cm.source)
     blobs = [np.ascontiguousarray(feeds[n]).astype(g.tensors[n].dtype.numpy).tobytes() for n in g.inputs]
     for runtime, fn in (("wasmtime", run_wasmtime), ("wasm3", run_wasm3)):

@@ -28,9 +28,9 @@ runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 from ai_edge_litert import schema_py_generated as S  # noqa: E402
 
-from compilers.backends import MissingOperators, build_tflm, model_operators, recommended_arena  # noqa: E402
-from compilers.backends.tflm_build import TflmBuild, c_name  # noqa: E402
-from compilers.backends.tflm_plan import METADATA_NAME, plan_of  # noqa: E402
+from compilers.backends.tflm import MissingOperators, build_tflm, model_operators, recommended_arena  # noqa: E402
+from compilers.backends.tflm.build import TflmBuild, c_name  # noqa: E402
+from compilers.backends.tflm.plan import METADATA_NAME, plan_of  # noqa: E402
 from compilers.errors import CompilerError, UnsupportedOp  # noqa: E402
 from compilers.frontends import import_onnx  # noqa: E402
 from compilers.frontends.tflite import import_tflite  # noqa: E402

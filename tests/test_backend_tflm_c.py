@@ -1,5 +1,5 @@
-"""TFLM backend C emitters (``compilers.backends.tflm_c``) and arena sizing
-(``compilers.backends.tflm_arena``) on models round-tripped through our own compiler
+"""TFLM backend C emitters (``compilers.backends.tflm.sources``) and arena sizing
+(``compilers.backends.tflm.arena``) on models round-tripped through our own compiler
 (import_tflite -> optimize -> to_tflite)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
-from compilers.backends import BackendError, to_tflite  # noqa: E402
-from compilers.backends.tflm_c import (TFLM_METHODS, MissingOperators, c_array,  # noqa: E402
+from compilers.backends.tflm import BackendError, to_tflite  # noqa: E402
+from compilers.backends.tflm.sources import (TFLM_METHODS, MissingOperators, c_array,  # noqa: E402
                                        check_operators, model_operators, op_resolver)
 from compilers.frontends.tflite import import_tflite  # noqa: E402
 from compilers.passes import optimize  # noqa: E402
@@ -140,7 +140,7 @@ def _official_total(rel: str) -> int:
 @pytest.mark.parametrize("rel", [HELLO, KWS])
 def test_recommended_arena(rel: str) -> None:
     pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-    from compilers.backends.tflm_arena import ALIGN, _works, recommended_arena
+    from compilers.backends.tflm.arena import ALIGN, _works, recommended_arena
 
     model = ours(rel)
     rep = recommended_arena(model)

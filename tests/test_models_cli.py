@@ -95,7 +95,7 @@ def test_export_tflm_writes_a_runnable_model_and_c_files(tmp_path):
     """``models export``: the written .tflite runs in tflite-micro with the arena build.json
     states and equals the reference; the C array holds the same bytes."""
     runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
-    from compilers.backends import build_tflm
+    from compilers.backends.tflm import build_tflm
     from compilers.frontends import import_tflite
 
     home = tmp_path / "home"
@@ -147,7 +147,7 @@ def test_export_wasm_and_c(tmp_path):
     c``: sections measured for the board's core, the source holds the ABI."""
     pytest.importorskip("wasmtime")
     pytest.importorskip("ziglang")
-    from compilers.backends.wasm_host import run_wasmtime
+    from compilers.backends.wasm.host import run_wasmtime
     from compilers.frontends import import_tflite
     from compilers.precision import prepare
     from compilers.reference import run

@@ -21,7 +21,7 @@ import pytest
 import wasmtime
 
 from simulator import runtimes
-from compilers.backends import wasm_abi as wm
+from compilers.backends.wasm import abi as wm
 from simulator.runtimes import ModelError, ModelRunner, artifact_kind
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"

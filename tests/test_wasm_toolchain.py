@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import wasmtime
 
-from compilers.backends import wasm_abi
-from compilers.backends.cross import CrossCompileError, section_sizes
-from compilers.backends.wasm import WasmBuildError, compile_wasm, pages
-from compilers.backends.wasm_host import WasmTrap, run_wasm3, run_wasmtime, time_wasm3, time_wasmtime
+from compilers.backends.wasm import abi as wasm_abi
+from compilers.backends.c.cross import CrossCompileError, section_sizes
+from compilers.backends.wasm.compile import WasmBuildError, compile_wasm, pages
+from compilers.backends.wasm.host import WasmTrap, run_wasm3, run_wasmtime, time_wasm3, time_wasmtime
 
 ABI_C = """
 #define N 64
@@ -174,7 +174,7 @@ def test_metadata_must_be_an_object() -> None:
 
 
 def test_custom_section_bytes() -> None:
-    from compilers.backends.wasm import custom_section
+    from compilers.backends.wasm.compile import custom_section
     sec = custom_section("tinyml", b"{}")
     assert sec == b"\x00\x09\x06tinyml{}"
     assert struct.unpack("B", sec[1:2])[0] == len(sec) - 2

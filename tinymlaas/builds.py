@@ -76,7 +76,7 @@ def tflm_fit(arena: int, flash: int, board: Profile) -> dict[str, Any]:
 
 
 def _tflm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step) -> Artifact:
-    from compilers.backends import build_tflm
+    from compilers.backends.tflm import build_tflm
 
     operators = None
     if profile is not None:
@@ -108,7 +108,7 @@ def _tflm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step
 
 
 def _wasm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step) -> Artifact:
-    from compilers.backends.wasm_build import build_wasm, wasm_fit
+    from compilers.backends.wasm.build import build_wasm, wasm_fit
 
     graph = _source_graph(entry, step)
     step("compiling C and linking the Wasm module")
@@ -139,7 +139,7 @@ def _wasm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step
 
 
 def _c(entry: ModelEntry, precision: str, profile: Profile | None, step: Step) -> Artifact:
-    from compilers.backends.wasm_build import STACK_ESTIMATE, build_c
+    from compilers.backends.c.build import STACK_ESTIMATE, build_c
 
     if profile is None:
         raise BuildError("the C backend needs --profile: its flash and RAM are measured by "

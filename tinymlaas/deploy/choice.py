@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from compilers.backends.wasm_build import PAGE
+from compilers.backends.wasm.build import PAGE
 from tinymlaas.deploy.target import RuntimeInfo, Target
 from tinymlaas.lwm2m.errors import BadRequest, PreconditionFailed
 

@@ -16,13 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import int8 as I8
-from ..fixedpoint import quantize_multiplier
-from ..ir import DType, Graph, Node, Op, Tensor
-from ..reference import run
-from .c_emit import C_TYPES, CBackendError, Ctx, Emitter, _float_literal
+from ... import int8 as I8
+from ...fixedpoint import quantize_multiplier
+from ...ir import DType, Graph, Node, Op, Tensor
+from ...reference import run
+from .context import C_TYPES, CBackendError, Ctx, Emitter, float_literal
 
-F = _float_literal
+F = float_literal
 INT8 = (DType.INT8, DType.UINT8)
 
 
@@ -285,5 +285,3 @@ EMITTERS: dict[Op, Emitter] = {
     Op.RESHAPE: _copy, Op.CAST: _cast, Op.TRANSPOSE: _transpose, Op.CONCAT: _concat,
     Op.PAD: _pad,
 }
-
-from . import c_ops_nn  # noqa: E402,F401 - registers CONV, GEMM, MATMUL, pools, MEAN, SOFTMAX ...

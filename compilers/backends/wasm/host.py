@@ -25,8 +25,8 @@ import statistics
 import time
 from typing import Any, Callable
 
-from ..errors import CompilerError
-from . import wasm_abi
+from ...errors import CompilerError
+from . import abi as wasm_abi
 
 __all__ = ["WasmTrap", "run_wasm3", "run_wasmtime", "time_wasm3", "time_wasmtime"]
 

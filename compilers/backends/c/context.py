@@ -1,32 +1,9 @@
-"""The portable C backend: ``to_c(graph) -> CModel``, one self-contained C99 file.
+"""What the portable C backend's op emitters share: the C types, the prelude of ``static
+inline`` helpers every generated file starts with, the emitted model's description
+(``CModel``, ``TensorSpec``) and ``Ctx``, through which an emitter asks for tensor pointers,
+constant arrays and fresh names.
 
-What it emits, for a graph from ``precision.prepare`` (float32, or lowered int8):
-
-* a prelude of ``static inline`` helpers: TFLM's fixed-point requantisation (double rounding:
-  ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT``), gemmlowp's
-  reciprocal for softmax, and float ``exp``/``tanh``/``rint`` written out (no libc);
-* every constant as a ``static const`` array (flash);
-* **one static arena** (``tm_arena``, 16-byte aligned) laid out by ``compilers.planner``:
-  every activation, graph inputs and outputs included, lives at its planned offset; ops the
-  planner runs in place (element-wise, RESHAPE) write over their input;
-* per node, straight-line C from ``c_ops`` (one emitter per op in a table, pure functions
-  returning text) with every shape, stride and quantisation parameter a literal, so the C
-  compiler sees constant loop bounds;
-* the tinyml ABI v1 functions (``compilers.backends.wasm_abi``): ``input_ptr(i)``,
-  ``input_size(i)``, ..., ``invoke()``; the same symbols are the C library's API.
-
-Layout: the IR's (NCHW), so the reference interpreter is the specification line by line.
-int8 results are bit-exact with ``compilers.reference`` (and so with TFLM): the same
-multipliers are computed in Python by ``compilers.int8``'s functions and emitted as
-literals, and element-wise int8 functions (RELU, CLIP, sigmoid, tanh, requantisation, ...)
-are 256-entry tables produced by running the reference kernel on every int8 value.
-
-Why written here: no maintained library turns an ONNX-level graph into dependency-free C
-with TFLM-exact int8 arithmetic and a planned static arena (onnx2c is float-only and not
-packaged; TVM/microTVM is far too heavy to install and run here).
-
-What it does not do: SIMD intrinsics (the compiler may auto-vectorise), im2col or other
-performance transforms, dynamic shapes, int16 activations, multiple subgraphs.
+What it does not do: emit any op (``ops``, ``ops_nn``) or a whole model (``emit.to_c``).
 """
 
 from __future__ import annotations
@@ -36,9 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import CompilerError, UnsupportedOp
-from ..ir import DType, Graph, Node, Tensor
-from ..planner import plan
+from ...errors import CompilerError
+from ...ir import DType, Graph, Node, Tensor
 
 ABI_VERSION = 1
 C_TYPES = {DType.FLOAT32: "float", DType.FLOAT64: "double", DType.INT8: "int8_t",
@@ -213,7 +189,7 @@ class Ctx:
             ctype = C_TYPES[DType.from_numpy(data.dtype)]
         name = self.fresh("k")
         flat = data.reshape(-1)
-        literal = _float_literal if flat.dtype.kind == "f" else (lambda v: str(int(v)))
+        literal = float_literal if flat.dtype.kind == "f" else (lambda v: str(int(v)))
         body = ",".join(literal(v) for v in flat)
         self.decls.append(f"static const {ctype} {name}[{max(flat.size, 1)}] "
                           f"__attribute__((aligned(16))) = {{{body or '0'}}};")
@@ -241,7 +217,7 @@ class Ctx:
         return np.asarray(t.data)
 
 
-def _float_literal(v: np.floating | float) -> str:
+def float_literal(v: np.floating | float) -> str:
     f = float(v)
     if np.isnan(f):
         return "__builtin_nanf(\"\")"
@@ -254,65 +230,5 @@ def _float_literal(v: np.floating | float) -> str:
 Emitter = Callable[[Ctx, Node], str]
 
 
-def _spec(g: Graph, name: str, offsets: dict[str, int]) -> TensorSpec:
-    t = g.tensors[name]
-    q = t.quant
-    return TensorSpec(name, t.dtype.value, t.shape, offsets[name], t.nbytes,
-                      float(q.scale[0]) if q is not None else None,
-                      int(q.zero_point[0]) if q is not None else None)
-
-
-def to_c(graph: Graph, *, name: str | None = None) -> CModel:
-    """Emit ``graph`` (float32 or lowered int8, see ``precision.prepare``) as C99."""
-    from .c_ops import EMITTERS
-
-    g = graph.validate().toposorted()
-    for o in g.outputs:
-        if g.tensors[o].is_const or o in g.inputs:
-            raise CBackendError(f"graph output {o!r} is a constant or a graph input")
-    p = plan(g, alignment=16)
-    offsets = dict(p.offsets)
-    ctx = Ctx(g, offsets)
-    body: list[str] = []
-    for node in p.steps:
-        emit = EMITTERS.get(node.op)
-        if emit is None:
-            raise UnsupportedOp(node.op.name, None, node.name, "no C emitter for this op")
-        if any(g.tensors[o].is_const for o in node.outputs):
-            continue
-        body.append(f"  /* {node.op.name} {node.name or node.outputs[0]} */\n  {{\n"
-                    + emit(ctx, node).rstrip() + "\n  }")
-    ins = [_spec(g, n, offsets) for n in g.inputs]
-    outs = [_spec(g, n, offsets) for n in g.outputs]
-    arena = max(p.peak, 16)
-
-    def table(fn: str, values: list[int], static: bool = False) -> str:
-        cases = " ".join(f"case {i}: return {v};" for i, v in enumerate(values))
-        return f"{'static ' if static else ''}int {fn}(int i) {{ switch (i) {{ {cases} default: return -1; }} }}"
-
-    source = "\n".join([
-        f"/* Generated by tinymlaas.compilers (portable C backend), model {name or g.name!r}. "
-        f"Do not edit. */",
-        PRELUDE,
-        f"static unsigned char tm_arena[{arena}] __attribute__((aligned(16)));",
-        *ctx.decls,
-        f"int tinyml_abi_version(void) {{ return {ABI_VERSION}; }}",
-        f"int input_count(void) {{ return {len(ins)}; }}",
-        f"int output_count(void) {{ return {len(outs)}; }}",
-        table("input_ptr_offset", [s.offset for s in ins], static=True),
-        table("input_size", [s.nbytes for s in ins]),
-        table("output_ptr_offset", [s.offset for s in outs], static=True),
-        table("output_size", [s.nbytes for s in outs]),
-        "int input_ptr(int i) { int o = input_ptr_offset(i); "
-        "return o < 0 ? -1 : (int)(long)(tm_arena + o); }",
-        "int output_ptr(int i) { int o = output_ptr_offset(i); "
-        "return o < 0 ? -1 : (int)(long)(tm_arena + o); }",
-        "int invoke(void) {",
-        *body,
-        "  return 0;",
-        "}",
-    ])
-    return CModel(name or g.name, source, arena, ctx.const_bytes, tuple(ins), tuple(outs))
-
-
-__all__ = ["CBackendError", "CModel", "Ctx", "TensorSpec", "to_c", "C_TYPES", "PRELUDE"]
+__all__ = ["ABI_VERSION", "C_TYPES", "PRELUDE", "CBackendError", "CModel", "Ctx", "Emitter", "TensorSpec",
+           "float_literal"]

@@ -2,7 +2,7 @@
 
 It lives in the compiler because the compiler's Wasm backend (``compilers.backends.wasm``)
 produces such modules and checks them here before handing them out; the simulator's devices
-(``simulator.runtimes``) and the compiler's tests (``compilers.backends.wasm_host``, the test
+(``simulator.runtimes``) and the compiler's tests (``compilers.backends.wasm.host``, the test
 suite) use it to admit and run them. It imports nothing from ``simulator`` or ``tinymlaas``.
 
 What it does: parses the section structure of a Wasm 1.0 binary (magic ``\\0asm``, version 1,

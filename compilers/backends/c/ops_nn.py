@@ -1,7 +1,7 @@
 """Op emitters for the portable C backend, part 2: the window and reduction ops (CONV,
 CONV_TRANSPOSE, GEMM, MATMUL, MAX_POOL, AVG_POOL, REDUCE_MEAN, SOFTMAX, BATCH_NORM), float32 and int8.
 
-Registered into ``c_ops.EMITTERS``. Windows cover any number of spatial axes (1-D and 2-D in
+Registered into ``emit.EMITTERS`` (with ``ops``). Windows cover any number of spatial axes (1-D and 2-D in
 practice); cells outside the input are skipped (zero padding for CONV: the integer kernels
 subtract the input zero point first, so a skipped cell is a padded zero point, as TFLM).
 int8 parameters come from ``compilers.int8`` (``channel_multipliers``, ``activation_range``)
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import int8 as I8
-from ..ir import DType, Node, Op
-from .c_emit import CBackendError, Ctx
-from .c_ops import EMITTERS, F, bstrides, ctype, fused_f, io, is_int, loops, offset, qparams, strides
+from ... import int8 as I8
+from ...ir import DType, Node, Op
+from .context import CBackendError, Ctx, Emitter
+from .ops import F, bstrides, ctype, fused_f, io, is_int, loops, offset, qparams, strides
 
 
 def _window(node: Node, spatial_in: tuple[int, ...], kernel: tuple[int, ...]
@@ -310,6 +310,6 @@ def _conv_transpose(ctx: Ctx, node: Node) -> str:
   }}"""
 
 
-EMITTERS.update({Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm, Op.MATMUL: _matmul, Op.MAX_POOL: _pool,
+EMITTERS: dict[Op, Emitter] = {Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm, Op.MATMUL: _matmul, Op.MAX_POOL: _pool,
                  Op.AVG_POOL: _pool, Op.REDUCE_MEAN: _reduce_mean, Op.SOFTMAX: _softmax,
-                 Op.BATCH_NORM: _batch_norm})
+                 Op.BATCH_NORM: _batch_norm}

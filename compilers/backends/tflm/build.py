@@ -4,7 +4,7 @@ model to what a firmware team or a device receives.
 Steps: ``precision.prepare`` (float32, or int8 lowered to TFLM's integer kernels) ->
 ``to_tflite`` -> operator check against the device's TFLM operator list (``operators``;
 ``MissingOperators`` names each missing one, before any arena measurement or delivery) ->
-arena measured in the real tflite-micro interpreter (``tflm_arena.recommended_arena``).
+arena measured in the real tflite-micro interpreter (``arena.recommended_arena``).
 
 Quantisation (float models only): weights per channel for CONV, per tensor for fully
 connected layers (``per_channel="conv"``), as TFLite's converter does: TFLM releases before
@@ -13,7 +13,7 @@ per output channel (ad01: +39 KB, 14%). The Wasm/C backend, with its own kernels
 per-channel everywhere (``quantize``'s default).
 
 Offline memory plan (``offline_plan``): ``"auto"`` emits the model twice, with and without
-TFLM's ``OfflineMemoryAllocation`` metadata holding our planner's offsets (``tflm_plan``),
+TFLM's ``OfflineMemoryAllocation`` metadata holding our planner's offsets (``plan``),
 measures both arenas in tflite-micro and keeps the plan only when its arena is smaller
 (ties keep TFLM's own planner: fewer bytes, the stock behaviour); ``True``/``False`` force
 it (``"auto"`` needs ``measure=True``).
@@ -33,13 +33,13 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ..errors import CompilerError
-from ..ir import Graph
-from ..precision import Calibration, Prepared, prepare
-from .tflm import to_tflite
-from .tflm_arena import ArenaReport, recommended_arena
-from .tflm_c import c_array, check_operators, model_operators, op_resolver
-from .tflm_plan import plan_of
+from ...errors import CompilerError
+from ...ir import Graph
+from ...precision import Calibration, Prepared, prepare
+from .emit import to_tflite
+from .arena import ArenaReport, recommended_arena
+from .sources import c_array, check_operators, model_operators, op_resolver
+from .plan import plan_of
 
 PER_CHANNEL = "conv"  # TFLite's converter convention (module docstring)
 

@@ -1,13 +1,11 @@
-"""One Wasm / portable-C build: ``build_wasm(graph, precision) -> WasmBuild`` and
-``build_c(graph, precision, core) -> CBuild``, from an imported model to a sandboxed module
-or a C library with measured sizes.
+"""One Wasm build: ``build_wasm(graph, precision) -> WasmBuild``, from an imported model to a
+sandboxed module.
 
 Steps: ``precision.prepare`` (int8 keeps per-channel weights everywhere: our kernels have
-no TFLM-version constraint) -> ``c_emit.to_c`` (one C99 file, static planned arena) ->
-``wasm.compile_wasm`` (MVP, or SIMD128 for runtimes that declare it; no imports; the
+no TFLM-version constraint) -> ``c.emit.to_c`` (one C99 file, static planned arena) ->
+``compile.compile_wasm`` (MVP, or SIMD128 for runtimes that declare it; no imports; the
 ``tinyml`` metadata section: name, version, sha256, tensor shapes, dtypes, quantisation,
-arena) or ``cross.section_sizes`` for a board's core (the flash and RAM figures are the
-object file's sections, measured; the stack is an estimate, ``STACK_ESTIMATE``).
+arena).
 
 Fit (``wasm_fit``): a module fits a device when its pages plus the runtime's own RAM fit the
 free SRAM and the module plus the runtime's flash fit the free flash; a device with less
@@ -23,14 +21,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..ir import Graph
-from ..precision import Calibration, Prepared, prepare
-from .c_emit import CModel, to_c
-from .cross import SectionSizes, section_sizes
-from .wasm import compile_wasm, pages
+from ...ir import Graph
+from ...precision import Calibration, Prepared, prepare
+from ..c.emit import CModel, to_c
+from .compile import compile_wasm, pages
 
 PAGE = 65536
-STACK_ESTIMATE = 1024  # bytes: invoke() keeps loop indexes and accumulators in registers/frame
 __version__ = "1"
 
 
@@ -48,23 +44,6 @@ class WasmBuild:
         return self.prepared.graph
 
 
-@dataclass(frozen=True)
-class CBuild:
-    cmodel: CModel
-    prepared: Prepared
-    core: str
-    sizes: SectionSizes
-
-    @property
-    def ram(self) -> int:
-        """Static RAM (.data + .bss, the arena included) plus the stack estimate."""
-        return self.sizes.ram + STACK_ESTIMATE
-
-    @property
-    def flash(self) -> int:
-        return self.sizes.flash
-
-
 def build_wasm(graph: Graph, precision: str, *, name: str | None = None, simd: bool = False,
                version: str = "", source_sha256: str = "", calibration: Calibration = None,
                method: str = "minmax", warn: Callable[..., object] = warnings.warn) -> WasmBuild:
@@ -75,15 +54,6 @@ def build_wasm(graph: Graph, precision: str, *, name: str | None = None, simd: b
                                        simd=simd, producer=f"tinymlaas.compilers wasm {__version__}")
     module = compile_wasm(cm.source, simd=simd, metadata=meta)
     return WasmBuild(module, pages(module), simd, cm, prepared, hashlib.sha256(module).hexdigest())
-
-
-def build_c(graph: Graph, precision: str, core: str, *, name: str | None = None,
-            calibration: Calibration = None, method: str = "minmax",
-            warn: Callable[..., object] = warnings.warn) -> CBuild:
-    """``graph`` as C for ``core`` (a profile's core name), with measured section sizes."""
-    prepared = prepare(graph, precision, calibration=calibration, method=method, warn=warn)
-    cm = to_c(prepared.graph, name=name or graph.name)
-    return CBuild(cm, prepared, core, section_sizes(cm.source, core))
 
 
 @dataclass(frozen=True)
@@ -114,4 +84,4 @@ def wasm_fit(module_bytes: int, module_pages: int, *, sram_free: int, flash_free
                    flash_need, flash_free)
 
 
-__all__ = ["CBuild", "STACK_ESTIMATE", "WasmBuild", "WasmFit", "build_c", "build_wasm", "wasm_fit"]
+__all__ = ["PAGE", "WasmBuild", "WasmFit", "build_wasm", "wasm_fit"]

@@ -22,8 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CompilerError
-from .wasm import zig_cc
+from ...errors import CompilerError
+from ..zig import zig_cc
 
 __all__ = ["CORES", "CrossCompileError", "CoreTarget", "SectionSizes", "elf_section_sizes",
            "section_sizes"]

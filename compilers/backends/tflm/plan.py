@@ -19,7 +19,7 @@ offsets here and ``planner.plan`` on the IR graph are the same algorithm, not a 
 Why not ``planner.plan`` directly: the flatbuffer has tensors the IR does not (layout
 TRANSPOSEs and PADs the emitter inserts), and TFLM plans by flatbuffer tensor index.
 
-What it does not do: decide whether the plan is worth embedding (``tflm_build`` measures
+What it does not do: decide whether the plan is worth embedding (``build`` measures
 both arenas with tflite-micro and keeps the smaller), plan scratch buffers, or handle
 multiple subgraphs or variable tensors (those stay ``-1``).
 """
@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
-from ..planner import Buffer, lower_bound, place
-from .tflite_writer import TENSOR_TYPES
+from ...planner import Buffer, lower_bound, place
+from .writer import TENSOR_TYPES
 
 METADATA_NAME = "OfflineMemoryAllocation"
 VERSION = 0

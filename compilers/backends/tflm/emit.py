@@ -35,9 +35,9 @@ weights go back from OIHW to OHWI (per-channel axis 0 stays 0), depthwise (C*M)1
 1HW(C*M) (axis 0 -> 3).
 
 **Buffers:** buffer 0 is empty; each constant has its own buffer, 16-byte aligned
-(``tflite_writer``). Metadata ``tinymlaas`` holds JSON ``{name, version, producer, sha256}``,
+(``writer``). Metadata ``tinymlaas`` holds JSON ``{name, version, producer, sha256}``,
 sha256 of the model bytes written without that metadata entry; with ``offline_plan=True``
-also TFLM's ``OfflineMemoryAllocation`` (``tflm_plan``).
+also TFLM's ``OfflineMemoryAllocation`` (``plan``).
 
 What it does not do: grouped convolution (1 < group < C_in), CONV_TRANSPOSE, batched MATMUL,
 sigmoid/tanh/hard-swish/leaky-relu/prelu/div/cast ops, requantising RESHAPE/TRANSPOSE
@@ -55,10 +55,10 @@ from typing import Callable, Sequence
 import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
-from ..errors import CompilerError, UnsupportedOp
-from ..ir import DType, Graph, Node, Op, Quant, Tensor
-from . import tflm_plan
-from .tflite_writer import ModelWriter
+from ...errors import CompilerError, UnsupportedOp
+from ...ir import DType, Graph, Node, Op, Quant, Tensor
+from . import plan as tflm_plan
+from .writer import ModelWriter
 
 __version__ = "0.1.0"
 B = S.BuiltinOperator
@@ -79,7 +79,7 @@ class BackendError(CompilerError):
 
 def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False) -> bytes:
     """Emit ``graph`` as a TFLite flatbuffer (see the module docstring). ``offline_plan``
-    embeds our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata (``tflm_plan``)."""
+    embeds our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata (``plan``)."""
     graph = graph.validate().toposorted()
 
     def emit(extra: dict[str, bytes]) -> bytes:

@@ -26,7 +26,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any
 
-from .tflm import BackendError
+from .emit import BackendError
 
 DEFAULT_START = 8 * 1024 * 1024
 MAX_PROBES = 20

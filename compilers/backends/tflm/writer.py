@@ -18,8 +18,8 @@ import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
-from ..errors import UnsupportedDType
-from ..ir import DType, Quant, fresh_name
+from ...errors import UnsupportedDType
+from ...ir import DType, Quant, fresh_name
 
 ALIGN = 16
 

@@ -1,7 +1,7 @@
 """C source implementing tinyml ABI v1 -> a sandboxable WebAssembly module.
 
 What it does: ``compile_wasm(c_source)`` compiles ONE freestanding C99 file (no libc, no
-malloc; it defines the ABI v1 functions documented in ``compilers.backends.wasm_abi``) with
+malloc; it defines the ABI v1 functions documented in ``compilers.backends.wasm.abi``) with
 the clang and wasm-ld that the ``ziglang`` PyPI package ships, in a temporary directory:
 
 * target ``wasm32-freestanding``, ``-O2``, ``-nostdlib``, ``--no-entry``; exactly the eight
@@ -18,14 +18,14 @@ the clang and wasm-ld that the ``ziglang`` PyPI package ships, in a temporary di
   requantisation code). ``simd=True`` adds ``-msimd128`` (clang's loop vectoriser then emits
   v128 code); wasm3 cannot load such a module ("unknown value_type"), wasmtime can;
 * appends a custom section ``tinyml`` holding ``json.dumps(metadata)`` when given;
-* checks the result with ``wasm_abi.abi_violations``: no imports, no start function, one
+* checks the result with ``abi.abi_violations``: no imports, no start function, one
   exported 32-bit memory, every ABI export with its type.
 
 Errors are ``WasmBuildError`` with a one-line message: the first clang diagnostics (paths
 replaced by ``model.c``), an undefined function as "module imports env.<name>: the sandbox
 grants no imports", or the ABI violations.
 
-What it does not do: emit the C (the C backend does), run the module (``wasm_host``), check
+What it does not do: emit the C (the C backend does), run the module (``host``), check
 the stack at run time (it need not: the stack sits first in memory and grows down, so an
 overflow runs below address 0 and traps as an out-of-bounds access instead of overwriting
 the model's buffers), or optimise for size (``-O2``: speed first).
@@ -38,68 +38,27 @@ downloads outside the package manager and bring a libc we do not want.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import CompilerError
-from . import wasm_abi
+from ...errors import CompilerError
+from ..zig import zig_cc
+from . import abi as wasm_abi
 
 __all__ = ["ABI_EXPORTS", "MVP_FEATURES", "SIMD_FEATURES", "WasmBuildError", "compile_wasm",
-           "custom_section", "pages", "zig_cc"]
+           "custom_section", "pages"]
 
 ABI_EXPORTS: tuple[str, ...] = tuple(wasm_abi.ABI_FUNCTIONS)
 # Checked on wasm3 (pywasm3 0.5) and wasmtime: each of these loads and computes correctly.
 MVP_FEATURES: tuple[str, ...] = ("-mcpu=mvp", "-mbulk-memory", "-msign-ext", "-mnontrapping-fptoint")
 SIMD_FEATURES: tuple[str, ...] = MVP_FEATURES + ("-msimd128",)
-TIMEOUT_S = 300
 SOURCE_NAME = "model.c"
-_MAX_DIAGNOSTICS = 5
-_UNDEFINED = re.compile(r"undefined symbol: (\S+)")
-_UNEXPORTED = re.compile(r"symbol exported via --export not found: (\S+)")
-_DIAGNOSTIC = re.compile(r"(error|fatal error): ")
 
 
 class WasmBuildError(CompilerError):
     """The C source does not compile or link to a module that keeps tinyml ABI v1."""
-
-
-def zig_cc(args: list[str], cwd: Path, what: str, error: type[CompilerError]) -> str:
-    """Run ``python -m ziglang cc <args>`` in ``cwd``; its stderr, or ``error`` naming ``what``."""
-    if importlib.util.find_spec("ziglang") is None:
-        raise error(f"{what}: the ziglang package is not installed (pip install ziglang)")
-    try:
-        done = subprocess.run([sys.executable, "-m", "ziglang", "cc", *args], cwd=cwd,
-                              capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        raise error(f"{what}: zig cc ran longer than {TIMEOUT_S} s") from None
-    if done.returncode != 0:
-        raise error(f"{what}: {_diagnostics(done.stderr, cwd) or 'zig cc failed with no message'}")
-    return done.stderr
-
-
-def _diagnostics(stderr: str, cwd: Path) -> str:
-    """The error lines of a clang/wasm-ld run, with temporary paths made readable."""
-    undefined = sorted(set(_UNDEFINED.findall(stderr)))
-    if undefined:
-        names = ", ".join(f"env.{n}" for n in undefined)
-        return (f"module imports {names}: the sandbox grants no imports (the C source calls "
-                f"{', '.join(undefined)} without defining it)")
-    missing = sorted(set(_UNEXPORTED.findall(stderr)))
-    if missing:
-        return (f"the C source does not define {', '.join(missing)}: Wasm module lacks the "
-                "function export(s) tinyml ABI v1 requires")
-    text = stderr.replace(str(cwd) + "/", "")
-    lines = [ln.strip() for ln in text.splitlines() if _DIAGNOSTIC.search(ln)]
-    if not lines:
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    more = f" (+{len(lines) - _MAX_DIAGNOSTICS} more)" if len(lines) > _MAX_DIAGNOSTICS else ""
-    return "; ".join(lines[:_MAX_DIAGNOSTICS]) + more
 
 
 def _uleb(n: int) -> bytes:
