@@ -131,7 +131,7 @@ class Fleet:
         from device_profiles import get_profile
         from simulator.fleet import FleetSpec, build_fleet, start_fleet
         from simulator.runtimes import ModelRunner
-        from tinymlaas.lwm2m.model import default_registry
+        from lwm2m.model import default_registry
 
         default_registry()
         count_operations()
@@ -301,7 +301,7 @@ async def prepare_model(workdir: Path, home: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         built = await cache.get(entry, "tflm", "int8")
         return {"model": f"{entry.name}:{entry.version}", "model_bytes": entry.size,
-                "artifact_bytes": len(built.artifact), "compile_s": round(time.perf_counter() - t0, 2)}
+                "artifact_bytes": len(built.data), "compile_s": round(time.perf_counter() - t0, 2)}
     finally:
         cache.close()
         store.close()

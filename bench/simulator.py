@@ -186,7 +186,7 @@ class LocalFleet:
             importlib.import_module(module)
         from device_profiles import get_profile
         from simulator.runtimes import ModelRunner
-        from tinymlaas.lwm2m.model import default_registry
+        from lwm2m.model import default_registry
 
         default_registry()  # parses and caches the built-in object models (shared by all devices)
         self.profiles = [get_profile(name) for name in self.args.profile_names]

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from compilers.backends.tflm import build_tflm  # noqa: E402
+from compilers.backends.tflm.build import build_tflm  # noqa: E402
 from compilers.backends.c.cross import section_sizes  # noqa: E402
 from compilers.backends.wasm.build import STACK_ESTIMATE, build_wasm  # noqa: E402
 from compilers.backends.wasm.host import time_wasm3, time_wasmtime  # noqa: E402

@@ -8,10 +8,15 @@ an earlier one of the same name. It computes what is free for ML (``sram_free``,
 to a profile. Every problem in a file is a :class:`ProfileError` naming the file, the key and
 the reason; unknown keys are errors.
 
-What it does not do: talk to devices, decide whether a given model fits (callers compare a
-model's arena and package size with ``sram_free`` minus the runtime's ``ram``, ``flash_free``
-and ``max_package``), or cache anything. It uses the standard library only and never imports
-``tinymlaas``.
+A runtime's name is free-form (a board may carry a runtime no installed backend targets yet;
+``installed_backends`` tells which do); a runtime that some installed backend targets with an
+operator list (TFLM: its op resolver) must list its operators, and only such a runtime may.
+``Profile.target(runtime)`` is what the board offers one backend through that runtime (the
+``compilers.backends`` ``Target`` that ``Backend.fit`` judges).
+
+What it does not do: talk to devices, decide whether a given model fits (``Backend.fit``
+does, on a ``Profile.target``), or cache anything. It uses the standard library and the
+backend interface (``compilers.backends``) only, and never imports ``tinymlaas``.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
 
+from compilers.backends import registry
+from compilers.backends.base import Backend, RuntimeSpec, Target
+
 __all__ = ["Runtime", "Profile", "ProfileError", "load_profile", "load_profiles", "get_profile",
-           "match_device", "PROFILE_DIR", "ENV_VAR", "FPUS", "RUNTIMES"]
+           "match_device", "installed_backends", "PROFILE_DIR", "ENV_VAR", "FPUS"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 ENV_VAR = "TINYMLAAS_PROFILES"
 FPUS = ("none", "sp", "dp")
-RUNTIMES = ("tflm", "wasm3", "wamr")
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -53,7 +60,15 @@ class Runtime:
     features: tuple[str, ...]
     ram: int        # the runtime's own RAM, bytes (not the model's tensor arena)
     flash: int      # the runtime's own code size, bytes
-    operators: tuple[str, ...]  # TFLite builtin operators registered (tflm only)
+    operators: tuple[str, ...]  # operators its build registers (runtimes with an operator list: TFLM)
+
+    def spec(self) -> RuntimeSpec:
+        return RuntimeSpec(self.name, self.version, self.features, self.ram, self.operators)
+
+
+def installed_backends(runtime: str) -> tuple[Backend, ...]:
+    """The installed backends whose artifacts ``runtime`` runs."""
+    return registry.for_runtime(runtime)
 
 
 @dataclass(frozen=True)
@@ -92,9 +107,25 @@ class Profile:
         return next((r for r in self.runtimes if r.name == name), None)
 
     @property
-    def tflm_operators(self) -> tuple[str, ...]:
-        tflm = self.runtime("tflm")
-        return tflm.operators if tflm else ()
+    def operators(self) -> tuple[str, ...]:
+        """The operators of the board's runtime that lists them (TFLM's op resolver)."""
+        return next((r.operators for r in self.runtimes if r.operators), ())
+
+    def unused_runtimes(self) -> tuple[str, ...]:
+        """The board's runtimes that no installed backend targets."""
+        return tuple(r.name for r in self.runtimes if not installed_backends(r.name))
+
+    def target(self, runtime: str, *, margin: float = 0.0, name: str | None = None,
+               flash_free_bytes: int | None = None) -> Target:
+        """What this board offers a backend through ``runtime`` (``flash_free_bytes``: the flash
+        free now, when packages already took some)."""
+        r = self.runtime(runtime)
+        if r is None:
+            raise ProfileError(self.source, "runtimes", f"{self.name} has no runtime {runtime!r} "
+                                                        f"(it has {', '.join(x.name for x in self.runtimes)})")
+        return Target(name or self.name, self.core, self.clock_mhz, self.fpu, self.sram_free,
+                      self.flash_free if flash_free_bytes is None else flash_free_bytes, self.max_package,
+                      r.spec(), margin)
 
     def figures(self) -> dict[str, Any]:
         """JSON-friendly summary of what the device offers for ML (for capability snapshots)."""
@@ -104,7 +135,7 @@ class Profile:
                 "fpu": self.fpu, "extensions": list(self.extensions), "accelerator": self.accelerator,
                 "runtimes": {r.name: {"version": r.version, "features": list(r.features), "ram": r.ram,
                                       "flash": r.flash} for r in self.runtimes},
-                "operators": list(self.tflm_operators)}
+                "operators": list(self.operators)}
 
 
 # --- field checks: each returns None when the value is fine, else the reason -------------------
@@ -153,7 +184,7 @@ Spec = Mapping[str, tuple[bool, Any]]
 FIRMWARE: Spec = {"sram": (True, _pos_int), "flash": (True, _pos_int)}
 MATCH: Spec = {"manufacturer": (True, _array(_text, nonempty=True)),
                "model": (True, _array(_text, nonempty=True))}
-RUNTIME: Spec = {"name": (True, _one_of(RUNTIMES)), "version": (True, _text),
+RUNTIME: Spec = {"name": (True, _ident), "version": (True, _text),
                  "features": (False, _array(_ident)), "ram": (True, _pos_int), "flash": (True, _pos_int),
                  "operators": (False, _array(_pattern(OPERATOR, "an upper-case operator name such as "
                                                      "'CONV_2D'"), nonempty=True))}
@@ -194,17 +225,30 @@ def _check(src: Path, data: Mapping[str, Any], spec: Spec, prefix: str = "") -> 
 
 # --- rules across fields, checked on the built profile: (key, rule) -> reason or None ----------
 
+def _lists_operators(runtime: str) -> bool | None:
+    """Whether the installed backends judge this runtime by its operator list (None: no
+    installed backend targets it, so nothing can be said)."""
+    backends = installed_backends(runtime)
+    return any(b.operator_list for b in backends) if backends else None
+
+
 def _runtime_rules(p: Profile) -> Iterable[tuple[str, str | None]]:
     seen: set[str] = set()
     for i, r in enumerate(p.runtimes):
         yield f"runtimes[{i}].name", f"runtime {r.name!r} listed twice" if r.name in seen else None
         seen.add(r.name)
+        listed = _lists_operators(r.name)
         yield f"runtimes[{i}].operators", (
-            "tflm needs an operators array (the TFLite builtin operators its build registers)"
-            if r.name == "tflm" and not r.operators else
-            f"operators apply to tflm only, not {r.name}" if r.name != "tflm" and r.operators else None)
+            f"{r.name} needs an operators array (the operators its build registers)"
+            if listed and not r.operators else
+            f"operators apply to runtimes with an operator list ({', '.join(_operator_runtimes()) or 'none'}), "
+            f"not {r.name}" if r.operators and listed is False else None)
         yield f"runtimes[{i}].ram", (f"runtime RAM {r.ram} exceeds the RAM free for ML {p.sram_free} "
                                      f"(sram_total - firmware.sram)" if r.ram > p.sram_free else None)
+
+
+def _operator_runtimes() -> tuple[str, ...]:
+    return tuple(n for n in registry.runtime_names() if _lists_operators(n))
 
 
 RULES: tuple[Callable[[Profile], Iterable[tuple[str, str | None]]], ...] = (

@@ -24,13 +24,13 @@ from aiocoap import Code, Message
 from aiocoap.interfaces import ObservableResource
 from aiocoap.resource import PathCapable, Resource
 
-from tinymlaas.lwm2m import codecs
-from tinymlaas.lwm2m.errors import LwM2MError, MethodNotAllowed, NotAcceptable, UnsupportedContentFormat
-from tinymlaas.lwm2m.link_format import Link, format_links
-from tinymlaas.lwm2m.numbers import ContentFormat
-from tinymlaas.lwm2m.numbers.content_formats import canonical
-from tinymlaas.lwm2m.path import Path
-from tinymlaas.lwm2m.transport import response_within
+from lwm2m import codecs
+from lwm2m.errors import LwM2MError, MethodNotAllowed, NotAcceptable, UnsupportedContentFormat
+from lwm2m.link_format import Link, format_links
+from lwm2m.numbers import ContentFormat
+from lwm2m.numbers.content_formats import canonical
+from lwm2m.path import Path
+from lwm2m.transport import response_within
 from simulator.objects import ObjectTree
 
 log = logging.getLogger(__name__)

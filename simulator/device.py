@@ -17,8 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Coroutine
 
 from device_profiles import Profile
-from tinymlaas.lwm2m.model import default_registry
-from tinymlaas.lwm2m.path import Path
+from lwm2m.model import default_registry
+from lwm2m.path import Path
 from simulator.client import ClientConfig, LwM2MClient
 from simulator.faults import Faults, FaultyLink
 from simulator.inference import Inference
@@ -28,11 +28,6 @@ from simulator.software import Artifact, FirmwareSlot, Packages, SoftwareSlot
 
 log = logging.getLogger(__name__)
 ML_CAPABILITY = 33100
-
-
-def runtime_text(runtime: Any) -> str:
-    features = f" [{','.join(runtime.features)}]" if runtime.features else ""
-    return f"{runtime.name} {runtime.version}{features}"
 
 
 class SimulatedDevice:
@@ -73,7 +68,7 @@ class SimulatedDevice:
             values: dict[int, Any] = {
                 0: p.sram_total, 1: p.sram_free, 2: p.flash_total, 3: p.flash_free, 4: p.core, 5: p.clock_mhz,
                 6: p.fpu, 7: list(p.extensions) or ["none"], 8: p.accelerator,
-                9: [runtime_text(r) for r in p.runtimes] or ["none"], 10: list(p.tflm_operators) or ["none"],
+                9: [r.spec().text() for r in p.runtimes] or ["none"], 10: list(p.operators) or ["none"],
                 11: p.max_package, 12: self.signing_key or b"", 13: p.name}
             t.add_instance(ML_CAPABILITY, 0, values)
             t.on_write(Path(ML_CAPABILITY, 0, 12), self._set_key)

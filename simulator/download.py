@@ -22,7 +22,7 @@ import aiocoap
 from aiocoap import Code, Message
 from aiocoap.optiontypes import BlockOption
 
-from tinymlaas.lwm2m.transport import response_within
+from lwm2m.transport import response_within
 
 log = logging.getLogger(__name__)
 

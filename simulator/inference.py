@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.path import Path
+from lwm2m.errors import BadRequest
+from lwm2m.path import Path
 from simulator.runtimes import ModelError
 
 if TYPE_CHECKING:

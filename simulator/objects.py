@@ -14,9 +14,9 @@ from __future__ import annotations
 import inspect
 from typing import Awaitable, Callable, Iterable, Mapping
 
-from tinymlaas.lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
-from tinymlaas.lwm2m.model import ObjectRegistry
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
+from lwm2m.model import ObjectRegistry
+from lwm2m.path import Path, Value
 
 ExecuteHandler = Callable[[str], "Awaitable[None] | None"]
 WriteHandler = Callable[[Value], None]

@@ -4,7 +4,7 @@
 The pipeline (``Packages``) is what a device does with a package, whichever object brought
 it: receive it (push: the Package resource was written, Block1 already assembled; pull: the
 Package URI was written, see ``download``), check it fits the flash that is free, verify it
-(``tinymlaas.lwm2m.package``: signature when the device has the server's key, hash), recognise
+(``lwm2m.package``: signature when the device has the server's key, hash), recognise
 the artifact by its content, and at Install check that its arena fits the free SRAM. Each
 failure is an ``Outcome``; the two objects report outcomes with their own numbers (the tables
 ``OBJ9_RESULT`` and ``OBJ5_RESULT``, from the OMA object definitions).
@@ -30,11 +30,12 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.package import PackageError, is_package, open_package
-from tinymlaas.lwm2m.path import Path, Value
+from compilers.backends import registry
+from lwm2m.errors import BadRequest
+from lwm2m.package import PackageError, is_package, open_package
+from lwm2m.path import Path, Value
 from simulator.download import DownloadError, DownloadStats, check_uri, pull
-from simulator.runtimes import ModelError, artifact_kind
+from simulator.runtimes import ModelError
 
 if TYPE_CHECKING:
     from simulator.device import SimulatedDevice
@@ -69,7 +70,6 @@ REASONS = {"not-enough-storage": Outcome.NOT_ENOUGH_STORAGE, "connection-lost": 
            "invalid-uri": Outcome.INVALID_URI, "integrity": Outcome.INTEGRITY, "unsupported": Outcome.UNSUPPORTED,
            "unsupported-package": Outcome.UNSUPPORTED, "out-of-memory": Outcome.OUT_OF_MEMORY,
            "install-failure": Outcome.INSTALL_FAILURE, "runtime-error": Outcome.INSTALL_FAILURE}
-KIND_RUNTIMES = {"tflite": ("tflm",), "wasm": ("wasm3", "wamr")}
 
 
 class Failure(Exception):
@@ -88,6 +88,7 @@ class Artifact:
     data: bytes
     sha256: bytes
     runtime: str
+    stored_bytes: int = 0  # flash the package takes
     plan: Any = None  # the runner's plan once installed
 
 
@@ -133,32 +134,39 @@ class Packages:
         """Envelope (signature when the device has a key, hash), then the artifact's kind.
 
         A bare artifact (no envelope) is taken only by a device without a signing key; junk
-        is "unsupported package type" whether or not the device has a key."""
+        is "unsupported package type" whether or not the device has a key. The backend that
+        made the artifact (the manifest's kind, else the content) names the runtimes that run
+        it; the device must have one of them."""
         key = self.device.signing_key
+        kind: str | None = None
         if is_package(package):
             try:
                 manifest, data = open_package(package, key)
             except PackageError as exc:
                 raise Failure(REASONS[exc.reason], str(exc)) from None
-            name, version, sha = manifest.name, manifest.version, manifest.sha256
+            name, version, sha, kind = manifest.name, manifest.version, manifest.sha256, manifest.kind
         else:
             data, name, version, sha = package, "unnamed", "", hashlib.sha256(package).digest()
-        kind = artifact_kind(data)
-        if kind is None:
-            raise Failure(Outcome.UNSUPPORTED, f"not a TFLite flatbuffer or Wasm module (starts {data[:8].hex()})")
+        backend = registry.for_kind(kind) if kind is not None else registry.recognise(data)
+        if backend is None or backend.kind is None or not backend.kind.recognises(data):
+            what = f"package kind {kind!r}" if kind is not None else f"content (starts {data[:8].hex()})"
+            known = ", ".join(b.kind.name for b in registry.deliverable().values() if b.kind) or "none"
+            raise Failure(Outcome.UNSUPPORTED, f"no installed backend makes this artifact: {what}; known kinds: {known}")
         if not is_package(package) and key is not None:
             raise Failure(Outcome.INTEGRITY, "unsigned package refused: this device verifies packages")
-        runtime = next((r for r in KIND_RUNTIMES[kind] if self.device.profile.runtime(r)), None)
+        runtime = next((r for r in backend.runtimes if self.device.profile.runtime(r)), None)
         if runtime is None:
-            raise Failure(Outcome.UNSUPPORTED, f"a {kind} artifact needs {' or '.join(KIND_RUNTIMES[kind])}; "
+            raise Failure(Outcome.UNSUPPORTED, f"a {backend.kind.name} artifact needs {' or '.join(backend.runtimes)}; "
                           f"{self.device.profile.name} has none")
-        return Artifact(name, version, kind, data, sha, runtime)
+        return Artifact(name, version, backend.kind.name, data, sha, runtime, len(package))
 
     async def install(self, artifact: Artifact) -> None:
-        runtime = self.device.profile.runtime(artifact.runtime)
+        """Load the artifact in its runtime and judge it with the backend's fit against what this
+        device has free (the package's own flash counts as available: it is stored already)."""
+        flash = self.flash_free + artifact.stored_bytes
+        target = self.device.profile.target(artifact.runtime, flash_free_bytes=flash, name=self.device.endpoint)
         try:
-            artifact.plan = await self.device.runner.check(artifact.data, self.device.profile.sram_free,
-                                                           runtime.ram if runtime else 0)
+            artifact.plan = await self.device.runner.check(artifact.data, target, artifact.stored_bytes)
         except ModelError as exc:
             raise Failure(REASONS.get(exc.result, Outcome.INSTALL_FAILURE), str(exc)) from None
 

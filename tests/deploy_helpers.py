@@ -23,7 +23,7 @@ from simulator.device import SimulatedDevice
 from simulator.faults import Faults
 from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.service import Deployer
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from tinymlaas.registry import ModelEntry
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.tables import ARTIFACTS, DEPLOYMENTS

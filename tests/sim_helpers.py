@@ -10,8 +10,8 @@ import wasmtime
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tinymlaas.lwm2m.package import Manifest, seal
-from tinymlaas.lwm2m.path import Path
+from lwm2m.package import Manifest, seal
+from lwm2m.path import Path
 from tinymlaas.server.device_client import DeviceTimeout
 
 SHARED_MODELS = FsPath(__file__).resolve().parents[2] / "shared" / "models"

@@ -10,6 +10,8 @@ the arena in .bss and the weights in .rodata, and Wasm fit refuses a device belo
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import re
 import warnings
 
@@ -23,7 +25,7 @@ pytest.importorskip("ziglang")
 from compilers.backends.c.emit import to_c  # noqa: E402
 from compilers.backends.wasm.abi import METADATA_SECTION, parse_wasm  # noqa: E402
 from compilers.backends.c.build import build_c
-from compilers.backends.wasm.build import PAGE, build_wasm, wasm_fit  # noqa: E402
+from compilers.backends.wasm.build import PAGE, build_wasm  # noqa: E402
 from compilers.backends.wasm.host import run_wasm3, run_wasmtime  # noqa: E402
 from compilers.errors import CompilerError  # noqa: E402
 from compilers.frontends import import_onnx  # noqa: E402
@@ -161,16 +163,21 @@ def test_cortex_m4f_sections_hold_arena_and_weights() -> None:
 
 
 def test_wasm_fit() -> None:
+    """The Wasm backend's fit on real builds: pages plus the runtime's RAM against the free SRAM,
+    and a board without one 64 KiB page left after its runtime cannot run Wasm at all."""
+    from compilers.backends.base import RuntimeSpec
+    from compilers.backends.wasm.backend import BACKEND
+
     samd21, nrf = get_profile("samd21"), get_profile("nrf52840")
     small = wasm("tflm_examples/hello_world_int8.tflite", "int8")
     assert small.pages == 1
-    f = wasm_fit(len(small.module), small.pages, sram_free=samd21.sram_free, flash_free=samd21.flash_free,
-                 runtime_ram=10240, runtime_flash=65536)
-    assert not f.fits and "cannot run Wasm at all" in f.reason
-    f = wasm_fit(len(small.module), small.pages, sram_free=nrf.sram_free, flash_free=nrf.flash_free,
-                 runtime_ram=16384, runtime_flash=65536)
-    assert f.fits and f.sram_need == PAGE + 16384
+    needs = BACKEND.measure(small.module)
+    assert needs.ram_bytes == small.pages * PAGE and needs.flash_bytes == len(small.module)
+    samd_wasm = replace(samd21.target("tflm"), runtime=RuntimeSpec("wasm3", "0.5.0", (), 10240))
+    f = BACKEND.fit(needs, samd_wasm, "int8")
+    assert not f.fits and "cannot run Wasm at all" in f.problems[0]
+    f = BACKEND.fit(needs, nrf.target("wasm3"), "int8")
+    assert f.fits and f.ram_bytes == PAGE + 16384
     big = wasm("mlperf_tiny/vww_96_float.onnx", "float32")
-    f = wasm_fit(len(big.module), big.pages, sram_free=nrf.sram_free, flash_free=nrf.flash_free,
-                 runtime_ram=16384, runtime_flash=65536)
-    assert not f.fits and "SRAM short by" in f.reason
+    f = BACKEND.fit(BACKEND.measure(big.module), nrf.target("wasm3"), "float32")
+    assert not f.fits and "SRAM short by" in f.problems[0]

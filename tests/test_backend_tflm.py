@@ -22,7 +22,7 @@ runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 from ai_edge_litert import schema_py_generated as S  # noqa: E402
 
-from compilers.backends.tflm import to_tflite  # noqa: E402
+from compilers.backends.tflm.emit import to_tflite  # noqa: E402
 from compilers.errors import UnsupportedOp  # noqa: E402
 from compilers.frontends.tflite import import_tflite  # noqa: E402
 from compilers.ir import DType, Graph, Node, Op, Quant, Tensor  # noqa: E402

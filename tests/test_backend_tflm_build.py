@@ -28,7 +28,11 @@ runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 from ai_edge_litert import schema_py_generated as S  # noqa: E402
 
-from compilers.backends.tflm import MissingOperators, build_tflm, model_operators, recommended_arena  # noqa: E402
+from compilers.backends.tflm.sources import MissingOperators, model_operators  # noqa: E402
+
+from compilers.backends.tflm.build import build_tflm
+
+from compilers.backends.tflm.arena import recommended_arena
 from compilers.backends.tflm.build import TflmBuild, c_name  # noqa: E402
 from compilers.backends.tflm.plan import METADATA_NAME, plan_of  # noqa: E402
 from compilers.errors import CompilerError, UnsupportedOp  # noqa: E402
@@ -169,14 +173,14 @@ def test_operator_check_against_a_profile() -> None:
     samd21 = get_profile("samd21")
     g = load("mlperf_tiny/onnx_converted/kws_ref_model.onnx")
     with pytest.raises(MissingOperators) as e:
-        build_tflm(g, "int8", operators=samd21.tflm_operators, measure=False, offline_plan=False)
+        build_tflm(g, "int8", operators=samd21.operators, measure=False, offline_plan=False)
     for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D"):
         assert op in str(e.value)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # synthetic calibration
         ok = build_tflm(load("tflm_examples/hello_world_float.tflite"), "int8", measure=False,
-                        offline_plan=False, operators=samd21.tflm_operators)
-    assert set(ok.operators) <= set(samd21.tflm_operators)
+                        offline_plan=False, operators=samd21.operators)
+    assert set(ok.operators) <= set(samd21.operators)
 
 
 def test_c_sources_and_names() -> None:

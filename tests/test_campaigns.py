@@ -27,7 +27,7 @@ from tinymlaas.cli.client import CliError
 from tinymlaas.deploy import groups
 from tinymlaas.deploy.campaigns import Campaigns, stage_bounds
 from tinymlaas.deploy.service import TERMINAL, DeployOptions
-from tinymlaas.lwm2m.errors import LwM2MError, NotFound
+from lwm2m.errors import LwM2MError, NotFound
 from tinymlaas.registry import ModelEntry, RegistryError
 from tinymlaas.store import Store
 from tinymlaas.store.tables import CAMPAIGNS, CAPABILITY_SNAPSHOTS, DEPLOYMENTS, DEVICES, EVENTS

@@ -1,4 +1,4 @@
-"""Tests for tinymlaas.lwm2m.codecs: spec golden vectors, round trips, hostile input.
+"""Tests for lwm2m.codecs: spec golden vectors, round trips, hostile input.
 
 Golden vectors come from the OMA LwM2M specifications as copied into the test suites of
 Eclipse Leshan (leshan-lwm2m-core/src/test/java/org/eclipse/leshan/core/node/codec/
@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tinymlaas.lwm2m.codecs import CODECS, codec_for, decode, encode, supports
-from tinymlaas.lwm2m.errors import CodecError, NotAcceptable, UnsupportedContentFormat
-from tinymlaas.lwm2m.model import ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import ObjLink, Path, Value
+from lwm2m.codecs import CODECS, codec_for, decode, encode, supports
+from lwm2m.errors import CodecError, NotAcceptable, UnsupportedContentFormat
+from lwm2m.model import ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import ObjLink, Path, Value
 
 T = ResourceType
 CF = ContentFormat

@@ -21,7 +21,7 @@ from device_profiles import get_profile
 from tinymlaas import runtime
 from tinymlaas.bundled import MNIST
 from tinymlaas.cli.main import app
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from simulator.device import SimulatedDevice
 
 STEPS = ["pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded"]
@@ -63,7 +63,7 @@ async def test_plan_deploy_show_list_and_errors(live):
     assert [(c["backend"], c["precision"]) for c in plan["candidates"]] == [
         ("tflm", "float32"), ("tflm", "int8"), ("wasm", "float32"), ("wasm", "int8")]
     assert (plan["chosen"]["backend"], plan["chosen"]["precision"]) == ("tflm", "float32")
-    assert plan["chosen"]["sram_need"] == 33_440 + 4096 and plan["target"]["profile"] == "nrf52840"
+    assert plan["chosen"]["ram_bytes"] == 33_440 + 4096 and plan["target"]["profile"] == "nrf52840"
     assert running.deployer.cache.compiles == 4
 
     r = await http.post("/deployments", json={"endpoint": "nrf", "model": "mnist", "wait": True})
@@ -136,7 +136,7 @@ async def test_cli_deploy_show_rollback(live):
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "candidates (safety margin 10%)" in out and "succeeded" in out
-    for cell in ("26,314 B", "9,755 B", "37,536 B", "14,080 B", "98.3 ms", "SRAM short by 14,746 B", "fits", "→"):
+    for cell in ("26,307 B", "9,748 B", "37,536 B", "14,080 B", "98.3 ms", "SRAM short by 14,746 B", "fits", "→"):
         assert cell in out, out
     assert [[c.strip() for c in ln.split("│")[2:4]] for ln in out.splitlines() if "│ →" in ln] == [["tflm", "float32"]]
     r = await cli(running, "deployments", "list", "--endpoint", "nrf", "--json")

@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from tinymlaas.bundled import MNIST, MNIST_SHA256
 from tinymlaas.deploy.cache import CompileCache, CompileFailed, cache_key
 from tinymlaas.deploy.signing import KEY_FILE, ServerKey
-from tinymlaas.lwm2m.package import PackageError, open_package
+from lwm2m.package import PackageError, open_package
 from tinymlaas.registry import ModelEntry
 from tinymlaas.store import Store
 from tinymlaas.store.tables import ARTIFACTS
@@ -75,9 +75,9 @@ async def test_concurrent_identical_requests_build_once(caches, store, tmp_path)
     assert cache.compiles == 1 and cache.hits == 5
     first = results[0]
     assert all(r is first for r in results)  # one future served them all
-    assert first.artifact[4:8] == b"TFL3" and hashlib.sha256(first.artifact).hexdigest() == first.sha256
-    assert first.figures["arena"] == 9_984 and first.figures["macs"] == 786_560
-    assert (tmp_path / "artifacts" / f"{first.key}.bin").read_bytes() == first.artifact
+    assert first.data[4:8] == b"TFL3" and hashlib.sha256(first.data).hexdigest() == first.sha256
+    assert first.artifact.needs.ram_bytes == 9_984 and first.artifact.macs == 786_560
+    assert (tmp_path / "artifacts" / f"{first.key}.bin").read_bytes() == first.data
     assert not list((tmp_path / "artifacts").glob("*.part")) and rows(store) == 1
     # asked again in this process: memory
     again = await cache.get(MNIST_ENTRY, "tflm", "int8")
@@ -87,17 +87,17 @@ async def test_concurrent_identical_requests_build_once(caches, store, tmp_path)
     other = caches()
     loaded = await other.get(MNIST_ENTRY, "tflm", "int8")
     assert other.compiles == 0 and other._pool is None
-    assert (loaded.key, loaded.sha256, loaded.artifact, loaded.backend, loaded.precision) == (
-        first.key, first.sha256, first.artifact, "tflm", "int8")
-    assert loaded.figures["arena"] == 9_984 and loaded.figures["tensors"] == first.figures["tensors"]
+    assert (loaded.key, loaded.sha256, loaded.data, loaded.backend, loaded.precision) == (
+        first.key, first.sha256, first.data, "tflm", "int8")
+    assert loaded.artifact.needs.ram_bytes == 9_984 and loaded.artifact.tensors == first.artifact.tensors
 
     # a damaged file is built again, and repaired on disk
     path = tmp_path / "artifacts" / f"{first.key}.bin"
     path.write_bytes(b"\x00" * 100)
     third = caches()
     rebuilt = await third.get(MNIST_ENTRY, "tflm", "int8")
-    assert third.compiles == 1 and rebuilt.sha256 == first.sha256 and rebuilt.artifact == first.artifact
-    assert path.read_bytes() == first.artifact and rows(store) == 1
+    assert third.compiles == 1 and rebuilt.sha256 == first.sha256 and rebuilt.data == first.data
+    assert path.read_bytes() == first.data and rows(store) == 1
 
 
 async def test_the_key_covers_precision_backend_features_and_model(caches):
@@ -111,7 +111,7 @@ async def test_the_key_covers_precision_backend_features_and_model(caches):
     cache = caches()
     i8, f32 = await asyncio.gather(cache.get(MNIST_ENTRY, "tflm", "int8"), cache.get(MNIST_ENTRY, "tflm", "float32"))
     assert i8.key != f32.key and cache.compiles == 2
-    assert f32.figures["arena"] == 33_440 and len(f32.artifact) > 2 * len(i8.artifact)
+    assert f32.artifact.needs.ram_bytes == 33_440 and len(f32.data) > 2 * len(i8.data)
 
 
 async def test_a_build_failure_is_compile_failed_and_remembered(caches, tmp_path):
@@ -152,7 +152,7 @@ async def test_the_event_loop_keeps_running_during_a_build(caches):
     took = time.perf_counter() - t0
     stop.set()
     await tick
-    assert built.figures["arena"] == 33_440 and cache.compiles == 1
+    assert built.artifact.needs.ram_bytes == 33_440 and cache.compiles == 1
     assert len(gaps) >= took / 0.05  # it kept ticking all along ...
     assert max(gaps) < 0.2, f"the event loop stalled {max(gaps) * 1000:.0f} ms during a {took:.2f} s build"
 
@@ -175,10 +175,10 @@ async def test_sealed_package_opens_with_the_key_and_describes_the_build(caches,
     pkg = key.seal(built, MNIST_ENTRY)
     assert key.seal(built, MNIST_ENTRY) is pkg  # cached per artifact
     manifest, artifact = open_package(pkg, key.public)
-    assert artifact == built.artifact
+    assert artifact == built.data
     assert (manifest.name, manifest.version, manifest.kind) == ("mnist", "1+" + built.sha256[:8], "tflite")
     assert manifest.sha256 == bytes.fromhex(built.sha256) == hashlib.sha256(artifact).digest()
-    assert manifest.size == len(artifact) and manifest.arena == 9_984 and manifest.pages == 0
+    assert manifest.size == len(artifact) and manifest.arena == 9_984 and not hasattr(manifest, "pages")
     assert manifest.min_runtime == "tflm 2024-06"
     inputs = [t for t in manifest.tensors if t["role"] == "input"]
     assert [t["shape"] for t in inputs] == [[1, 1, 28, 28]] and inputs[0]["dtype"] == "int8"
@@ -189,4 +189,4 @@ async def test_sealed_package_opens_with_the_key_and_describes_the_build(caches,
     with pytest.raises(PackageError) as err:
         open_package(foreign, key.public)
     assert err.value.reason == "integrity"
-    assert open_package(foreign, stranger.public)[1] == built.artifact
+    assert open_package(foreign, stranger.public)[1] == built.data

@@ -21,7 +21,7 @@ from aiocoap import Code, Message
 
 from tests.deploy_helpers import Env, Shared, bounded, check_running, sha
 from tinymlaas.deploy.service import DeployOptions
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 
 LIMIT = 30.0  # seconds per deployment
 

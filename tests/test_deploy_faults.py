@@ -21,7 +21,7 @@ from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.groups import members, save_group
 from tinymlaas.deploy.service import TERMINAL, DeployOptions
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 
 INT8 = DeployOptions(backend="tflm", precision="int8")
 F32 = DeployOptions(backend="tflm", precision="float32")

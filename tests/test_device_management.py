@@ -14,8 +14,8 @@ import cbor2
 import pytest
 from aiocoap import Code
 
-from tinymlaas.lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
-from tinymlaas.lwm2m.path import ObjLink, Path
+from lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
+from lwm2m.path import ObjLink, Path
 from tinymlaas.server.device_client import DeviceTimeout
 from tinymlaas.server.operations import DeviceError
 from tests.conftest import Peer

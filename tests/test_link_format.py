@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.link_format import Link, LinkFormatError, format_links, parse_links, registration_objects
-from tinymlaas.lwm2m.path import Path
+from lwm2m.errors import BadRequest
+from lwm2m.link_format import Link, LinkFormatError, format_links, parse_links, registration_objects
+from lwm2m.path import Path
 
 # TS Core (1.0 and 1.1) registration examples.
 CORE_EXAMPLE = "</1/0>,</2/0>,</2/1>,</2/2>,</2/3>,</2/4>,</3/0>,</4/0>,</5/0>"

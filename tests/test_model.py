@@ -8,14 +8,14 @@ from pathlib import Path as FsPath
 
 import pytest
 
-from tinymlaas.lwm2m.errors import BadRequest, LwM2MError, MethodNotAllowed, NotFound
-from tinymlaas.lwm2m.model import (ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType,
+from lwm2m.errors import BadRequest, LwM2MError, MethodNotAllowed, NotFound
+from lwm2m.model import (ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType,
                                    default_registry)
-from tinymlaas.lwm2m.model.ddf import DdfError, load_ddf_file, parse_ddf
-from tinymlaas.lwm2m.model.values import check_value, numeric_range, parse_cli_value
-from tinymlaas.lwm2m.path import ObjLink, Path
+from lwm2m.model.ddf import DdfError, load_ddf_file, parse_ddf
+from lwm2m.model.values import check_value, numeric_range, parse_cli_value
+from lwm2m.path import ObjLink, Path
 
-OBJECTS = resources.files("tinymlaas.lwm2m.model").joinpath("objects")
+OBJECTS = resources.files("lwm2m.model").joinpath("objects")
 SHIPPED = sorted(e.name for e in OBJECTS.iterdir() if e.name.endswith(".xml"))
 
 

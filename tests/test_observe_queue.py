@@ -11,7 +11,7 @@ from aiocoap import Code, Message
 from aiocoap.resource import ObservableResource, Site
 from sqlalchemy import select
 
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from tinymlaas.server.queue import QueueDeadlineExpired
 from tinymlaas.store.tables import OBSERVED_VALUES
 from tests.conftest import Peer, eventually

@@ -44,7 +44,7 @@ async def test_restart_keeps_registrations(tmp_path: FsPath):
             assert (reg.id, reg.lifetime, reg.lwm2m_version) == (old_location[1], 120, "1.1")
             assert (await peer.update()).code == Code.CHANGED  # the old id is still good
             peer.answer(Code.GET, "/3/0/0", Code.CONTENT, b"ACME", 0)
-            from tinymlaas.lwm2m.path import Path
+            from lwm2m.path import Path
             assert await second.read("survivor", Path(3, 0, 0), fmt=0) == {Path(3, 0, 0): "ACME"}
         finally:
             await second.stop()

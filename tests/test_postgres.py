@@ -14,7 +14,7 @@ import pytest
 from aiocoap import Code
 from sqlalchemy import select, text
 
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store import Store
 from tinymlaas.store.tables import EVENTS, REGISTRATIONS

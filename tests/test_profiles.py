@@ -38,9 +38,9 @@ def test_numbers_are_sane(name: str) -> None:
     assert 0 < p.max_package <= p.flash_free
     assert p.fpu in dp.FPUS and p.runtimes
     for r in p.runtimes:
-        assert r.name in dp.RUNTIMES and r.ram <= p.sram_free and r.version
-    assert p.runtime("tflm") is not None and p.tflm_operators
-    assert all(op.isupper() for op in p.tflm_operators)
+        assert dp.installed_backends(r.name) and r.ram <= p.sram_free and r.version
+    assert p.runtime("tflm") is not None and p.operators
+    assert all(op.isupper() for op in p.operators)
     assert p.match_manufacturer and p.match_model
 
 
@@ -81,10 +81,10 @@ def test_runtime_choices_follow_the_hardware() -> None:
     assert "simd" in SHIPPED["rpi-zero2w"].runtime("wamr").features
     samd21, l4 = SHIPPED["samd21"], SHIPPED["stm32l4r5"]
     assert samd21.sram_free < 16 * KB and samd21.runtime("wasm3") is None  # the point: tiny
-    assert set(samd21.tflm_operators) < set(l4.tflm_operators)
+    assert set(samd21.operators) < set(l4.operators)
     # MLPerf Tiny's four reference models run on its reference board.
     assert {"CONV_2D", "DEPTHWISE_CONV_2D", "AVERAGE_POOL_2D", "FULLY_CONNECTED", "SOFTMAX", "RESHAPE",
-            "ADD", "QUANTIZE", "DEQUANTIZE"} <= set(l4.tflm_operators)
+            "ADD", "QUANTIZE", "DEQUANTIZE"} <= set(l4.operators)
 
 
 def test_free_space_arithmetic() -> None:
@@ -213,11 +213,11 @@ BAD = [
      "firmware SRAM 300000 exceeds sram_total 262144"),
     ("wrong fpu", 'fpu = "sp"', 'fpu = "half"', "fpu", "expected one of 'none', 'sp', 'dp', got 'half'"),
     ("name != stem", 'name = "board"', 'name = "other"', "name", "must equal the file stem 'board'"),
-    ("unknown runtime", 'name = "wasm3"', 'name = "onnx"', "runtimes[1].name", "got 'onnx'"),
+    ("malformed runtime", 'name = "wasm3"', 'name = "ONNX RT"', "runtimes[1].name", "got 'ONNX RT'"),
     ("missing key", 'vendor = "Test Vendor"\n', "", "vendor", "missing required key"),
     ("lower-case operator", '"SOFTMAX"]', '"softmax"]', "runtimes[0].operators", "upper-case operator"),
     ("operators on wasm3", 'version = "0.5.0"', 'version = "0.5.0"\noperators = ["ADD"]',
-     "runtimes[1].operators", "tflm only"),
+     "runtimes[1].operators", "runtimes with an operator list (tflm), not wasm3"),
     ("runtimes overflow flash", "flash = 262144", "flash = 1000000", "runtimes", "exceeds flash_total"),
     ("package > free flash", "max_package = 131072", "max_package = 900000", "max_package",
      "exceeds the flash free"),
@@ -225,6 +225,15 @@ BAD = [
     ("empty references", 'references = ["Test datasheet: https://example.com/ds.pdf"]', "references = []",
      "references", "non-empty array"),
 ]
+
+
+def test_a_runtime_no_installed_backend_targets_loads_and_is_named(tmp_path: Path) -> None:
+    """Firmware may carry a runtime no installed backend targets (a vendor NPU runtime whose plug-in
+    is not installed): the board loads, and says which of its runtimes nothing here can use."""
+    path = write(tmp_path, "board", VALID.format(name="board").replace('name = "wasm3"', 'name = "onnx"', 1))
+    p = load_profile(path)
+    assert [r.name for r in p.runtimes] == ["tflm", "onnx"] and dp.installed_backends("onnx") == ()
+    assert p.unused_runtimes() == ("onnx",)
 
 
 @pytest.mark.parametrize("what, old, new, key, reason", BAD, ids=[b[0] for b in BAD])

@@ -1,4 +1,5 @@
-"""The simulator's model runners: artifact kinds, TFLM arena checks and runs, Wasm ABI v1.
+"""The simulator's model runner: artifact kinds, TFLM arena checks and runs, Wasm ABI v1, through
+each backend's device runtime and fit.
 
 TFLM outputs are compared with LiteRT (ai-edge-litert), an independent interpreter. Wasm
 modules are written here as WAT and assembled with wasmtime.wat2wasm; they run in wasm3.
@@ -20,9 +21,11 @@ import numpy as np
 import pytest
 import wasmtime
 
-from simulator import runtimes
+from compilers.backends import isolation
+from compilers.backends.base import RuntimeSpec, Target
+from compilers.backends.tflm import runtime as tflm_runtime
 from compilers.backends.wasm import abi as wm
-from simulator.runtimes import ModelError, ModelRunner, artifact_kind
+from simulator.runtimes import ModelError, ModelRunner, TensorSpec, artifact_kind
 
 MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
 needs_models = pytest.mark.skipif(not (MODELS / "models.json").exists(), reason="shared/models is absent")
@@ -33,6 +36,16 @@ def runner() -> Iterator[ModelRunner]:
     r = ModelRunner(timeout_s=10)
     yield r
     r.close()
+
+
+def board(sram_free: int, runtime_ram: int = 0, runtime: str | None = None, blob: bytes | None = None) -> Target:
+    """A device with ``sram_free`` bytes for ML whose runtime keeps ``runtime_ram`` of them."""
+    name = runtime or ("wasm3" if blob is not None and blob[:4] == wm.MAGIC else "tflm")
+    return Target("dev", "cortex-m4f", 64, "sp", sram_free, 10**7, 10**7, RuntimeSpec(name, "1", (), runtime_ram))
+
+
+async def check(runner: ModelRunner, blob: bytes, sram_free: int, runtime_ram: int = 0):  # type: ignore[no-untyped-def]
+    return await runner.check(blob, board(sram_free, runtime_ram, blob=blob))
 
 
 def model(path: str) -> bytes:
@@ -71,8 +84,8 @@ def test_artifact_kind_by_content_only() -> None:
 
 
 async def test_junk_is_unsupported(runner: ModelRunner) -> None:
-    e = await expect("unsupported-package", runner.check(b"\x7fELF\x02\x01\x01\0" + bytes(100), 10**6))
-    assert str(e) == "not a TFLite flatbuffer or Wasm module (first bytes 7f454c46)"
+    e = await expect("unsupported-package", check(runner, b"\x7fELF\x02\x01\x01\0" + bytes(100), 10**6))
+    assert str(e) == "not an artifact of an installed backend (tflite, wasm; first bytes 7f454c46)"
 
 
 # ---------------------------------------------------------------- TFLite Micro
@@ -91,11 +104,9 @@ def litert(blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
 @pytest.mark.parametrize("path", ["tflm_examples/hello_world_int8.tflite", "mlperf_tiny/kws_ref_model.tflite"])
 async def test_tflm_arena_and_outputs(runner: ModelRunner, path: str) -> None:
     blob, entry = model(path), catalogue(path)
-    plan = await runner.check(blob, sram_free=256 * 1024, runtime_ram=8 * 1024)
+    plan = await check(runner, blob, 256 * 1024, 8 * 1024)
     recorded = entry["tflm_arena_measured"]
-    assert plan.recorded is not None
-    assert (plan.recorded.total, plan.recorded.head, plan.recorded.tail) == (
-        recorded["total"], recorded["head"], recorded["tail"])
+    assert plan.details["recorded"] == {k: recorded[k] for k in ("total", "head", "tail")}
     assert plan.need >= recorded["total"]  # Prepare's temporary memory may need more
     assert plan.arena == 256 * 1024 - 8 * 1024 and plan.kind == "tflite"
     [spec] = plan.inputs
@@ -119,12 +130,12 @@ async def test_tflm_arena_and_outputs(runner: ModelRunner, path: str) -> None:
 @needs_models
 async def test_arena_one_byte_short_is_out_of_memory(runner: ModelRunner) -> None:
     blob = model("mlperf_tiny/kws_ref_model.tflite")
-    need = (await runner.check(blob, 10**6)).need
+    need = (await check(runner, blob, 10**6)).need
     assert need == 24272
-    e = await expect("out-of-memory", runner.check(blob, need - 1))
-    assert str(e) == "model needs a 24,272-byte TFLM arena; 24,271 bytes of SRAM are free"
-    await expect("out-of-memory", runner.check(blob, need + 1000, runtime_ram=1001))
-    plan = await runner.check(blob, need + 1000, runtime_ram=1000)
+    e = await expect("out-of-memory", check(runner, blob, need - 1))
+    assert str(e) == "SRAM short by 1 B (the model needs 24,272 bytes of RAM; 24,271 bytes of SRAM are free)"
+    await expect("out-of-memory", check(runner, blob, need + 1000, runtime_ram=1001))
+    plan = await check(runner, blob, need + 1000, runtime_ram=1000)
     assert plan.arena == need  # the smallest arena the device may give: it still runs
     assert len((await runner.run(blob, plan)).outputs[0]) == 12
 
@@ -134,11 +145,11 @@ async def test_needed_arena_is_the_smallest_that_works(runner: ModelRunner) -> N
     """hello_world records 1,504 bytes but needs more; below the need TFLM fails or crashes,
     which only the forked child notices."""
     blob = model("tflm_examples/hello_world_int8.tflite")
-    plan = await runner.check(blob, 10**6)
-    assert plan.need > plan.recorded.total  # type: ignore[union-attr]
+    plan = await check(runner, blob, 10**6)
+    assert plan.need > plan.details["recorded"]["total"]
 
-    async def probe(arena: int) -> runtimes._Outcome:
-        return await runner._call(runtimes._isolated, runtimes._tflm_once, (blob, arena, None), 10.0)
+    async def probe(arena: int) -> isolation.Outcome:
+        return await runner._call(isolation.isolated, tflm_runtime._once, (blob, arena, None), 10.0)
 
     assert (await probe(plan.need)).status == "ok"
     assert (await probe(plan.need - 1)).status in ("exception", "crash")
@@ -149,12 +160,12 @@ async def test_needed_arena_is_the_smallest_that_works(runner: ModelRunner) -> N
 
 @needs_models
 async def test_tflm_refusals(runner: ModelRunner) -> None:
-    e = await expect("install-failure", runner.check(model("mlperf_tiny/kws_ref_model_float32.tflite"), 10**6))
+    e = await expect("install-failure", check(runner, model("mlperf_tiny/kws_ref_model_float32.tflite"), 10**6))
     assert "Hybrid models are not supported" in str(e)
     truncated = model("mlperf_tiny/kws_ref_model.tflite")[:3000]
-    await expect("unsupported-package", runner.check(truncated, 10**6))
+    await expect("unsupported-package", check(runner, truncated, 10**6))
     blob = model("tflm_examples/hello_world_int8.tflite")
-    plan = await runner.check(blob, 10**5)
+    plan = await check(runner, blob, 10**5)
     e = await expect("runtime-error", runner.run(blob, plan, [b"\0\0"]))
     assert str(e) == "input 0 has 2 bytes; the model takes 1 (int8 [1, 1])"
 
@@ -162,7 +173,7 @@ async def test_tflm_refusals(runner: ModelRunner) -> None:
 @needs_models
 async def test_worker_crash_is_a_runtime_error_and_the_pool_comes_back(runner: ModelRunner) -> None:
     blob = model("tflm_examples/hello_world_int8.tflite")
-    plan = await runner.check(blob, 10**5)
+    plan = await check(runner, blob, 10**5)
     e = await expect("runtime-error", runner._call(os._exit, 3))
     assert "the runtime crashed" in str(e)
     assert len((await runner.run(blob, plan)).outputs) == 1
@@ -171,7 +182,7 @@ async def test_worker_crash_is_a_runtime_error_and_the_pool_comes_back(runner: M
 @needs_models
 async def test_many_devices_checking_one_model_share_one_measurement(runner: ModelRunner) -> None:
     blob = model("tflm_examples/micro_speech_quantized.tflite")
-    plans = await asyncio.gather(*(runner.check(blob, 32 * 1024 + i) for i in range(20)))
+    plans = await asyncio.gather(*(check(runner, blob, 32 * 1024 + i) for i in range(20)))
     assert {p.need for p in plans} == {7584} and [p.arena for p in plans] == [32 * 1024 + i for i in range(20)]
     assert not runner._inflight
 
@@ -179,7 +190,7 @@ async def test_many_devices_checking_one_model_share_one_measurement(runner: Mod
 @needs_models
 async def test_runs_do_not_block_the_event_loop(runner: ModelRunner) -> None:
     blob = model("mlperf_tiny/kws_ref_model.tflite")
-    plan = await runner.check(blob, 10**6)
+    plan = await check(runner, blob, 10**6)
     gaps: list[float] = []
     done = asyncio.Event()
 
@@ -258,11 +269,11 @@ def test_parse_wasm_rejects_malformed(blob: bytes, words: str) -> None:
 
 async def test_wasm_abi_module_runs(runner: ModelRunner) -> None:
     blob = wasm(extra=META)
-    plan = await runner.check(blob, sram_free=256 * 1024, runtime_ram=16 * 1024)
-    assert (plan.kind, plan.need, plan.memory_pages) == ("wasm", 65536, (1, None))
-    assert plan.metadata and plan.metadata["name"] == "add-one"
-    assert plan.inputs == (runtimes.TensorSpec("x", "uint8", (4, 4), 16),)
-    assert plan.outputs == (runtimes.TensorSpec("output0", "uint8", (16,), 16),)
+    plan = await check(runner, blob, 256 * 1024, 16 * 1024)
+    assert (plan.kind, plan.need, plan.details["memory_pages"]) == ("wasm", 65536, (1, None))
+    assert plan.details["metadata"] and plan.details["metadata"]["name"] == "add-one"
+    assert plan.inputs == (TensorSpec("x", "input", (4, 4), "uint8"),) and plan.inputs[0].nbytes == 16
+    assert plan.outputs == (TensorSpec("output0", "output", (16,), "uint8"),)
     x = bytes(range(240, 256))
     result = await runner.run(blob, plan, [x])
     assert result.outputs == [bytes((b + 1) % 256 for b in x)]
@@ -290,56 +301,57 @@ async def test_wasm_dense_layer(runner: ModelRunner) -> None:
           (local.set $j (i32.add (local.get $j) (i32.const 1))) (br $jnext)))
         (i32.const 0))"""
     blob = wasm(dense)
-    plan = await runner.check(blob, 128 * 1024)
+    plan = await check(runner, blob, 128 * 1024)
     x = np.random.default_rng(3).integers(-128, 128, 16, dtype=np.int8)
     result = await runner.run(blob, plan, [x.tobytes()])
     assert np.array_equal(np.frombuffer(result.outputs[0], "<i4"), w.astype(np.int32) @ x.astype(np.int32))
 
 
 async def test_wasm_refusals(runner: ModelRunner) -> None:
-    e = await expect("install-failure", runner.check(wasm(extra='(import "env" "abort" (func))'), 10**6))
+    e = await expect("install-failure", check(runner, wasm(extra='(import "env" "abort" (func))'), 10**6))
     assert str(e) == "Wasm module imports env.abort: the sandbox grants no imports"
-    e = await expect("install-failure", runner.check(wasm(memory="(memory 1)"), 10**6))
+    e = await expect("install-failure", check(runner, wasm(memory="(memory 1)"), 10**6))
     assert 'does not export its memory as "memory"' in str(e)
-    e = await expect("install-failure", runner.check(wasm(invoke=""), 10**6))
+    e = await expect("install-failure", check(runner, wasm(invoke=""), 10**6))
     assert "lacks the function export invoke" in str(e)
-    e = await expect("install-failure", runner.check(wasm(version=2), 10**6))
+    e = await expect("install-failure", check(runner, wasm(version=2), 10**6))
     assert str(e) == "Wasm module speaks tinyml ABI 2; this device speaks 1"
-    e = await expect("out-of-memory", runner.check(wasm(memory='(memory (export "memory") 5)'), 256 * 1024))
-    assert str(e) == "Wasm module declares 5 pages (320 KiB) of memory; 256 KiB of SRAM are free"
-    await expect("out-of-memory", runner.check(wasm(), 64 * 1024, runtime_ram=1))
-    await expect("unsupported-package", runner.check(wasm()[:25], 10**6))
+    e = await expect("out-of-memory", check(runner, wasm(memory='(memory (export "memory") 5)'), 256 * 1024))
+    assert str(e) == ("SRAM short by 65,536 B (the model needs 327,680 bytes of RAM; "
+                      "262,144 bytes of SRAM are free)")  # 5 pages of 64 KiB against 256 KiB
+    await expect("out-of-memory", check(runner, wasm(), 64 * 1024, runtime_ram=1))
+    await expect("unsupported-package", check(runner, wasm()[:25], 10**6))
 
 
 async def test_wasm_trap_is_a_runtime_error_and_the_next_run_works(runner: ModelRunner) -> None:
     bad = wasm(invoke='(func (export "invoke") (result i32) (i32.load (i32.const 70000)))')
-    plan = await runner.check(bad, 10**6)  # nothing in the binary says it will trap
+    plan = await check(runner, bad, 10**6)  # nothing in the binary says it will trap
     e = await expect("runtime-error", runner.run(bad, plan))
     assert str(e).startswith("Wasm trap in invoke(): out of bounds memory access")
     good = wasm()
-    assert (await runner.run(good, await runner.check(good, 10**6))).outputs == [b"\x01" * 16]
+    assert (await runner.run(good, await check(runner, good, 10**6))).outputs == [b"\x01" * 16]
 
 
 async def test_wasm_failures_while_running(runner: ModelRunner) -> None:
     failing = wasm(invoke='(func (export "invoke") (result i32) (i32.const 3))')
-    e = await expect("runtime-error", runner.run(failing, await runner.check(failing, 10**6)))
+    e = await expect("runtime-error", runner.run(failing, await check(runner, failing, 10**6)))
     assert str(e) == "Wasm invoke() returned error code 3"
     greedy = wasm(invoke='(func (export "invoke") (result i32) '
                          '(drop (memory.grow (i32.const 2))) (i32.const 0))')
-    plan = await runner.check(greedy, 128 * 1024)
+    plan = await check(runner, greedy, 128 * 1024)
     e = await expect("out-of-memory", runner.run(greedy, plan))
     assert str(e) == "Wasm module grew its memory to 3 pages (192 KiB); 128 KiB are free"
-    assert (await runner.run(greedy, await runner.check(greedy, 192 * 1024))).arena_bytes == 3 * 65536
+    assert (await runner.run(greedy, await check(runner, greedy, 192 * 1024))).arena_bytes == 3 * 65536
 
 
 async def test_wasm_endless_loop_is_stopped() -> None:
     spin = wasm(invoke='(func (export "invoke") (result i32) (loop $l (br $l)) (i32.const 0))')
     async with ModelRunner(timeout_s=1) as r:
-        plan = await r.check(spin, 10**6)
+        plan = await check(r, spin, 10**6)
         e = await expect("runtime-error", r.run(spin, plan))
         assert "did not finish within 1 s" in str(e)
         good = wasm()
-        assert (await r.run(good, await r.check(good, 10**6))).outputs == [b"\x01" * 16]
+        assert (await r.run(good, await check(r, good, 10**6))).outputs == [b"\x01" * 16]
 
 
 # ---------------------------------------------------------------- memo_runs (fleet-scale benchmarks)
@@ -361,26 +373,26 @@ async def test_memoised_run_answers_an_identical_run_without_the_worker() -> Non
     blob, x = wasm(extra=META), bytes(range(240, 256))
     async with ModelRunner(timeout_s=10, memo_runs=True) as r:
         calls = count_submits(r)
-        plan = await r.check(blob, 256 * 1024)
+        plan = await check(r, blob, 256 * 1024)
         first = await r.run(blob, plan, [x])
-        assert calls == ["_wasm_measure", "_wasm_run"]
+        assert calls == ["_load", "_invoke"]
         second = await r.run(blob, plan, [x])
-        assert calls == ["_wasm_measure", "_wasm_run"]  # no second worker call
+        assert calls == ["_load", "_invoke"]  # no second worker call
         assert second == first and second.outputs == [bytes((b + 1) % 256 for b in x)]
         second.outputs.append(b"")  # a caller changing its result does not change the memo
         assert (await r.run(blob, plan, [x])).outputs == first.outputs
         assert (await r.run(blob, plan)).outputs == [b"\x01" * 16]  # other inputs: a new run
-        assert calls.count("_wasm_run") == 2
-        wider = await r.check(blob, 512 * 1024)  # another arena: a new run
+        assert calls.count("_invoke") == 2
+        wider = await check(r, blob, 512 * 1024)  # another arena: a new run
         await r.run(blob, wider, [x])
-        assert calls.count("_wasm_run") == 3
+        assert calls.count("_invoke") == 3
         same = await asyncio.gather(*(r.run(blob, plan, [bytes(16)]) for _ in range(5)))
-        assert calls.count("_wasm_run") == 4 and len({s.outputs[0] for s in same}) == 1  # shared
+        assert calls.count("_invoke") == 4 and len({s.outputs[0] for s in same}) == 1  # shared
         failing = wasm(invoke='(func (export "invoke") (result i32) (i32.const 3))')
-        fplan = await r.check(failing, 10**6)
+        fplan = await check(r, failing, 10**6)
         for _ in range(2):  # failures are not remembered
             await expect("runtime-error", r.run(failing, fplan))
-        assert calls.count("_wasm_run") == 6 and not r._running
+        assert calls.count("_invoke") == 6 and not r._running
 
 
 async def test_without_memo_every_run_goes_to_the_worker() -> None:
@@ -388,9 +400,9 @@ async def test_without_memo_every_run_goes_to_the_worker() -> None:
     async with ModelRunner(timeout_s=10) as r:
         assert r.memo_runs is False
         calls = count_submits(r)
-        plan = await r.check(blob, 256 * 1024)
+        plan = await check(r, blob, 256 * 1024)
         results = [await r.run(blob, plan, [x]) for _ in range(3)]
-        assert calls == ["_wasm_measure"] + ["_wasm_run"] * 3
+        assert calls == ["_load"] + ["_invoke"] * 3
         assert len({res.outputs[0] for res in results}) == 1 and not r._runs
 
 
@@ -400,9 +412,9 @@ async def test_memoised_tflm_run_is_the_first_run() -> None:
     x = np.random.default_rng(11).integers(-128, 128, size=(1, 49, 10, 1), dtype=np.int8).tobytes()
     async with ModelRunner(timeout_s=10, memo_runs=True) as r:
         calls = count_submits(r)
-        plan = await r.check(blob, 10**6)
+        plan = await check(r, blob, 10**6)
         first = await r.run(blob, plan, [x])
-        assert await r.run(blob, plan, [x]) == first and calls.count("_tflm_run") == 1
+        assert await r.run(blob, plan, [x]) == first and calls.count("_invoke") == 1
     async with ModelRunner(timeout_s=10) as r:
-        plan = await r.check(blob, 10**6)
+        plan = await check(r, blob, 10**6)
         assert (await r.run(blob, plan, [x])).outputs == first.outputs  # deterministic

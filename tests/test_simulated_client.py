@@ -12,9 +12,9 @@ import asyncio
 import pytest
 from rich.console import Console
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.model import default_registry
-from tinymlaas.lwm2m.path import ObjLink, Path
+from lwm2m.errors import BadRequest
+from lwm2m.model import default_registry
+from lwm2m.path import ObjLink, Path
 from tinymlaas.server.operations import DeviceError
 from simulator.client import ClientConfig, LwM2MClient
 from simulator.objects import ObjectTree

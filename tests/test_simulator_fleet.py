@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from device_profiles import get_profile, load_profiles
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from tinymlaas.server.server import LwM2MServer
 from simulator.device import SimulatedDevice
 from simulator.faults import Faults, FaultyLink, is_blockwise

@@ -14,7 +14,7 @@ import asyncio
 import pytest
 
 from device_profiles import get_profile
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from simulator.device import SimulatedDevice
 from simulator.faults import Faults
 from tests.sim_helpers import SHARED_MODELS, add_one_wasm, keypair, package, wait_value

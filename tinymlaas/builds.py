@@ -1,10 +1,14 @@
-"""Building a registered model for a backend: ``build(entry, backend, precision, profile)
--> Artifact`` (files to write or send, plus the figures of the build).
+"""Building a registered model with an installed backend: ``build(entry, backend, precision,
+profile) -> Export`` (the backend's ``Artifact``, its fit on the board, the files to write).
 
-One table, ``BACKENDS``: backend name -> builder. Each builder imports the model with the
-compiler's frontend, runs that backend's build (``compilers.backends``), checks what the
-board's runtime supports when a profile is given (TFLM: its operator list, refused before
-anything is written or sent, naming every missing operator) and returns the files.
+The model is imported with the compiler's frontend; the backend comes from the registry
+(``compilers.backends.registry``: every installed backend, none named here). With a profile,
+the board is the build's ``Target`` (through the first of the backend's runtimes the board
+has; a board-specific backend such as portable C measures for the board's core), so a backend
+refuses what the board's runtime cannot take before anything is written (TFLM: every missing
+operator), and the backend's ``fit`` judges the measured needs against what the board has
+free (less ``margin``, the deploy decision's safety fraction, when one is given). ``build.json``
+holds everything but the bytes.
 
 What it does not do: decide backend or precision for a device (deploy), cache builds, sign
 or deliver them.
@@ -13,10 +17,11 @@ or deliver them.
 from __future__ import annotations
 
 import json
-import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Mapping
 
+from compilers.backends import registry
+from compilers.backends.base import Artifact, Backend, BackendUnavailable, BuildOptions, Fit, RuntimeSpec, Target
 from device_profiles import Profile
 from tinymlaas.registry import ModelEntry, load_graph
 
@@ -26,149 +31,76 @@ class BuildError(ValueError):
 
 
 @dataclass(frozen=True)
-class Artifact:
-    backend: str
-    precision: str
-    files: dict[str, bytes]  # file name -> content
-    figures: dict[str, Any] = field(default_factory=dict)  # sizes, arena, sha256, ...
-    warnings: tuple[str, ...] = ()
+class Export:
+    artifact: Artifact
+    fit: Fit | None  # on the profile's board, when one was given
+    files: Mapping[str, bytes]  # the artifact's files and build.json
+
+    @property
+    def build_json(self) -> dict[str, Any]:
+        return dict(json.loads(self.files["build.json"]))
 
 
 Step = Callable[[str], None]
 
 
-def _source_graph(entry: ModelEntry, step: Step) -> Any:
-    step("importing")
-    return load_graph(entry.path.read_bytes(), entry.format)
+def usable_backends(profile: Profile) -> tuple[Backend, ...]:
+    """The installed backends a board can use: a runtime of theirs, or linked into its firmware."""
+    return tuple(b for b in registry.backends().values()
+                 if (b.board_specific and not b.runtimes) or any(profile.runtime(r) for r in b.runtimes))
 
 
-def tensor_specs(graph: Any) -> list[dict[str, Any]]:
-    """The model's inputs and outputs as the package manifest lists them: name, role, shape,
-    dtype and (for quantised tensors) scale and zero point."""
-    specs = []
-    for role, names in (("input", graph.inputs), ("output", graph.outputs)):
-        for name in names:
-            t = graph.tensors[name]
-            spec: dict[str, Any] = {"name": name, "role": role, "shape": list(t.shape), "dtype": t.dtype.value}
-            if t.quant is not None and len(t.quant.scale) == 1:
-                spec["scale"], spec["zero_point"] = float(t.quant.scale[0]), int(t.quant.zero_point[0])
-            specs.append(spec)
-    return specs
+def default_backend(profile: Profile | None) -> str:
+    """The first installed deliverable backend the board can run (any board: the first installed)."""
+    usable = [b.name for b in registry.deliverable().values() if profile is None or b in usable_backends(profile)]
+    if not usable:
+        raise BuildError("no installed backend makes an artifact " + (f"{profile.name} can run" if profile else "at all"))
+    return usable[0]
 
 
-def fit_figures(sram_need: int, sram_free: int, flash_need: int, flash_free: int,
-                ok: bool = True, note: str = "") -> dict[str, Any]:
-    """A fit verdict with its numbers ("yes", or "no: SRAM short by N B, ...")."""
-    short = [f"{what} short by {need - free:,} B" for what, need, free in
-             (("SRAM", sram_need, sram_free), ("flash", flash_need, flash_free)) if need > free]
-    verdict = ("yes" if not short else "no: " + ", ".join(short)) + note
-    return {"fits": ok and not short, "verdict": verdict, "sram_need": sram_need,
-            "sram_free": sram_free, "flash_need": flash_need, "flash_free": flash_free}
-
-
-def tflm_fit(arena: int, flash: int, board: Profile) -> dict[str, Any]:
-    """Whether a TFLM model fits a board: arena + TFLM's own RAM against the free SRAM, the
-    model against the free flash and the largest package the board takes."""
-    runtime = board.runtime("tflm")
-    return fit_figures(arena + (runtime.ram if runtime else 0), board.sram_free, flash,
-                       min(board.flash_free, board.max_package), runtime is not None,
-                       "" if runtime else " (no TFLM on this board)")
-
-
-def _tflm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step) -> Artifact:
-    from compilers.backends.tflm import build_tflm
-
-    operators = None
-    if profile is not None:
-        if profile.runtime("tflm") is None:
-            raise BuildError(f"profile {profile.name} has no TFLM runtime "
-                             f"(runtimes: {', '.join(r.name for r in profile.runtimes) or 'none'})")
-        operators = profile.tflm_operators
-    graph = _source_graph(entry, step)
-    notes: list[str] = []
-    step("compiling and measuring the arena in tflite-micro")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        b = build_tflm(graph, precision, name=entry.name, operators=operators,
-                       calibration=str(entry.calibration) if entry.calibration else None)
-    notes += [str(w.message) for w in caught]
-    assert b.arena is not None
-    figures = {"model": f"{entry.name}:{entry.version}", "source_sha256": entry.sha256,
-               "backend": "tflm", "precision": precision, "bytes": len(b.flatbuffer),
-               "sha256": b.sha256, "arena": b.arena.recommended, "arena_head": b.arena.head,
-               "arena_tail": b.arena.tail, "offline_plan": b.offline_plan,
-               "operators": list(b.operators), "tensors": tensor_specs(b.prepared.graph),
-               "profile": profile.name if profile else None}
-    if profile is not None:
-        figures["fits"] = tflm_fit(b.arena.recommended, len(b.flatbuffer), profile)
-    files = {f"{b.name}.tflite": b.flatbuffer}
-    files.update({k: v.encode() for k, v in b.c_sources().items()})
-    files["build.json"] = (json.dumps(figures, indent=2) + "\n").encode()
-    return Artifact("tflm", precision, files, figures, tuple(notes))
-
-
-def _wasm(entry: ModelEntry, precision: str, profile: Profile | None, step: Step) -> Artifact:
-    from compilers.backends.wasm.build import build_wasm, wasm_fit
-
-    graph = _source_graph(entry, step)
-    step("compiling C and linking the Wasm module")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        b = build_wasm(graph, precision, name=entry.name, version=entry.version,
-                       source_sha256=entry.sha256,
-                       calibration=str(entry.calibration) if entry.calibration else None)
-    figures: dict[str, Any] = {
-        "model": f"{entry.name}:{entry.version}", "source_sha256": entry.sha256, "backend": "wasm",
-        "precision": precision, "bytes": len(b.module), "sha256": b.sha256, "pages": b.pages,
-        "arena": b.cmodel.arena_bytes, "abi": 1, "tensors": tensor_specs(b.prepared.graph),
-        "profile": profile.name if profile else None}
-    if profile is not None:
-        runtime = next((r for r in profile.runtimes if r.name in ("wasm3", "wamr")), None)
-        if runtime is None:
-            raise BuildError(f"profile {profile.name} has no Wasm runtime "
-                             f"(runtimes: {', '.join(r.name for r in profile.runtimes) or 'none'})")
-        fit = wasm_fit(len(b.module), b.pages, sram_free=profile.sram_free,
-                       flash_free=profile.flash_free, runtime_ram=runtime.ram,
-                       runtime_flash=runtime.flash)
-        figures["fits"] = {"fits": fit.fits, "verdict": fit.reason, "sram_need": fit.sram_need,
-                           "sram_free": fit.sram_free, "flash_need": fit.flash_need,
-                           "flash_free": fit.flash_free}
-    files = {f"{b.cmodel.name}.wasm": b.module,
-             "build.json": (json.dumps(figures, indent=2) + "\n").encode()}
-    return Artifact("wasm", precision, files, figures, tuple(str(w.message) for w in caught))
-
-
-def _c(entry: ModelEntry, precision: str, profile: Profile | None, step: Step) -> Artifact:
-    from compilers.backends.c.build import STACK_ESTIMATE, build_c
-
-    if profile is None:
-        raise BuildError("the C backend needs --profile: its flash and RAM are measured by "
-                         "compiling for the board's core")
-    graph = _source_graph(entry, step)
-    step(f"generating C and compiling it for {profile.core}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        b = build_c(graph, precision, profile.core, name=entry.name,
-                    calibration=str(entry.calibration) if entry.calibration else None)
-    s = b.sizes
-    figures = {"model": f"{entry.name}:{entry.version}", "source_sha256": entry.sha256,
-               "backend": "c", "precision": precision, "core": profile.core,
-               "profile": profile.name, "arena": b.cmodel.arena_bytes,
-               "sections": {"text": s.text, "rodata": s.rodata, "data": s.data, "bss": s.bss},
-               "flash": b.flash, "ram": b.ram, "stack_estimate": STACK_ESTIMATE,
-               "fits": fit_figures(b.ram, profile.sram_free, b.flash, profile.flash_free)}
-    files = {"model.c": b.cmodel.source.encode(), "model.h": b.cmodel.header().encode(),
-             "build.json": (json.dumps(figures, indent=2) + "\n").encode()}
-    return Artifact("c", precision, files, figures, tuple(str(w.message) for w in caught))
-
-
-BACKENDS: dict[str, Callable[[ModelEntry, str, Profile | None, Step], Artifact]] = {
-    "tflm": _tflm, "wasm": _wasm, "c": _c}
+def board_target(backend: Backend, profile: Profile) -> Target:
+    """What ``profile``'s board offers ``backend`` (BuildError when it has none of its runtimes)."""
+    if not backend.runtimes:  # linked into the firmware: the board itself, no runtime of its own
+        return Target(profile.name, profile.core, profile.clock_mhz, profile.fpu, profile.sram_free,
+                      profile.flash_free, profile.max_package, RuntimeSpec("firmware", ""))
+    runtime = next((r for r in backend.runtimes if profile.runtime(r)), None)
+    if runtime is None:
+        raise BuildError(f"profile {profile.name} has no {backend.short_title} runtime (it needs "
+                         f"{' or '.join(backend.runtimes)}; runtimes: "
+                         f"{', '.join(r.name for r in profile.runtimes) or 'none'})")
+    return profile.target(runtime)
 
 
 def build(entry: ModelEntry, backend: str, precision: str, profile: Profile | None = None,
-          step: Step = lambda _: None) -> Artifact:
-    """Build ``entry`` with ``backend`` at ``precision`` (``step`` hears each phase)."""
-    if backend not in BACKENDS:
-        raise BuildError(f"backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    return BACKENDS[backend](entry, precision, profile, step)
+          step: Step = lambda _: None, refuse_early: bool = True, margin: float = 0.0) -> Export:
+    """Build ``entry`` with ``backend`` at ``precision`` (``step`` hears each phase).
+
+    With ``refuse_early`` the backend refuses what the board cannot take before it measures
+    anything (an export); without, it builds as for any board and the fit lists every
+    shortfall (``models inspect``, where the verdict is wanted in full)."""
+    try:
+        b = registry.get(backend)
+    except BackendUnavailable as exc:
+        raise BuildError(str(exc)) from None
+    if precision not in b.precisions:
+        raise BuildError(f"precision {precision!r}: expected one of {', '.join(b.precisions)}")
+    target = board_target(b, profile) if profile is not None else None
+    if target is None and b.board_specific:
+        raise BuildError(f"the {b.name} backend needs --profile: its flash and RAM are measured by "
+                         f"compiling for the board's core")
+    step("importing")
+    graph = load_graph(entry.path.read_bytes(), entry.format)
+    step(f"building for {b.title}" + (f" on {target.core}" if target is not None and b.board_specific else ""))
+    given = target if refuse_early or b.board_specific else None
+    art = b.build(graph, BuildOptions(precision, entry.name, entry.version, entry.sha256,
+                                      str(entry.calibration) if entry.calibration else None, given))
+    fit = b.fit(art.needs, replace(target, margin=margin), precision, art.macs) if target is not None else None
+    described = {**art.details, **art.describe(), "model": f"{entry.name}:{entry.version}",
+                 "source_sha256": entry.sha256, "profile": profile.name if profile else None,
+                 "fits": fit.as_json() if fit is not None else None}
+    described.pop("details", None)
+    files = {**art.files, "build.json": (json.dumps(described, indent=2) + "\n").encode()}
+    return Export(art, fit, files)
+
+
+__all__ = ["BuildError", "Export", "board_target", "build", "default_backend", "usable_backends"]

@@ -30,7 +30,7 @@ from rich.table import Table
 from device_profiles import load_profiles
 from tinymlaas import bundled, runtime
 from tinymlaas.deploy.service import DeployOptions
-from tinymlaas.lwm2m.path import Path
+from lwm2m.path import Path
 from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
 from simulator.runtimes import ModelRunner
 
@@ -106,13 +106,13 @@ async def see_digit(deployer: Any, device: Any, row: dict[str, Any], x: np.ndarr
     read the output back and decode it with the tensor specs of the package's manifest."""
     built = await deployer.cache.lookup(row["decision"]["chosen"]["artifact_key"])
     assert built is not None, "the deployed build is in the compile cache"
-    specs = {s["role"]: s for s in built.figures["tensors"]}
-    quant = lambda s: (s["scale"], s["zero_point"]) if "scale" in s else None  # noqa: E731
-    device.sample_inputs = [bundled.sample_input(index, specs["input"]["dtype"], quant(specs["input"]))]
+    specs = {s.role: s for s in built.artifact.tensors}
+    quant = lambda s: (s.scale, s.zero_point) if s.scale is not None else None  # noqa: E731
+    device.sample_inputs = [bundled.sample_input(index, specs["input"].dtype, quant(specs["input"]))]
     server = deployer.server
     await server.execute(device.endpoint, RUN, "0='1'")
     content = await server.read(device.endpoint, Path(33101, 0))
-    scores = bundled.decode_output(content[OUTPUT], specs["output"]["dtype"], quant(specs["output"]))
+    scores = bundled.decode_output(content[OUTPUT], specs["output"].dtype, quant(specs["output"]))
     guess = int(np.argmax(scores))
     return {"digit": label, "guess": guess, "correct": guess == label, "latency_us": content.get(LATENCY)}
 
@@ -127,8 +127,8 @@ def show(console: Console, rows: list[dict[str, Any]]) -> None:
         via = f"{d.version} /{9 if d.software else 5} " + CAPS.get(source, "?")
         if row["state"] == "succeeded":
             decision = f"{chosen['backend']} {chosen['precision']}"
-            flash = f"{kib(chosen['package'])} / {kib(chosen['flash_usable'])}"
-            sram = f"{kib(chosen['sram_need'])} / {kib(chosen['sram_usable'])}"
+            flash = f"{kib(chosen['flash_bytes'])} / {kib(chosen['flash_usable_bytes'])}"
+            sram = f"{kib(chosen['ram_bytes'])} / {kib(chosen['ram_usable_bytes'])}"
             delivery = f"ok {row['method']} {row['object_path']} {r['seconds']:.1f} s"
             mark = "✓" if r.get("correct") else "✗"
             inference = f"{r['digit']} -> {r['guess']} {mark}"

@@ -24,12 +24,12 @@ from pydantic import BaseModel, Field
 from sqlalchemy import desc, select
 
 from tinymlaas import __version__
-from tinymlaas.lwm2m.errors import BadRequest, LwM2MError
-from tinymlaas.lwm2m.jsonvalues import content_from_json, content_to_json
-from tinymlaas.lwm2m.link_format import format_links
-from tinymlaas.lwm2m.model.ddf import parse_ddf
-from tinymlaas.lwm2m.model.values import parse_cli_value
-from tinymlaas.lwm2m.path import Path
+from lwm2m.errors import BadRequest, LwM2MError
+from lwm2m.jsonvalues import content_from_json, content_to_json
+from lwm2m.link_format import format_links
+from lwm2m.model.ddf import parse_ddf
+from lwm2m.model.values import parse_cli_value
+from lwm2m.path import Path
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES, EVENTS, OBJECT_DEFINITIONS, OBSERVED_VALUES
 

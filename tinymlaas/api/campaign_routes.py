@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from tinymlaas.deploy import groups
 from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.service import DeployOptions
-from tinymlaas.lwm2m.errors import BadRequest
+from lwm2m.errors import BadRequest
 
 T = TypeVar("T")
 

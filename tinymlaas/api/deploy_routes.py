@@ -1,4 +1,5 @@
-"""Admin API routes for deployments: decide (dry run), deploy, list, show, cancel, rollback.
+"""Admin API routes for deployments: the installed backends, decide (dry run), deploy, list, show,
+cancel, rollback.
 
 Translation only: every route calls the ``Deployer``. A model the registry does not know is a
 400 naming it; a device that fits no candidate is a 412 whose message lists every candidate
@@ -14,8 +15,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from compilers.backends import registry
 from tinymlaas.deploy.service import Deployer, DeployOptions
-from tinymlaas.lwm2m.errors import BadRequest
+from lwm2m.errors import BadRequest
 from tinymlaas.registry import ModelEntry, RegistryError
 from tinymlaas.store.tables import EVENTS
 
@@ -23,7 +25,7 @@ from tinymlaas.store.tables import EVENTS
 class DeployBody(BaseModel):
     endpoint: str
     model: str = Field(description="NAME, NAME:VERSION or a sha256 prefix")
-    backend: str | None = Field(None, description="tflm or wasm; default: chosen")
+    backend: str | None = Field(None, description="an installed deliverable backend (GET /backends); default: chosen")
     precision: str | None = Field(None, description="float32 or int8; default: chosen")
     method: str = Field("pull", description="pull (Package URI, Block2) or push (Package, Block1)")
     object_id: int | None = Field(None, description="9 (Software Management) or 5 (Firmware Update)")
@@ -55,6 +57,12 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
         deployer.server.spawn(deployer.run(deployment_id), name=f"deployment {deployment_id}")
         return await deployer.get(deployment_id)
 
+    @app.get("/backends", dependencies=deps)
+    async def backends() -> dict[str, Any]:
+        """The backends installed in the server (entry points ``tinymlaas.backends``), and any left out."""
+        return {"backends": [registry.describe(b) for b in registry.backends().values()],
+                "left_out": dict(registry.problems())}
+
     @app.post("/deployments/plan", dependencies=deps)
     async def plan(body: DeployBody) -> dict[str, Any]:
         e, options = await entry(body.model), options_of(body)
@@ -63,7 +71,7 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
         chosen, candidates, built = await deployer.decide(target, e, options)
         return {"endpoint": body.endpoint, "model": f"{e.name}:{e.version}", "target": target.as_json(),
                 "chosen": chosen.as_json(), "candidates": [c.as_json() for c in candidates],
-                "margin": options.margin, "macs": built.figures.get("macs")}
+                "margin": options.margin, "macs": built.artifact.macs}
 
     @app.post("/deployments", dependencies=deps)
     async def deploy(body: DeployBody) -> dict[str, Any]:

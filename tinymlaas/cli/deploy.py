@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from compilers.backends import registry
 from tinymlaas.cli.client import CliError, call
 
 out = Console()
@@ -40,8 +41,8 @@ def candidates_table(decision: dict[str, Any]) -> Table:
     for c in decision.get("candidates", []):
         mark = "→" if (c["backend"], c["precision"]) == (chosen.get("backend"), chosen.get("precision")) else ""
         latency = f"{c['latency_ms']:,.1f} ms" if c.get("latency_ms") is not None else "-"
-        table.add_row(mark, c["backend"], c["precision"], c["runtime"], kb(c["package"]), kb(c["flash_usable"]),
-                      kb(c["sram_need"]), kb(c["sram_usable"]), latency,
+        table.add_row(mark, c["backend"], c["precision"], c["runtime"], kb(c.get("flash_bytes")), kb(c.get("flash_usable_bytes")),
+                      kb(c.get("ram_bytes")), kb(c.get("ram_usable_bytes")), latency,
                       "fits" if c["fits"] else escape("; ".join(c["problems"])))
     return table
 
@@ -102,7 +103,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @app.command()
     @one_line_errors
     def deploy(endpoint: str, model: str = typer.Argument(..., help="NAME, NAME:VERSION or a sha256 prefix"),
-               backend: Optional[str] = typer.Option(None, help="tflm or wasm (default: chosen to fit)"),
+               backend: Optional[str] = typer.Option(None, help="an installed deliverable backend: "
+                                                        f"{', '.join(registry.deliverable())} (default: chosen to fit)"),
                precision: Optional[str] = typer.Option(None, help="float32 or int8 (default: chosen to fit)"),
                push: bool = typer.Option(False, "--push", help="push the package (Block1) instead of a Package URI"),
                obj: Optional[int] = typer.Option(None, "--object", help="9 (Software Management) or 5 (Firmware Update)"),
@@ -120,7 +122,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                 return
             c = plan["chosen"]
             out.print(f"{escape(plan['model'])} -> {escape(endpoint)}: would deploy {c['backend']} {c['precision']} "
-                      f"({kb(c['package'])} package, {kb(c['sram_need'])} SRAM)", highlight=False)
+                      f"({kb(c.get('flash_bytes'))} package, {kb(c.get('ram_bytes'))} SRAM)", highlight=False)
             out.print(candidates_table(plan))
             return
         d = follow(call("POST", "/deployments", json_body=body, timeout=60)["id"], timeout)

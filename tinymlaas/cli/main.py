@@ -21,8 +21,8 @@ from rich.table import Table
 from tinymlaas.cli import campaigns, deploy, fleet, models
 from tinymlaas.cli.client import CliError, call, stream
 from compilers.errors import CompilerError
-from tinymlaas.lwm2m.errors import LwM2MError
-from tinymlaas.lwm2m.numbers import ContentFormat
+from lwm2m.errors import LwM2MError
+from lwm2m.numbers import ContentFormat
 
 app = typer.Typer(help="TinyML-as-a-Service: an LwM2M server that compiles models for MCUs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)

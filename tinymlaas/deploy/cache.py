@@ -1,4 +1,5 @@
-"""The compile cache: one build per (model, options, target features), shared by every device.
+"""The compile cache: one build per (model, backend, precision, target features), shared by every
+device.
 
 ``key`` is the sha256 of everything that determines the artifact's bytes: the model's and
 its calibration set's sha256, backend, precision, the target features the build depends on
@@ -6,8 +7,10 @@ and the compiler version. A fleet of 1,000 identical boards therefore compiles o
 1,000 different boards when the artifact does not depend on them (a TFLM flatbuffer is the
 same for every board: each board's operator list is checked at decision time, not baked in).
 
-``get`` returns a ``Built`` from memory, else from disk (``<dir>/<key>.bin`` plus its
-``artifacts`` row), else compiles. Concurrent requests for the same key share one future, so
+``get`` returns a ``Built`` (the backend's ``Artifact``: bytes, measured needs, tensors, MACs)
+from memory, else from disk (``<dir>/<key>.bin`` plus its ``artifacts`` row, whose ``figures``
+hold ``Artifact.describe()``), else compiles with the installed backend
+(``tinymlaas.builds``). Only backends whose artifacts a device runs are cached. Concurrent requests for the same key share one future, so
 one compilation serves them all; a failed build is remembered (in memory, for this process)
 so a fleet does not retry it per device. Compilation runs in a spawned worker process
 (``ProcessPoolExecutor``): it is CPU-bound Python and would otherwise hold the GIL and stall the
@@ -33,13 +36,12 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+from compilers.backends import registry
+from compilers.backends.base import Artifact
 from tinymlaas import __version__
 from tinymlaas.registry import ModelEntry
 from tinymlaas.store import Store
 from tinymlaas.store.tables import ARTIFACTS
-
-# backend -> suffix of the deliverable file in ``tinymlaas.builds.build``'s files
-ARTIFACT_SUFFIX = {"tflm": ".tflite", "wasm": ".wasm"}
 
 
 class CompileFailed(ValueError):
@@ -49,12 +51,21 @@ class CompileFailed(ValueError):
 @dataclass(frozen=True)
 class Built:
     key: str
-    backend: str
-    precision: str
     features: tuple[str, ...]
-    artifact: bytes = field(repr=False)
-    sha256: str
-    figures: dict[str, Any] = field(hash=False, compare=False)
+    artifact: Artifact = field(repr=False)
+    sha256: str  # of ``artifact.data``
+
+    @property
+    def backend(self) -> str:
+        return self.artifact.backend
+
+    @property
+    def precision(self) -> str:
+        return self.artifact.precision
+
+    @property
+    def data(self) -> bytes:
+        return self.artifact.data
 
 
 def cache_key(entry: ModelEntry, backend: str, precision: str, features: tuple[str, ...]) -> str:
@@ -66,20 +77,16 @@ def cache_key(entry: ModelEntry, backend: str, precision: str, features: tuple[s
 
 def compile_artifact(path: str, fmt: str, name: str, version: str, sha: str, calibration: str | None,
                      backend: str, precision: str) -> tuple[bytes, dict[str, Any]]:
-    """In the worker process: build with ``tinymlaas.builds`` and return (artifact, figures)."""
+    """In the worker process: build with ``tinymlaas.builds``; (artifact bytes, its description)."""
     from compilers.errors import CompilerError
-    from compilers.report import report
     from tinymlaas.builds import BuildError, build
-    from tinymlaas.registry import load_graph
 
     entry = ModelEntry(name, version, sha, fmt, 0, Path(path), Path(calibration) if calibration else None, 0.0)
     try:
-        art = build(entry, backend, precision)
-        macs = report(load_graph(Path(path).read_bytes(), fmt)).macs
+        art = build(entry, backend, precision).artifact
     except (CompilerError, BuildError, ValueError) as exc:
         raise CompileFailed(f"{backend} {precision}: {exc}") from None
-    blob = next(data for file, data in art.files.items() if file.endswith(ARTIFACT_SUFFIX[backend]))
-    return blob, {**art.figures, "macs": macs, "warnings": list(art.warnings)}
+    return art.data, art.describe()
 
 
 def _read_checked(path: Path, sha256: str) -> bytes | None:
@@ -118,9 +125,9 @@ class CompileCache:
             self._pool = None
 
     async def get(self, entry: ModelEntry, backend: str, precision: str, features: tuple[str, ...] = ()) -> Built:
-        if backend not in ARTIFACT_SUFFIX:
+        if backend not in registry.deliverable():
             raise CompileFailed(f"backend {backend!r} makes no deliverable artifact "
-                                f"(deliverable: {', '.join(ARTIFACT_SUFFIX)})")
+                                f"(deliverable: {', '.join(registry.deliverable()) or 'none installed'})")
         key = cache_key(entry, backend, precision, features)
         task = self.memory.get(key)
         if task is not None:
@@ -149,25 +156,28 @@ class CompileCache:
         blob = await asyncio.to_thread(_read_checked, self.dir / f"{key}.bin", row.sha256)
         if blob is None:
             return None  # missing or damaged: build it again
+        try:
+            artifact = Artifact.restore(blob, row.figures)
+        except (KeyError, TypeError, ValueError):
+            return None  # written by an older release: build it again
         self.hits += 1
-        return Built(key, row.backend, row.precision, tuple(filter(None, row.features.split(","))), blob,
-                     row.sha256, row.figures)
+        return Built(key, tuple(filter(None, row.features.split(","))), artifact, row.sha256)
 
     async def _compile(self, key: str, entry: ModelEntry, backend: str, precision: str,
                        features: tuple[str, ...]) -> Built:
         loop = asyncio.get_running_loop()
         self.compiles += 1
-        blob, figures = await loop.run_in_executor(
+        blob, described = await loop.run_in_executor(
             self._executor(), compile_artifact, str(entry.path), entry.format, entry.name, entry.version,
             entry.sha256, str(entry.calibration) if entry.calibration else None, backend, precision)
         sha = hashlib.sha256(blob).hexdigest()
         await asyncio.to_thread(_write_atomic, self.dir, key, blob)
         row = {"key": key, "model_sha256": entry.sha256, "backend": backend, "precision": precision,
-               "features": ",".join(features), "sha256": sha, "size": len(blob), "figures": figures,
+               "features": ",".join(features), "sha256": sha, "size": len(blob), "figures": described,
                "created_at": time.time()}
 
         def save(c: Any) -> None:
             if c.execute(select(ARTIFACTS.c.key).where(ARTIFACTS.c.key == key)).first() is None:
                 c.execute(insert(ARTIFACTS).values(**row))
         await self.store.write(save)
-        return Built(key, backend, precision, features, blob, sha, figures)
+        return Built(key, features, Artifact.restore(blob, described), sha)

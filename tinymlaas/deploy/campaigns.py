@@ -50,7 +50,7 @@ from sqlalchemy import Connection, func, insert, select, update
 
 from tinymlaas.deploy.groups import get_group, members
 from tinymlaas.deploy.service import TERMINAL, DeployOptions
-from tinymlaas.lwm2m.errors import BadRequest, NotFound
+from lwm2m.errors import BadRequest, NotFound
 from tinymlaas.store.tables import CAMPAIGNS, DEPLOYMENTS, EVENTS
 
 log = logging.getLogger(__name__)

@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from tinymlaas.lwm2m.errors import LwM2MError, NotFound
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.errors import LwM2MError, NotFound
+from lwm2m.path import Path, Value
 from tinymlaas.server.device_client import DeviceTimeout
 from tinymlaas.server.operations import DeviceError
 

@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import Connection, delete, func, insert, select
 
-from tinymlaas.lwm2m.errors import NotFound
+from lwm2m.errors import NotFound
 from tinymlaas.store.store import Store
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES, GROUPS
 

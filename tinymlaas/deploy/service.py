@@ -35,9 +35,9 @@ from tinymlaas.deploy import choice
 from tinymlaas.deploy.cache import Built, CompileCache, CompileFailed
 from tinymlaas.deploy.delivery import DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
 from tinymlaas.deploy.signing import ServerKey, model_version, package_version
-from tinymlaas.deploy.target import NoCapabilities, Target, target_from_snapshot
-from tinymlaas.lwm2m.errors import LwM2MError, NotFound
-from tinymlaas.lwm2m.path import Path, Value
+from tinymlaas.deploy.target import DeviceTarget, NoCapabilities, target_from_snapshot
+from lwm2m.errors import LwM2MError, NotFound
+from lwm2m.path import Path, Value
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
 
@@ -218,7 +218,7 @@ class Deployer:
                             artifact_sha256=built.sha256, package_size=len(package), method=options.method,
                             decision={"chosen": chosen.as_json(), "candidates": [c.as_json() for c in candidates],
                                       "margin": options.margin, "target": target.as_json(),
-                                      "macs": built.figures.get("macs")})
+                                      "macs": built.artifact.macs})
             session = Session(self.server, ep, self.policy)
             obj = self._update_object(ep, options)
             await self._give_key(session, ep)
@@ -269,7 +269,7 @@ class Deployer:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    async def target(self, endpoint: str) -> Target:
+    async def target(self, endpoint: str) -> DeviceTarget:
         """The device's capabilities, read now (a stale snapshot would misjudge free flash)."""
         delay, longest = self.policy.backoff_s
         end = time.monotonic() + self.policy.deadline_s
@@ -284,7 +284,7 @@ class Deployer:
             await asyncio.sleep(delay)
             delay = min(delay * 2, longest)
 
-    async def decide(self, target: Target, entry: ModelEntry,
+    async def decide(self, target: DeviceTarget, entry: ModelEntry,
                      options: DeployOptions) -> tuple[choice.Candidate, list[choice.Candidate], Built]:
         """Build every candidate (cached) and pick; ``NoFit`` lists them all when none fits."""
         pairs = choice.plan(target, options.backend, options.precision)
@@ -292,14 +292,14 @@ class Deployer:
         candidates, by_key = [], {}
         for (backend, precision, runtime), built in zip(pairs, builds):
             if isinstance(built, CompileFailed):
-                candidates.append(choice.evaluate(target, backend, precision, runtime, None, 0, 0,
+                candidates.append(choice.evaluate(target, backend, precision, runtime, None, 0,
                                                   options.margin, error=str(built)))
                 continue
             if isinstance(built, BaseException):
                 raise built
             by_key[built.key] = built
-            candidates.append(choice.evaluate(target, backend, precision, runtime, built.figures,
-                                              len(self.key.seal(built, entry)), int(built.figures.get("macs", 0)),
+            needs = built.artifact.needs.stored_as(len(self.key.seal(built, entry)))
+            candidates.append(choice.evaluate(target, backend, precision, runtime, needs, built.artifact.macs,
                                               options.margin, key=built.key))
         chosen = choice.decide(target, candidates, options.margin)
         return chosen, candidates, by_key[chosen.artifact_key]

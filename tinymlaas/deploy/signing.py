@@ -5,8 +5,10 @@ PKCS#8, file mode 0600) and loaded afterwards, so devices that were given the pu
 accepting this server's packages across restarts. Devices learn the public key through the ML
 Capability object (resource 33100/0/12, written by the deployer before the first delivery) or
 at bootstrap. ``seal`` wraps a ``Built`` artifact in the one envelope of
-``tinymlaas.lwm2m.package`` (COSE_Sign1 over a CBOR manifest, plus the artifact); packages are
-cached per artifact key (Ed25519 signatures are deterministic, so the bytes would not change).
+``lwm2m.package`` (COSE_Sign1 over a CBOR manifest, plus the artifact): the manifest's
+kind is the backend's artifact kind, its ``arena`` the RAM the build measured, its minimum
+runtime the artifact's own; packages are cached per artifact key (Ed25519 signatures are
+deterministic, so the bytes would not change).
 
 What it does not do: rotate keys or revoke them (a new key means writing it to every device).
 """
@@ -20,13 +22,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from compilers.backends import registry
 from tinymlaas.deploy.cache import Built
-from tinymlaas.lwm2m.package import Manifest, seal as seal_package
+from lwm2m.package import Manifest, seal as seal_package
 from tinymlaas.registry import ModelEntry
 
 KEY_FILE = "signing-key.pem"
-# backend -> (package kind, minimum runtime the artifact needs)
-KINDS = {"tflm": ("tflite", "tflm 2024-06"), "wasm": ("wasm", "tinyml-abi 1")}
 
 
 def package_version(entry: ModelEntry, built: Built) -> str:
@@ -73,10 +74,12 @@ class ServerKey:
         holds, so float32 and int8 builds of one model version are told apart."""
         cache = (built.key, entry.name, entry.version)
         if cache not in self._sealed:
-            kind, min_runtime = KINDS[built.backend]
-            f = built.figures
-            manifest = Manifest(entry.name, package_version(entry, built), kind, bytes.fromhex(built.sha256), len(built.artifact),
-                                arena=int(f.get("arena", 0)), pages=int(f.get("pages", 0)),
-                                tensors=tuple(f.get("tensors", ())), min_runtime=min_runtime)
-            self._sealed[cache] = seal_package(built.artifact, manifest, self.private)
+            kind = registry.get(built.backend).kind
+            if kind is None:
+                raise ValueError(f"backend {built.backend!r} makes no deliverable artifact")
+            art = built.artifact
+            manifest = Manifest(entry.name, package_version(entry, built), kind.name, bytes.fromhex(built.sha256),
+                                len(art.data), arena=art.needs.ram_bytes,
+                                tensors=tuple(t.as_json() for t in art.tensors), min_runtime=art.min_runtime)
+            self._sealed[cache] = seal_package(art.data, manifest, self.private)
         return self._sealed[cache]

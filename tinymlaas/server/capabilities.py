@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from sqlalchemy import Connection, insert, update
 
 from device_profiles import Profile, match_device
-from tinymlaas.lwm2m.errors import LwM2MError
-from tinymlaas.lwm2m.jsonvalues import content_to_json
-from tinymlaas.lwm2m.path import Path
+from lwm2m.errors import LwM2MError
+from lwm2m.jsonvalues import content_to_json
+from lwm2m.path import Path
 from tinymlaas.server.registrations import Registration, event_row
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES
 

@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 from aiocoap import Code, Message
 from aiocoap import error as coap_error
 
-from tinymlaas.lwm2m.errors import LwM2MError, NotFound
-from tinymlaas.lwm2m.numbers import ContentFormat
-from tinymlaas.lwm2m.transport import response_within
+from lwm2m.errors import LwM2MError, NotFound
+from lwm2m.numbers import ContentFormat
+from lwm2m.transport import response_within
 from tinymlaas.server.operations import Operation
 from tinymlaas.server.registrations import Registration
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any
 from aiocoap import CON, Code, Message
 from sqlalchemy import Connection, delete, insert
 
-from tinymlaas.lwm2m.errors import LwM2MError, NotFound
-from tinymlaas.lwm2m.jsonvalues import content_to_json
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.errors import LwM2MError, NotFound
+from lwm2m.jsonvalues import content_to_json
+from lwm2m.path import Path, Value
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, preferred_format
 from tinymlaas.server.operations import Observe, decode_response
 from tinymlaas.store.tables import OBSERVED_VALUES

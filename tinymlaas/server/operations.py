@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 
 from aiocoap import Code, Message
 
-from tinymlaas.lwm2m import codecs
-from tinymlaas.lwm2m.errors import BadRequest, LwM2MError
-from tinymlaas.lwm2m.link_format import Link, parse_links
-from tinymlaas.lwm2m.model import ObjectRegistry
-from tinymlaas.lwm2m.numbers import ContentFormat
-from tinymlaas.lwm2m.path import Content, Path, Value
+from lwm2m import codecs
+from lwm2m.errors import BadRequest, LwM2MError
+from lwm2m.link_format import Link, parse_links
+from lwm2m.model import ObjectRegistry
+from lwm2m.numbers import ContentFormat
+from lwm2m.path import Content, Path, Value
 
 # Write-Attributes names (TS Core 1.1 5.1.2 / 1.2 5.1.1): numeric, or none to unset.
 ATTRIBUTES = frozenset({"pmin", "pmax", "gt", "lt", "st", "epmin", "epmax", "edge", "con", "hqmax", "dim"})

@@ -15,8 +15,8 @@ from collections import defaultdict
 
 from aiocoap import Code
 
-from tinymlaas.lwm2m.errors import LwM2MError
-from tinymlaas.lwm2m.numbers.versions import QUEUE_AWAKE_S
+from lwm2m.errors import LwM2MError
+from lwm2m.numbers.versions import QUEUE_AWAKE_S
 from tinymlaas.server.registrations import Registration
 
 

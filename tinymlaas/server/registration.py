@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aiocoap import Code, Message
 
-from tinymlaas.lwm2m.errors import BadRequest, LwM2MError, NotFound, PreconditionFailed, \
+from lwm2m.errors import BadRequest, LwM2MError, NotFound, PreconditionFailed, \
     RequestEntityTooLarge, UnsupportedContentFormat
-from tinymlaas.lwm2m.link_format import parse_links, registration_objects
-from tinymlaas.lwm2m.numbers import ContentFormat
-from tinymlaas.lwm2m.numbers.versions import DEFAULT_BINDING, DEFAULT_LIFETIME, SUPPORTED_VERSIONS
+from lwm2m.link_format import parse_links, registration_objects
+from lwm2m.numbers import ContentFormat
+from lwm2m.numbers.versions import DEFAULT_BINDING, DEFAULT_LIFETIME, SUPPORTED_VERSIONS
 from tinymlaas.server.registrations import Registration, event_row, registration_rows, removal_rows
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 from sqlalchemy import JSON, Connection, bindparam, select, text
 
-from tinymlaas.lwm2m.link_format import RegisteredObject, parse_links, registration_objects
+from lwm2m.link_format import RegisteredObject, parse_links, registration_objects
 from tinymlaas.store import tables
 from tinymlaas.store.store import Row, Statement
 

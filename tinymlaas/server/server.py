@@ -18,9 +18,9 @@ from aiocoap.resource import PathCapable, Resource
 from sqlalchemy import select
 
 from device_profiles import load_profiles
-from tinymlaas.lwm2m.model import ObjectRegistry, default_registry
-from tinymlaas.lwm2m.model.ddf import parse_ddf
-from tinymlaas.lwm2m.path import Content, Path
+from lwm2m.model import ObjectRegistry, default_registry
+from lwm2m.model.ddf import parse_ddf
+from lwm2m.path import Content, Path
 from tinymlaas.server import dedup, operations as ops
 from tinymlaas.server.capabilities import Capabilities
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, DeviceClient

@@ -2,7 +2,7 @@
 
 Registrations keep their link payload as the CoRE link-format text the device sent (it is
 re-parsed on load); everything else is one row per fact. JSON columns hold values in the
-form of ``tinymlaas.lwm2m.jsonvalues``. Times are float seconds since the epoch.
+form of ``lwm2m.jsonvalues``. Times are float seconds since the epoch.
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 ``recommended_arena(model)`` -> ``ArenaReport(recorded_total, head, tail, recommended)``:
 
 * a first load with a generous arena (``start``, default 8 MiB) invokes once and prints the
-  RecordingMicroAllocator statistics; they go to C-level stdout, so the child points fd 1 at a
-  temporary file (``os.dup2``) and parses ``Arena allocation total|head|tail N bytes``;
+  RecordingMicroAllocator statistics; they go to C-level stdout, which ``isolation.isolated``
+  captures, and ``Arena allocation total|head|tail N bytes`` is parsed;
 * then the smallest arena (a multiple of 16) that loads AND invokes is bisected, each probe in
-  its own forked child: tflite-micro segfaults the whole process when the arena is too small,
+  its own forked child (``isolation``): tflite-micro segfaults the whole process when the arena is too small,
   so a crash, a failed load/invoke or a timeout all count as "too small"; at most
   ``MAX_PROBES`` probes, each killed after ``timeout_s``.
 
@@ -18,14 +18,11 @@ package.
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
+from ..isolation import child_log, isolated
 from .emit import BackendError
 
 DEFAULT_START = 8 * 1024 * 1024
@@ -47,55 +44,24 @@ def _runtime() -> Any:
     return runtime
 
 
-def _child(conn: Any, model: bytes, arena: int, record: bool) -> None:
-    """In a child: redirect fds 1/2 to a temp file, load, invoke, maybe print allocations."""
-    libc = ctypes.CDLL(None)
-    fd, path = tempfile.mkstemp(prefix="tflm-arena-", suffix=".log")
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        interp = _runtime().Interpreter.from_bytes(model, arena_size=arena)
-        interp.invoke()
-        text = ""
-        if record:
-            interp.print_allocations()
-            libc.fflush(None)
-            with open(path, "rb") as f:
-                text = f.read(1 << 16).decode("utf-8", "replace")
-        conn.send(("ok", text))
-    except BaseException as e:  # noqa: BLE001 - a refused load counts as "too small"
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-    finally:
-        conn.close()
-        os.close(fd)
-        os.unlink(path)
+def _load_invoke(model: bytes, arena: int, record: bool) -> str:
+    """In a child: load, invoke, and with ``record`` the allocation statistics it printed."""
+    interp = _runtime().Interpreter.from_bytes(model, arena_size=arena)
+    interp.invoke()
+    if not record:
+        return ""
+    interp.print_allocations()
+    return child_log()
 
 
 def _probe(model: bytes, arena: int, record: bool, timeout_s: float) -> tuple[str, str]:
-    ctx = multiprocessing.get_context("fork")
-    parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_child, args=(child, model, arena, record), daemon=True)
-    p.start()
-    child.close()
-    try:
-        if parent.poll(timeout_s):
-            try:
-                result = parent.recv()
-            except EOFError:  # died before sending (segfault)
-                result = None
-        else:
-            result = None
-        p.join(1.0 if result is not None else 0)
-        if p.is_alive():
-            p.kill()
-            p.join()
-            if result is None:
-                return "timeout", f"no answer within {timeout_s:g} s"
-        if result is None:
-            return "crash", f"exit code {p.exitcode}"
-        return result
-    finally:
-        parent.close()
+    """("ok", statistics) or (status, why): a refused load, a crash and a timeout all mean "too small"."""
+    o = isolated(_load_invoke, (model, arena, record), timeout_s)
+    if o.status == "ok":
+        return "ok", str(o.value)
+    if o.status in ("error", "exception"):
+        return "error", f"{o.value[0]}: {o.value[1]}"
+    return o.status, f"no answer within {timeout_s:g} s" if o.status == "timeout" else str(o.value)
 
 
 def _works(model: bytes, arena: int, timeout_s: float) -> bool:

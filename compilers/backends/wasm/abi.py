@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from ..base import RuntimeFailure
+
 MAGIC = b"\0asm"
 VERSION = 1
 PAGE_BYTES = 65536
@@ -93,15 +95,9 @@ class WasmFormatError(ValueError):
     """The bytes are not a well-formed Wasm 1.0 binary (as far as this parser reads)."""
 
 
-class AbiError(Exception):
-    """A running module broke the ABI; ``result`` is install-failure, runtime-error or out-of-memory."""
-
-    def __init__(self, result: str, message: str) -> None:
-        super().__init__(result, message)
-        self.result, self.message = result, message
-
-    def __str__(self) -> str:
-        return self.message
+class AbiError(RuntimeFailure):
+    """A module that breaks the ABI; ``result`` is unsupported-package, install-failure,
+    runtime-error or out-of-memory."""
 
 
 def size_text(n: int) -> str:
@@ -454,7 +450,7 @@ def wasm3_buffers(rt: Any, kind: str, what: str) -> list[tuple[int, int]]:
 def describe(blob: bytes, stack: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Load the module, check its ABI version and read its (ptr, size) input and output buffers.
 
-    Runs the module's code: call it in a sandboxed child process (``simulator.runtimes`` does).
+    Runs the module's code: call it in a sandboxed child process (``runtime`` does).
     """
     _, rt, _ = wasm3_load(blob, stack, "install-failure")
     version = wasm3_call(rt, "install-failure", "tinyml_abi_version")

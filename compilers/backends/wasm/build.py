@@ -7,9 +7,7 @@ no TFLM-version constraint) -> ``c.emit.to_c`` (one C99 file, static planned are
 ``tinyml`` metadata section: name, version, sha256, tensor shapes, dtypes, quantisation,
 arena).
 
-Fit (``wasm_fit``): a module fits a device when its pages plus the runtime's own RAM fit the
-free SRAM and the module plus the runtime's flash fit the free flash; a device with less
-than one 64 KiB page free cannot run Wasm at all, and the reason says so.
+Whether a module fits a device is the backend's ``fit`` (``backend``).
 
 What it does not do: choose the backend for a device (deploy), sign or send.
 """
@@ -24,9 +22,9 @@ from typing import Any, Callable
 from ...ir import Graph
 from ...precision import Calibration, Prepared, prepare
 from ..c.emit import CModel, to_c
+from .abi import PAGE_BYTES as PAGE
 from .compile import compile_wasm, pages
 
-PAGE = 65536
 __version__ = "1"
 
 
@@ -56,32 +54,4 @@ def build_wasm(graph: Graph, precision: str, *, name: str | None = None, simd: b
     return WasmBuild(module, pages(module), simd, cm, prepared, hashlib.sha256(module).hexdigest())
 
 
-@dataclass(frozen=True)
-class WasmFit:
-    fits: bool
-    reason: str
-    sram_need: int
-    sram_free: int
-    flash_need: int
-    flash_free: int
-
-
-def wasm_fit(module_bytes: int, module_pages: int, *, sram_free: int, flash_free: int,
-             runtime_ram: int, runtime_flash: int, runtime_installed: bool = True) -> WasmFit:
-    """Whether a module fits a device (see the module docstring)."""
-    flash_need = module_bytes + (0 if runtime_installed else runtime_flash)
-    sram_need = module_pages * PAGE + runtime_ram
-    if sram_free - runtime_ram < PAGE:
-        return WasmFit(False, f"cannot run Wasm at all: {sram_free - runtime_ram:,} B of SRAM left "
-                       f"after the runtime, less than one 64 KiB page", sram_need, sram_free,
-                       flash_need, flash_free)
-    short = []
-    if sram_need > sram_free:
-        short.append(f"SRAM short by {sram_need - sram_free:,} B ({module_pages} pages + runtime)")
-    if flash_need > flash_free:
-        short.append(f"flash short by {flash_need - flash_free:,} B")
-    return WasmFit(not short, "fits" if not short else "; ".join(short), sram_need, sram_free,
-                   flash_need, flash_free)
-
-
-__all__ = ["PAGE", "WasmBuild", "WasmFit", "build_wasm", "wasm_fit"]
+__all__ = ["PAGE", "WasmBuild", "build_wasm"]

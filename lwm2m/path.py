@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import total_ordering
 from typing import Mapping, Union
 
-from tinymlaas.lwm2m.errors import BadRequest
+from lwm2m.errors import BadRequest
 
 MAX_ID = 65535
 

@@ -1,7 +1,7 @@
 """Check values against the object model before they are sent to a device.
 
 ``check_value`` is for values that come from code or the API as Python objects: it accepts
-exactly the Python type of the resource (see ``tinymlaas.lwm2m.path.Value``) and converts
+exactly the Python type of the resource (see ``lwm2m.path.Value``) and converts
 only where nothing can be lost (an int for a Float, bytearray for Opaque, an aware datetime
 with whole seconds for Time). It never parses text: "true" is not a Boolean and "5" is not
 an Integer. ``parse_cli_value`` is for what an operator typed: it turns the text into the
@@ -20,9 +20,9 @@ import datetime as _dt
 import math
 import re
 
-from tinymlaas.lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
-from tinymlaas.lwm2m.model import ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType
-from tinymlaas.lwm2m.path import MAX_ID, ObjLink, Path, Value
+from lwm2m.errors import BadRequest, MethodNotAllowed, NotFound
+from lwm2m.model import ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType
+from lwm2m.path import MAX_ID, ObjLink, Path, Value
 
 __all__ = ["check_value", "parse_cli_value", "numeric_range", "resolve_resource"]
 
@@ -109,7 +109,7 @@ def _coerce(label: str, res: ResourceModel, value: object) -> Value:
         if not isinstance(value, str):
             raise _bad(label, res, "str", value)
         if t is ResourceType.CORELNK:
-            from tinymlaas.lwm2m.link_format import LinkFormatError, parse_links
+            from lwm2m.link_format import LinkFormatError, parse_links
 
             try:
                 parse_links(value)

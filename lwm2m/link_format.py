@@ -22,8 +22,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, TypedDict
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.path import MAX_ID, Path
+from lwm2m.errors import BadRequest
+from lwm2m.path import MAX_ID, Path
 
 __all__ = ["Link", "LinkFormatError", "RegisteredObject", "parse_links", "format_links", "registration_objects"]
 

@@ -20,9 +20,9 @@ import os
 import re
 import xml.etree.ElementTree as ET
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.model import ObjectModel, Operations, ResourceModel, ResourceType
-from tinymlaas.lwm2m.path import MAX_ID
+from lwm2m.errors import BadRequest
+from lwm2m.model import ObjectModel, Operations, ResourceModel, ResourceType
+from lwm2m.path import MAX_ID
 
 __all__ = ["DdfError", "parse_ddf", "load_ddf_file"]
 

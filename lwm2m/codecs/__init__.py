@@ -25,7 +25,7 @@ format cannot carry (text/opaque beyond one value, TLV at the root) raises NotAc
 anything wrong with a payload or with content to encode raises CodecError naming format
 and path. Decoders raise nothing else, whatever the input.
 
-Link format (40) is not here: see ``tinymlaas.lwm2m.link_format``. Timestamped SenML/JSON
+Link format (40) is not here: see ``lwm2m.link_format``. Timestamped SenML/JSON
 data is flattened (the latest value per path wins); Read-Composite path lists are not
 decoded here.
 """
@@ -34,12 +34,12 @@ from __future__ import annotations
 
 from typing import Mapping, Protocol
 
-from tinymlaas.lwm2m.codecs import lwm2m_cbor, lwm2m_json, opaque, senml_cbor, senml_json, text, tlv
-from tinymlaas.lwm2m.codecs._common import format_name
-from tinymlaas.lwm2m.errors import UnsupportedContentFormat
-from tinymlaas.lwm2m.model import ObjectRegistry
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat, canonical
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.codecs import lwm2m_cbor, lwm2m_json, opaque, senml_cbor, senml_json, text, tlv
+from lwm2m.codecs._common import format_name
+from lwm2m.errors import UnsupportedContentFormat
+from lwm2m.model import ObjectRegistry
+from lwm2m.numbers.content_formats import ContentFormat, canonical
+from lwm2m.path import Path, Value
 
 
 class Codec(Protocol):

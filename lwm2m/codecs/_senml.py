@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping
 
-from tinymlaas.lwm2m.codecs._common import (
+from lwm2m.codecs._common import (
     Collector,
     Converter,
     content_items,
@@ -37,9 +37,9 @@ from tinymlaas.lwm2m.codecs._common import (
     parse_objlnk,
     parse_path,
 )
-from tinymlaas.lwm2m.model import ObjectRegistry, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.model import ObjectRegistry, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import Path, Value
 
 Record = dict[str, Any]
 

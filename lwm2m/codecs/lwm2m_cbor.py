@@ -25,7 +25,7 @@ import datetime
 import math
 from typing import Any, Mapping
 
-from tinymlaas.lwm2m.codecs._common import (
+from lwm2m.codecs._common import (
     Collector,
     Converter,
     content_items,
@@ -37,10 +37,10 @@ from tinymlaas.lwm2m.codecs._common import (
     parse_objlnk,
     path_from_ids,
 )
-from tinymlaas.lwm2m.codecs.senml_cbor import dumps, loads
-from tinymlaas.lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import ObjLink, Path, Value
+from lwm2m.codecs.senml_cbor import dumps, loads
+from lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import ObjLink, Path, Value
 
 FMT = ContentFormat.LWM2M_CBOR
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from tinymlaas.lwm2m.errors import BadRequest
-from tinymlaas.lwm2m.path import Content, ObjLink, Path, Value
+from lwm2m.errors import BadRequest
+from lwm2m.path import Content, ObjLink, Path, Value
 
 
 def value_to_json(value: Value) -> Any:

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from tinymlaas.lwm2m.codecs._common import error, not_acceptable, resource_model, single_item
-from tinymlaas.lwm2m.codecs.text import single_value_path
-from tinymlaas.lwm2m.model import ObjectRegistry, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.codecs._common import error, not_acceptable, resource_model, single_item
+from lwm2m.codecs.text import single_value_path
+from lwm2m.model import ObjectRegistry, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import Path, Value
 
 FMT = ContentFormat.OPAQUE
 

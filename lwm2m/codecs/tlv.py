@@ -32,7 +32,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from tinymlaas.lwm2m.codecs._common import (
+from lwm2m.codecs._common import (
     Collector,
     Item,
     content_items,
@@ -41,9 +41,9 @@ from tinymlaas.lwm2m.codecs._common import (
     path_from_ids,
     resource_model,
 )
-from tinymlaas.lwm2m.model import ObjectRegistry, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import ObjLink, Path, Value
+from lwm2m.model import ObjectRegistry, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import ObjLink, Path, Value
 
 FMT = ContentFormat.TLV
 MAX_LENGTH = 2**24 - 1

@@ -23,7 +23,7 @@ import math
 import re
 from typing import Callable, Mapping
 
-from tinymlaas.lwm2m.codecs._common import (
+from lwm2m.codecs._common import (
     b64decode,
     b64encode,
     check_value,
@@ -33,9 +33,9 @@ from tinymlaas.lwm2m.codecs._common import (
     resource_model,
     single_item,
 )
-from tinymlaas.lwm2m.model import ObjectRegistry, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.model import ObjectRegistry, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import Path, Value
 
 FMT = ContentFormat.TEXT
 

@@ -26,10 +26,10 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Callable, Iterable, Mapping
 
-from tinymlaas.lwm2m.errors import BadRequest, CodecError, NotAcceptable
-from tinymlaas.lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import MAX_ID, ObjLink, Path, Value
+from lwm2m.errors import BadRequest, CodecError, NotAcceptable
+from lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import MAX_ID, ObjLink, Path, Value
 
 FORMAT_NAMES: dict[ContentFormat, str] = {
     ContentFormat.TEXT: "text/plain",

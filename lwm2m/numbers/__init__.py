@@ -1,6 +1,6 @@
 """Tables only: content-format numbers, LwM2M versions and the like (aiocoap's ``numbers``)."""
 
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.numbers.versions import SUPPORTED_VERSIONS, DEFAULT_LIFETIME
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.numbers.versions import SUPPORTED_VERSIONS, DEFAULT_LIFETIME
 
 __all__ = ["ContentFormat", "SUPPORTED_VERSIONS", "DEFAULT_LIFETIME"]

@@ -20,11 +20,11 @@ from typing import Any, Mapping
 
 import cbor2
 
-from tinymlaas.lwm2m.codecs import _senml
-from tinymlaas.lwm2m.codecs._common import error
-from tinymlaas.lwm2m.model import ObjectRegistry
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.codecs import _senml
+from lwm2m.codecs._common import error
+from lwm2m.model import ObjectRegistry
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import Path, Value
 
 FMT = ContentFormat.SENML_CBOR
 

@@ -4,16 +4,18 @@ A package is the CBOR array ``[manifest_sign1, artifact]``:
 
 - ``manifest_sign1`` is a COSE_Sign1 message (RFC 9052, CBOR tag 18) signed with Ed25519
   (``alg`` -8 in the protected header) whose payload is the CBOR manifest: ``name``,
-  ``version``, ``kind`` ("tflite" | "wasm"), ``sha256`` (32 bytes, of the artifact),
-  ``size``, ``arena`` (bytes the model needs at run time), ``pages`` (Wasm linear memory),
-  ``tensors`` (list of maps), ``min_runtime`` ("tflm 1.0" ...);
+  ``version``, ``kind`` (the artifact kind of the backend that built it: "tflite", "wasm", ...;
+  a lower-case identifier), ``sha256`` (32 bytes, of the artifact), ``size``, ``arena``
+  (bytes of RAM the model needs at run time, beside its runtime's own), ``tensors`` (list of
+  maps), ``min_runtime`` ("tflm 2024-06" ...);
 - ``artifact`` is the artifact's bytes, unsigned themselves: the signed manifest pins their
   hash, so a device verifies one signature over ~200 bytes and hashes the artifact as it
   stores it.
 
 ``open_package`` is what a device does before installing: it checks the structure, the
 signature (when it has the server's public key, resource 33100/0/12) and the hash, and
-raises ``PackageError`` with ``reason`` "unsupported" (not a package) or "integrity".
+raises ``PackageError`` with ``reason`` "unsupported" (not a package) or "integrity". Which
+kinds a device runs is the device's business: this layer only checks the manifest is well formed.
 
 Written with cbor2 and cryptography directly: pycose 1.1 cannot decode its own messages with
 cbor2 6, and COSE_Sign1 with one fixed algorithm is a few lines.
@@ -22,6 +24,7 @@ cbor2 6, and COSE_Sign1 with one fixed algorithm is a few lines.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -32,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 COSE_SIGN1_TAG = 18
 ALG_EDDSA = -8
 PROTECTED = cbor2.dumps({1: ALG_EDDSA})
-KINDS = frozenset({"tflite", "wasm"})
+KIND = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 class PackageError(ValueError):
@@ -51,7 +54,6 @@ class Manifest:
     sha256: bytes
     size: int
     arena: int = 0
-    pages: int = 0
     tensors: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     min_runtime: str = ""
 
@@ -68,7 +70,7 @@ class Manifest:
             manifest = cls(**data)
         except (cbor2.CBORError, TypeError, KeyError, ValueError) as exc:
             raise PackageError("unsupported", f"package manifest is malformed: {exc}") from None
-        if manifest.kind not in KINDS or len(manifest.sha256) != 32:
+        if not isinstance(manifest.kind, str) or not KIND.fullmatch(manifest.kind) or len(manifest.sha256) != 32:
             raise PackageError("unsupported", f"package manifest has kind {manifest.kind!r} / a bad sha256")
         return manifest
 

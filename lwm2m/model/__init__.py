@@ -5,7 +5,7 @@ server or a client knows. The built-in models are loaded from the OMA DDF XML fi
 ``objects/`` by ``ddf.py``; operators add vendor objects the same way. Value checking
 (``ObjectRegistry.check_value``) lives in ``values.py``.
 
-This module does not encode or decode payloads (see ``tinymlaas.lwm2m.codecs``).
+This module does not encode or decode payloads (see ``lwm2m.codecs``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 if TYPE_CHECKING:
-    from tinymlaas.lwm2m.path import Path, Value
+    from lwm2m.path import Path, Value
 
 
 class ResourceType(str, enum.Enum):
@@ -113,7 +113,7 @@ class ObjectRegistry:
 
     def check_value(self, path: "Path", value: "Value", *, for_write: bool = True) -> "Value":
         """Type-check a value for a Write (or Create) at ``path``; see ``values.check_value``."""
-        from tinymlaas.lwm2m.model.values import check_value
+        from lwm2m.model.values import check_value
 
         return check_value(self, path, value, for_write=for_write)
 
@@ -123,7 +123,7 @@ def _builtin_models() -> tuple[ObjectModel, ...]:
     """Parse the DDF files shipped in ``objects/`` once per process."""
     from importlib import resources
 
-    from tinymlaas.lwm2m.model.ddf import parse_ddf
+    from lwm2m.model.ddf import parse_ddf
 
     models: list[ObjectModel] = []
     folder = resources.files(__name__).joinpath("objects")

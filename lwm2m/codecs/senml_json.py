@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from tinymlaas.lwm2m.codecs import _senml
-from tinymlaas.lwm2m.codecs._common import b64decode, b64encode, error
-from tinymlaas.lwm2m.model import ObjectRegistry
-from tinymlaas.lwm2m.numbers.content_formats import ContentFormat
-from tinymlaas.lwm2m.path import Path, Value
+from lwm2m.codecs import _senml
+from lwm2m.codecs._common import b64decode, b64encode, error
+from lwm2m.model import ObjectRegistry
+from lwm2m.numbers.content_formats import ContentFormat
+from lwm2m.path import Path, Value
 
 FMT = ContentFormat.SENML_JSON
 
