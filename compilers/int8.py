@@ -66,7 +66,7 @@ import numpy as np
 
 from .errors import ExecutionError, GraphError
 from .ir import DType, FUSABLE, Node, Op, Quant, Tensor
-from . import reference as _ref
+from . import kernels as _ref
 from .fixedpoint import (  # noqa: F401  (re-exported: tests and the lowering use them)
     TARGETS,
     _rdbp,

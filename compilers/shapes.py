@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import GraphError
-from .ir import DType, Node, Op, Tensor
+from .ir_base import DType, Node, Op, Tensor
 
 Shape = tuple[int, ...]
 Out = tuple[Shape, DType]
