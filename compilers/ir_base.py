@@ -166,6 +166,7 @@ class Op(enum.Enum):
     IDENTITY = "identity"
     QUANTIZE = "quantize"
     DEQUANTIZE = "dequantize"
+    ARGMAX = "argmax"
 
 
 AttrValue = Union[int, float, bool, str, DType, tuple[int, ...], tuple[tuple[int, int], ...]]
@@ -205,6 +206,7 @@ OP_ATTRS: Mapping[Op, Mapping[str, str]] = MappingProxyType({
     Op.PAD: {"pads": "pairs", "mode": "str", "value": "number"},
     Op.CAST: {"to": "dtype"},
     Op.QUANTIZE: {"rounding": "str"},
+    Op.ARGMAX: {"axis": "int", "keepdims": "bool", "select_last_index": "bool", "to": "dtype"},
 })
 
 # Fused activations (TFLite's FusedActivationFunction, and what the fusion pass makes):

@@ -333,6 +333,20 @@ def _pad(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     return np.pad(x, widths, mode=mode)  # type: ignore[call-overload]
 
 
+@kernel(Op.ARGMAX)
+def _argmax(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
+    """ONNX ArgMax: the first index of the maximum (the last with ``select_last_index``)."""
+    axis = node.attr_int("axis")
+    if node.attr_bool("select_last_index"):
+        n = x.shape[axis]
+        y = n - 1 - np.argmax(np.flip(x, axis=axis), axis=axis)
+    else:
+        y = np.argmax(x, axis=axis)
+    if node.attr_bool("keepdims"):
+        y = np.expand_dims(y, axis)
+    return np.asarray(y).astype(node.attr_dtype("to").numpy)
+
+
 # ---- quantisation -----------------------------------------------------------------------------
 @kernel(Op.QUANTIZE)
 def _quantize(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
