@@ -39,6 +39,8 @@ class UnsupportedOps(UnsupportedOp):
     def __init__(self, ops: "list[UnsupportedOp]") -> None:
         first = ops[0]
         super().__init__(first.op_type, first.opset, first.node, first.detail)
+        for key, value in vars(first).items():  # frontend extras (TFLite: version, index)
+            setattr(self, key, value)
         self.ops = tuple(ops)
         if len(ops) > 1:
             lines = "; ".join(str(e).removeprefix("unsupported op ") for e in ops)

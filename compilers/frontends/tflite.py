@@ -8,9 +8,13 @@ What it does, in order:
    data does not fit its shape, an index points nowhere) is a ``ModelFormatError``.
 2. Takes subgraph 0 (the model's main graph; further subgraphs only exist for control
    flow, which is refused). Every operator is looked up first in the table ``CONVERTERS``
-   (``frontends.tflite_ops``): an op without a converter is ``UnsupportedOp`` naming the
-   op, its version and the operator index, e.g. ``UNIDIRECTIONAL_SEQUENCE_LSTM`` in the
-   TFLM LSTM examples or ``SVDF`` in ``keyword_scrambled_8bit``, before anything is built.
+   (``frontends.tflite_ops``): the ops without a converter are reported together in one
+   ``UnsupportedOps``, each naming the op, its version and the operator index, e.g.
+   ``UNIDIRECTIONAL_SEQUENCE_LSTM`` in the TFLM LSTM examples or ``SVDF`` in
+   ``keyword_scrambled_8bit``, before anything is built. Shape arithmetic
+   (``SHAPE -> STRIDED_SLICE -> PACK`` in front of a RESHAPE, as Keras 3 exports with a
+   ``None`` batch carry) and other operators on constants are folded at import
+   (``frontends.tflite_fold``).
 3. Converts operator by operator (TFLite stores them in execution order). Constants are
    the tensors with buffer data; tensor shapes are TFLite's static ``shape`` (a dynamic
    dimension is refused); quantisation (per tensor or per channel) is kept on the integer
@@ -44,9 +48,9 @@ from pathlib import Path
 
 from ai_edge_litert import schema_py_generated as S
 
-from ..errors import GraphError, ModelFormatError, UnsupportedDType
+from ..errors import GraphError, ModelFormatError, UnsupportedDType, UnsupportedOp, UnsupportedOps
 from ..ir import Graph, Tensor
-
+from .tflite_fold import FOLDERS, fold, foldable
 from .tflite_ops import BUILTIN_NAMES, CONVERTERS, Builder, OpCtx, unsupported
 
 ModelLike = bytes | bytearray | str | os.PathLike[str]
@@ -65,6 +69,7 @@ def import_tflite(model: ModelLike) -> Graph:
     _check_indices(m, sg, tensors, operators, codes)
 
     plan = []
+    errors: list[UnsupportedOp] = []
     for index, op in enumerate(operators):
         code = codes[op.opcodeIndex]
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
@@ -73,11 +78,14 @@ def import_tflite(model: ModelLike) -> Graph:
             custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
             name = f"CUSTOM:{custom}"
         conv = CONVERTERS.get(builtin)
-        if conv is None:
-            raise unsupported(name, int(code.version), index, "no converter for this op")
-        if op.builtinOptions2 is not None:
-            raise unsupported(name, int(code.version), index, "BuiltinOptions2 are not supported")
-        plan.append((conv, OpCtx(None, index, op, name, int(code.version))))  # type: ignore[arg-type]
+        if conv is None and builtin not in FOLDERS:
+            errors.append(unsupported(name, int(code.version), index, "no converter for this op"))
+        elif op.builtinOptions2 is not None:
+            errors.append(unsupported(name, int(code.version), index,
+                                      "BuiltinOptions2 are not supported"))
+        plan.append((builtin, conv, OpCtx(None, index, op, name, int(code.version))))  # type: ignore[arg-type]
+    if errors:
+        raise UnsupportedOps(errors)
 
     b = Builder(m, sg, raw, _unique_names(tensors))
     for i, t in enumerate(tensors):
@@ -93,11 +101,17 @@ def import_tflite(model: ModelLike) -> Graph:
             continue
         inputs.append(b.add(Tensor(b.names[i], b.shape(i), b.dtype(i), b.quant(i))))
         b.forms[i] = {"tf": b.names[i]}
-    for conv, ctx in plan:
+    for builtin, conv, ctx in plan:
         ctx.b = b
         try:
-            conv(ctx)
-        except (GraphError, ModelFormatError, UnsupportedDType):
+            if foldable(ctx, builtin):
+                fold(ctx, builtin)
+            elif conv is None:
+                raise ctx.unsupported("only folded when its inputs are constants (shape "
+                                      "arithmetic), and they are not")
+            else:
+                conv(ctx)
+        except (GraphError, ModelFormatError, UnsupportedDType, UnsupportedOp):
             raise
         except (KeyError, IndexError, AttributeError, TypeError, ValueError) as e:
             raise ModelFormatError(f"{ctx.label}: malformed operator ({type(e).__name__}: "

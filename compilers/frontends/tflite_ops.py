@@ -163,6 +163,10 @@ class Builder:
     def is_const(self, i: int) -> bool:
         return self.const(i) is not None
 
+    def set_const(self, i: int, value: np.ndarray) -> None:
+        """Tensor ``i`` is a constant computed at import (``tflite_fold``)."""
+        self._const[i] = value
+
     # ---- IR tensors and nodes ---------------------------------------------------------------
     def fresh(self, base: str) -> str:
         """A new IR tensor name (callers add the tensor at once, which takes the name)."""
