@@ -35,7 +35,7 @@ import numpy as np
 
 from .errors import CompilerError, ImportNote
 from .ir import DType, Graph, Op
-from .passes import lower_int8, optimize, unlowered
+from .passes import lower_int8, optimize, unfuse_tanh, unlowered
 from .passes.dequantize import dequantize_graph
 from .passes.float16 import upcast_float16
 from .quantize import quantize
@@ -89,6 +89,7 @@ def prepare(graph: Graph, precision: str, *, calibration: Calibration = None,
     if kind == "hybrid":
         g = optimize(dequantize_graph(g))
     if kind != "quantised":
+        g = unfuse_tanh(g)  # an int8 TANH node exists, an int8 fused tanh does not
         g = optimize(quantize(g, calibration, method=method, per_channel=per_channel, warn=warn))
     g = lower_int8(g)
     left = unlowered(g)
