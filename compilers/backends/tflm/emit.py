@@ -57,7 +57,7 @@ from ai_edge_litert import schema_py_generated as S
 
 from ...ir import DType, Graph, Node, Op, Quant
 from . import plan as tflm_plan
-from ...passes import identity_elimination, run_passes
+from ...passes import identity_elimination, run_passes, unfuse_tanh
 from ...passes.lift_1d import lift_1d
 from .emit_ops import HANDLERS as OP_HANDLERS
 from .emitter import (  # noqa: F401  (BackendError re-exported: the backend's error type)
@@ -74,7 +74,8 @@ def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False
     ``input_layout="nhwc"``: 4-D graph inputs that the network reads as images (NCHW in the
     IR) are declared channels-last, so the device feeds NHWC data and no TRANSPOSE is
     emitted for them; ``"nchw"`` (default) keeps the model's declared input shapes."""
-    graph = run_passes(graph.validate(), [lift_1d, identity_elimination]).toposorted()
+    # TFLM has 2-D windows only, and its kernels ignore a fused TANH: both are rewritten
+    graph = run_passes(graph.validate(), [lift_1d, unfuse_tanh, identity_elimination]).toposorted()
 
     def emit(extra: dict[str, bytes]) -> bytes:
         w = Emitter(graph, HANDLERS, input_layout).emit()
