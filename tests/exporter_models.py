@@ -233,3 +233,30 @@ def rounded_to_float16(model: onnx.ModelProto) -> onnx.ModelProto:
             a = numpy_helper.to_array(t).astype(np.float16).astype(np.float32)
             t.CopyFrom(numpy_helper.from_array(a, t.name))
     return m
+
+
+def prelu_cnn(seed: int = 4) -> onnx.ModelProto:
+    """torch-style ``Conv2d -> PReLU(num_parameters=C) -> Conv2d -> GlobalAveragePool ->
+    Flatten -> Linear`` as the TorchScript exporter writes it (opset 17; PRelu's slope is an
+    initializer of shape ``(C, 1, 1)``)."""
+    rng = np.random.default_rng(seed)
+    inits = [_init("w1", (rng.standard_normal((6, 2, 3, 3)) * 0.4).astype(np.float32)),
+             _init("b1", (rng.standard_normal(6) * 0.1).astype(np.float32)),
+             _init("slope", rng.uniform(0.05, 0.4, (6, 1, 1)).astype(np.float32)),
+             _init("w2", (rng.standard_normal((4, 6, 3, 3)) * 0.3).astype(np.float32)),
+             _init("b2", (rng.standard_normal(4) * 0.1).astype(np.float32)),
+             _init("fc", (rng.standard_normal((3, 4)) * 0.4).astype(np.float32)),
+             _init("fb", (rng.standard_normal(3) * 0.1).astype(np.float32))]
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], "/conv1/Conv", pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["c1", "slope"], ["p1"], "/act/PRelu"),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], "/conv2/Conv", strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["c2"], ["g"], "/pool/GlobalAveragePool"),
+             helper.make_node("Flatten", ["g"], ["f"], "/Flatten"),
+             helper.make_node("Gemm", ["f", "fc", "fb"], ["output"], "/fc/Gemm", transB=1)]
+    g = helper.make_graph(nodes, "main_graph",
+                          [helper.make_tensor_value_info("input", F32, [1, 2, 10, 10])],
+                          [helper.make_tensor_value_info("output", F32, [1, 3])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)],
+                          producer_name="pytorch", producer_version="2.13.0")
+    m.ir_version = 8
+    return m

@@ -40,11 +40,12 @@ def _zipmap(ctx: NodeCtx) -> None:
 def _array_feature_extractor(ctx: NodeCtx) -> None:
     classes, index = ctx.const(0), ctx.tensor(ctx.input(1))
     out = ctx.output()
-    known = ctx.b.onnx_types.get(out, (None, None))
+    # onnxruntime's shape for 1-D data: (1, number of indices)
+    shape = ctx.b.onnx_types.get(out, (None, None))[0] or (1, index.size)
     if classes is not None and classes.ndim == 1 and classes.dtype.kind in "iu" and \
-            np.array_equal(classes, np.arange(classes.size)) and known[0] is not None \
+            np.array_equal(classes, np.arange(classes.size)) \
             and index.dtype in (DType.INT64, DType.INT32):
-        shaped = ctx.emit(Op.RESHAPE, [index.name], shape=tuple(known[0]))
+        shaped = ctx.emit(Op.RESHAPE, [index.name], shape=tuple(shape))
         target = DType.from_numpy(classes.dtype)
         if ctx.tensor(shaped).dtype is target:
             ctx.emit(Op.IDENTITY, [shaped], [out])
