@@ -358,3 +358,50 @@ def test_every_unsupported_op_is_listed_once() -> None:
     text = str(e)
     assert text.startswith("3 unsupported ops:")
     assert "instead: ConvTranspose" in text and "instead: MaxPool with kernel_shape" in text
+
+
+# ---- the same models in the portable C backend, run as Wasm -------------------------------------
+WASM = ["torch_conv1d.onnx", "torch_pad_cnn.onnx", "torch_autoencoder.onnx", "tf2onnx_conv1d",
+        "fp16"]
+
+
+@pytest.mark.parametrize("name", WASM)
+def test_exporter_models_in_wasmtime(name: str) -> None:
+    """1-D convolutions (native N-d windows), F.pad, PRELU, ConvTranspose, float16 weights:
+    the C backend's module in wasmtime within 1e-5 of onnxruntime."""
+    pytest.importorskip("wasmtime")
+    pytest.importorskip("ziglang")
+    from compilers.backends.wasm.build import build_wasm
+    from compilers.backends.wasm.host import run_wasmtime
+    src: onnx.ModelProto | Path
+    if name == "tf2onnx_conv1d":
+        src = E.tf2onnx_keras_conv1d()
+    elif name == "fp16":
+        src = E.to_float16(E.small_float_cnn(), keep_io_types=True)
+    else:
+        src = HERE / name
+    g = import_onnx(src)
+    b = build_wasm(g, "float32")
+    xs = _inputs(g.tensors[g.inputs[0]].shape, n=2)
+    got = [np.frombuffer(run_wasmtime(b.module, [x.tobytes()])[0], np.float32) for x in xs]
+    ref = E.rounded_to_float16(E.small_float_cnn()) if name == "fp16" else src
+    want = _ort(ref, xs)
+    np.testing.assert_allclose(np.stack(got).reshape(want.shape), want, atol=FLOAT_TOL)
+
+
+def test_skl2onnx_label_path_in_wasmtime(digits_mlp) -> None:  # type: ignore[no-untyped-def]
+    """ARGMAX in the C backend: the label and the probabilities, as onnxruntime."""
+    pytest.importorskip("wasmtime")
+    from compilers.backends.wasm.build import build_wasm
+    from compilers.backends.wasm.host import run_wasmtime
+    model, xtr, xte, yte, clf = digits_mlp
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImportNote)
+        g = import_onnx(model, input_shapes={"X": (1, 64)})
+    b = build_wasm(g, "float32")
+    x = xte[:1].reshape(1, 64)
+    label, probs = run_wasmtime(b.module, [x.tobytes()])
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"X": x})
+    assert int(np.frombuffer(label, np.int64)[0]) == int(want[0][0])
+    np.testing.assert_allclose(np.frombuffer(probs, np.float32),
+                               [want[1][0][k] for k in range(10)], atol=FLOAT_TOL)
