@@ -140,7 +140,8 @@ def main() -> None:
     larger_arena = [r["name"] for r in compared if r["arena"] > r["official_arena"]]
     console.print(f"size <= official: {'all' if not bigger else 'NOT ' + ', '.join(bigger)}; "
                   f"arena <= official: {'all' if not larger_arena else 'NOT ' + ', '.join(larger_arena)}")
-    print(json.dumps({"models": rows}))
+    print(json.dumps({"models": rows, "all_size_le_official": not bigger,
+                      "all_arena_le_official": not larger_arena}))
 
 
 if __name__ == "__main__":
