@@ -405,3 +405,22 @@ def test_skl2onnx_label_path_in_wasmtime(digits_mlp) -> None:  # type: ignore[no
     assert int(np.frombuffer(label, np.int64)[0]) == int(want[0][0])
     np.testing.assert_allclose(np.frombuffer(probs, np.float32),
                                [want[1][0][k] for k in range(10)], atol=FLOAT_TOL)
+
+
+@pytest.mark.parametrize("name", ["prelu", "torch_nchw_cnn.onnx"])
+def test_int8_prelu_and_hard_swish_in_wasm_equal_the_reference(name: str) -> None:
+    """The C backend's int8 PRELU (TFLM's arithmetic in C) and HARD_SWISH (a table made by
+    the reference kernel) equal the reference interpreter exactly."""
+    pytest.importorskip("wasmtime")
+    from compilers.backends.wasm.build import build_wasm
+    from compilers.backends.wasm.host import run_wasmtime
+    g = import_onnx(E.prelu_cnn() if name == "prelu" else HERE / name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        b = build_wasm(g, "int8")
+    ref = b.graph
+    assert {n.op.name for n in ref.nodes} & {"PRELU", "HARD_SWISH"}
+    x = np.random.default_rng(3).integers(-128, 128, ref.tensors[ref.inputs[0]].shape).astype(np.int8)
+    want = run(ref, {ref.inputs[0]: x})[ref.outputs[0]]
+    got = np.frombuffer(run_wasmtime(b.module, [x.tobytes()])[0], np.int8).reshape(want.shape)
+    np.testing.assert_array_equal(got, want)

@@ -141,7 +141,8 @@ def _conv(e: Emitter, node: Node) -> None:
     g = e.g
     xt, wt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
     if len(xt.shape) != 4:
-        raise e.unsupported(node, f"{len(xt.shape)}-D convolution (only 2-D)")
+        raise e.unsupported(node, f"{len(xt.shape) - 2}-D convolution (TFLM has 2-D ones; 1-D "
+                                  f"ones are lifted to 2-D)")
     if not wt.is_const:
         raise e.unsupported(node, "the weight must be a constant")
     if xt.dtype.is_float != wt.dtype.is_float:
@@ -183,7 +184,8 @@ def _conv(e: Emitter, node: Node) -> None:
 def _pool(e: Emitter, node: Node) -> None:
     xt = e.g.tensors[node.inputs[0]]
     if len(xt.shape) != 4:
-        raise e.unsupported(node, "only 2-D pooling")
+        raise e.unsupported(node, f"{len(xt.shape) - 2}-D pooling (TFLM has 2-D pools; 1-D "
+                                  f"ones are lifted to 2-D)")
     kernel, strides = node.attr_ints("kernel"), node.attr_ints("strides")
     if any(d != 1 for d in node.attr_ints("dilations")):
         raise e.unsupported(node, "dilated pooling")
