@@ -27,6 +27,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -96,8 +97,9 @@ async def main() -> None:
     args = ap.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"shared models not found next to the checkout ({SHARED})")
-    runner, cache = ModelRunner(), {}
-    rows = []
+    runner = ModelRunner()
+    cache: dict[str, dict[str, int] | str] = {}
+    rows: list[dict[str, Any]] = []
     try:
         for path in models(args.quick):
             rel = str(path.relative_to(SHARED if path.is_relative_to(SHARED) else REPO))

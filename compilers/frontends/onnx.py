@@ -185,7 +185,7 @@ def _stand_in(b: Builder, node: onnx.NodeProto, why: str) -> None:
 def _fold(b: Builder, node: onnx.NodeProto, index: int, opset: int) -> None:
     """A node known at import (``onnx_fold``): its outputs become constants."""
     name = _node_name(node, index)
-    values = {i: b.tensors[i].data for i in node.input if i and b.tensors[i].is_const}
+    values = {i: t.data for i in node.input if i and (t := b.tensors[i]).data is not None}
     shapes = {i: b.tensors[i].shape for i in node.input if i in b.tensors}
     try:
         results = evaluate(node, values, shapes, opset)

@@ -13,18 +13,26 @@ FULLY_CONNECTED, ``alpha = beta = 1``, A not transposed), 2-D MATMUL with a cons
 FULLY_CONNECTED without bias), ADD/SUB/MUL, AVG_POOL/MAX_POOL
 (-> AVERAGE_POOL_2D/MAX_POOL_2D), REDUCE_MEAN (-> MEAN), RESHAPE, SOFTMAX (on the last
 emitted axis), RELU, CLIP (0..6, 0..inf, -1..1 -> RELU6/RELU/RELU_N1_TO_1), TRANSPOSE,
-QUANTIZE, DEQUANTIZE, PAD, CONCAT, IDENTITY. ``fused`` -> ``FusedActivationFunction``.
+QUANTIZE, DEQUANTIZE, PAD, CONCAT, IDENTITY; and from ``emit_ops``: SIGMOID (LOGISTIC),
+TANH, HARD_SWISH, LEAKY_RELU, PRELU, DIV (by a constant: MUL), CAST, ARGMAX (ARG_MAX),
+CONV_TRANSPOSE (TRANSPOSE_CONV). ``fused`` -> ``FusedActivationFunction`` (a fused tanh
+becomes a TANH op first: TFLM's kernels ignore a fused TANH). Before emission,
+``passes.lift_1d`` makes 1-D convolutions and pools 2-D of height 1 (torch Conv1d, tf2onnx
+Conv1D). int64 activations (ARGMAX indices) are emitted int32: TFLM's ARG_MAX writes int32.
 
 **Padding:** explicit IR pads become VALID (all zero) or SAME (when they equal TFLite's
 SAME pads for that input size); otherwise a PAD op (CONV: with the input's zero point /
-0.0; MAX_POOL: with the lowest value) is inserted before a VALID op; AVG_POOL with other
-pads is refused (TFLite never counts pads).
+0.0; MAX_POOL: with the lowest value, or 0 / the zero point when its input is non-negative,
+after a RELU) is inserted before a VALID op; AVG_POOL with other pads is refused (TFLite
+never counts pads). Padding with 0.0 / the zero point is TFLite's ``PAD`` (which every
+board with convolutions registers), any other value ``PADV2``; the IR's PAD likewise.
 
 **Layout:** the IR is NCHW, TFLite NHWC. Every tensor gets one emitted layout: ``"nhwc"``
 (a 4-D IR tensor emitted transposed by (0, 2, 3, 1)) or ``"same"`` (the IR shape as is).
 4-D tensors read or written by CONV/pools are nhwc, and that preference spreads through
 element-wise ops, CONCAT and PAD (fixpoint); graph inputs and outputs keep their declared
-shapes (``"same"``). When an op needs a tensor in the other layout, ``Emitter.get`` makes
+shapes (``"same"``), except that ``input_layout="nhwc"`` declares the 4-D inputs the network
+reads as images channels-last (no TRANSPOSE for an NCHW multi-channel input). When an op needs a tensor in the other layout, ``Emitter.get`` makes
 it once: a RESHAPE when only size-1 axes move, a TRANSPOSE otherwise. IR TRANSPOSE/RESHAPE
 nodes are re-expressed on the emitted layouts: a TRANSPOSE that becomes the identity (the
 boundary TRANSPOSEs the TFLite frontend inserted), a RESHAPE that keeps the emitted shape
@@ -39,8 +47,8 @@ weights go back from OIHW to OHWI (per-channel axis 0 stays 0), depthwise (C*M)1
 sha256 of the model bytes written without that metadata entry; with ``offline_plan=True``
 also TFLM's ``OfflineMemoryAllocation`` (``plan``).
 
-What it does not do: grouped convolution (1 < group < C_in), CONV_TRANSPOSE, batched MATMUL,
-sigmoid/tanh/hard-swish/leaky-relu/prelu/div/cast ops, requantising RESHAPE/TRANSPOSE
+What it does not do: grouped convolution (1 < group < C_in), int8 or grouped
+CONV_TRANSPOSE, 3-D windows, batched MATMUL, requantising RESHAPE/TRANSPOSE
 (different in/out ``Quant``), half-to-even QUANTIZE (TFLite's rounds half away; such a
 node is emitted as TFLite's QUANTIZE and may differ by 1 LSB at exact ties), constant graph
 outputs, int16 activations, multiple subgraphs, signatures, buffer deduplication.
