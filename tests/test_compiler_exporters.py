@@ -424,3 +424,20 @@ def test_int8_prelu_and_hard_swish_in_wasm_equal_the_reference(name: str) -> Non
     want = run(ref, {ref.inputs[0]: x})[ref.outputs[0]]
     got = np.frombuffer(run_wasmtime(b.module, [x.tobytes()])[0], np.int8).reshape(want.shape)
     np.testing.assert_array_equal(got, want)
+
+
+def test_tflite_dynamic_input_dimension_needs_input_shapes() -> None:
+    """A TFLite input whose stored shape is dynamic (-1, not only its shape_signature) is
+    refused naming the dimension, and fixed by ``input_shapes``."""
+    from ai_edge_litert import schema_py_generated as S
+    buf = E.keras_tflite_cnn()
+    m = S.ModelT.InitFromObj(S.Model.GetRootAsModel(buf, 0))
+    m.subgraphs[0].tensors[0].shape = np.array([-1, 28, 28, 1], np.int32)
+    import flatbuffers
+    fb = flatbuffers.Builder(1024)
+    fb.Finish(m.Pack(fb), file_identifier=b"TFL3")
+    dynamic = bytes(fb.Output())
+    with pytest.raises(ShapeError, match=r"dimension 0 is dynamic.*\(1, 28, 28, 1\)"):
+        import_tflite(dynamic)
+    g = import_tflite(dynamic, input_shapes={"serving_default_keras_tensor:0": (1, 28, 28, 1)})
+    assert g.tensors[g.inputs[0]].shape == (1, 28, 28, 1)
