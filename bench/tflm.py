@@ -24,6 +24,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -93,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     runs = args.runs or (5 if args.quick else 20)
     console = Console(stderr=True, width=170)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, rel, official_rel in MODELS:
         if args.quick and "large" in rel:
             continue
@@ -108,7 +109,7 @@ def main() -> None:
             b = build_tflm(graph, "int8", name=src.stem)
         build_s = time.perf_counter() - t
         assert b.arena is not None
-        row = {"name": name, "source": rel, "size": len(b.flatbuffer), "arena": b.arena.recommended,
+        row: dict[str, Any] = {"name": name, "source": rel, "size": len(b.flatbuffer), "arena": b.arena.recommended,
                "invoke_ms": round(invoke_ms(b.flatbuffer, b.arena.recommended, runs), 3),
                "offline_plan": b.offline_plan, "build_s": round(build_s, 2),
                "official": official_rel, "official_size": None, "official_arena": None,
@@ -142,7 +143,8 @@ def main() -> None:
     larger_arena = [r["name"] for r in compared if r["arena"] > r["official_arena"]]
     console.print(f"size <= official: {'all' if not bigger else 'NOT ' + ', '.join(bigger)}; "
                   f"arena <= official: {'all' if not larger_arena else 'NOT ' + ', '.join(larger_arena)}")
-    print(json.dumps({"models": rows}))
+    print(json.dumps({"models": rows, "all_size_le_official": not bigger,
+                      "all_arena_le_official": not larger_arena}))
 
 
 if __name__ == "__main__":

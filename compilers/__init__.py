@@ -4,10 +4,11 @@ and (next) backends (TFLM, Wasm, C).
 Modules, bottom up (imports only go downward):
 
 * ``errors``: ``CompilerError`` and its subtypes.
-* ``ir``: the one IR (``DType``, ``Quant``, ``Tensor``, ``Op``, ``Node``, ``Graph``).
-* ``shapes``: the static shape/dtype rule of every op (``Graph.validate`` uses it).
-* ``reference``: the NumPy interpreter, the definition of every op's semantics;
-  ``int8``: its integer kernels (TFLM's arithmetic, bit-exact).
+* ``ir_base``: the IR's building blocks (``DType``, ``Quant``, ``Tensor``, ``Op``, ``Node``);
+  ``shapes``: the static shape/dtype rule of every op; ``ir``: ``Graph`` (its ``validate``
+  uses the shape rules) and every ``ir_base`` name: the IR's one import point.
+* ``kernels``: the float kernel of every op (its semantics); ``int8`` (with ``int8_act``):
+  the integer kernels (TFLM's arithmetic, bit-exact); ``reference``: the interpreter.
 * ``frontends``: ``import_onnx``, ``import_tflite`` (model file -> validated ``Graph``).
 * ``passes``: small graph-to-graph passes and ``standard_pipeline()``.
 * ``quantize`` / ``calibration``: post-training int8 quantisation (QDQ form).

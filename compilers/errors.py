@@ -31,6 +31,27 @@ class UnsupportedOp(CompilerError):
         super().__init__(f"{msg}: {detail}" if detail else msg)
 
 
+class UnsupportedOps(UnsupportedOp):
+    """Several unsupported ops of one model, reported together (``ops``: each one, in model
+    order). Its op type, opset, node and detail are the first one's, so code that handles
+    an ``UnsupportedOp`` keeps working; the message lists every one."""
+
+    def __init__(self, ops: "list[UnsupportedOp]") -> None:
+        first = ops[0]
+        super().__init__(first.op_type, first.opset, first.node, first.detail)
+        for key, value in vars(first).items():  # frontend extras (TFLite: version, index)
+            setattr(self, key, value)
+        self.ops = tuple(ops)
+        if len(ops) > 1:
+            lines = "; ".join(str(e).removeprefix("unsupported op ") for e in ops)
+            self.args = (f"{len(ops)} unsupported ops: {lines}",)
+
+
+class ImportNote(UserWarning):
+    """Something the import changed about the model's interface that the user should know
+    (a float16 input that became float32, a dropped string-label output, ...)."""
+
+
 class UnsupportedDType(CompilerError):
     """A tensor element type the IR has no ``DType`` for (bfloat16, float8, int4, string...)."""
 

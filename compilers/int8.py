@@ -8,11 +8,12 @@ integer tensor (int8/uint8) that carries a ``Quant`` (DEQUANTIZE and CAST except
 
 * if ``INT_KERNELS`` has a kernel for the op (CONV incl. depthwise via ``group``, GEMM,
   MATMUL, ADD, SUB, MUL, AVG_POOL, MAX_POOL, REDUCE_MEAN, SOFTMAX, SIGMOID, TANH, RELU,
-  CLIP, LEAKY_RELU, RESHAPE, TRANSPOSE, CONCAT, PAD, IDENTITY, QUANTIZE), that kernel runs.
+  CLIP, LEAKY_RELU, HARD_SWISH, PRELU (``compilers.int8_act``), RESHAPE, TRANSPOSE, CONCAT,
+  PAD, IDENTITY, QUANTIZE), that kernel runs.
   It computes exactly what TFLite's reference kernel computes for the same tensors
   (int32 accumulation, ``QuantizeMultiplier`` + ``MultiplyByQuantizedMultiplier`` with
   double rounding, zero points, the fused activation as a clamp of the output range);
-* otherwise (HARD_SWISH, PRELU, DIV, ... on int8) the node runs **by float fallback**:
+* otherwise (DIV, CONV_TRANSPOSE, ... on int8) the node runs **by float fallback**:
   inputs dequantised, the float kernel, output quantised with round-half-away. This is
   *not* TFLM's arithmetic; it can differ by about 1 LSB and is reported as such.
 
@@ -66,7 +67,8 @@ import numpy as np
 
 from .errors import ExecutionError, GraphError
 from .ir import DType, FUSABLE, Node, Op, Quant, Tensor
-from . import reference as _ref
+from . import kernels as _ref
+from .int8_act import KERNELS as _ACTIVATIONS
 from .fixedpoint import (  # noqa: F401  (re-exported: tests and the lowering use them)
     TARGETS,
     _rdbp,
@@ -604,6 +606,7 @@ def _fallback(node: Node, io: _ref.NodeIO, *xs: np.ndarray) -> np.ndarray:
 
 
 # ---- dispatch -------------------------------------------------------------------------------------
+INT_KERNELS.update(_ACTIVATIONS)  # HARD_SWISH, PRELU (compilers.int8_act)
 _NEVER = frozenset({Op.DEQUANTIZE, Op.CAST})
 
 

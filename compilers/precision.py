@@ -3,6 +3,9 @@
 
 Precisions (``PRECISIONS``):
 
+float16 first becomes float32 (``passes.float16``; an ``ImportNote`` when the model's
+inputs or outputs were float16): no bundled runtime has float16 kernels.
+
 * ``float32``: every activation and weight float32. A float model is optimised as is; a
   quantised one (QDQ, lowered int8, weight-only "hybrid") becomes its float32 twin
   (``passes.dequantize``: same network, the quantised weights' values).
@@ -30,10 +33,11 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .errors import CompilerError
+from .errors import CompilerError, ImportNote
 from .ir import DType, Graph, Op
-from .passes import lower_int8, optimize, unlowered
+from .passes import lower_int8, optimize, unfuse_tanh, unlowered
 from .passes.dequantize import dequantize_graph
+from .passes.float16 import upcast_float16
 from .quantize import quantize
 
 PRECISIONS = ("float32", "int8")
@@ -73,6 +77,9 @@ def prepare(graph: Graph, precision: str, *, calibration: Calibration = None,
     """``graph`` at ``precision`` (see the module docstring)."""
     if precision not in PRECISIONS:
         raise CompilerError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    graph, notes = upcast_float16(graph)
+    for note in notes:
+        warn(note, ImportNote, stacklevel=2)
     g = optimize(graph)
     kind = source_kind(g)
     if precision == "float32":
@@ -82,6 +89,7 @@ def prepare(graph: Graph, precision: str, *, calibration: Calibration = None,
     if kind == "hybrid":
         g = optimize(dequantize_graph(g))
     if kind != "quantised":
+        g = unfuse_tanh(g)  # an int8 TANH node exists, an int8 fused tanh does not
         g = optimize(quantize(g, calibration, method=method, per_channel=per_channel, warn=warn))
     g = lower_int8(g)
     left = unlowered(g)

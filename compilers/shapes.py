@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import GraphError
-from .ir import DType, Node, Op, Tensor
+from .ir_base import DType, Node, Op, Tensor
 
 Shape = tuple[int, ...]
 Out = tuple[Shape, DType]
@@ -259,6 +259,17 @@ def _dequantize(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> li
     return [(x.shape, y.dtype)]
 
 
+def _argmax(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]:
+    x = ins[0].shape
+    axis = _axis(node, node.attr_int("axis"), len(x))
+    to = node.attr_dtype("to")
+    if to not in (DType.INT32, DType.INT64):
+        raise _fail(node, f"index output of type {to.value}; expected int32 or int64")
+    keep = node.attr_bool("keepdims")
+    shape = tuple(1 if i == axis else n for i, n in enumerate(x) if keep or i != axis)
+    return [(shape, to)]
+
+
 RULES: dict[Op, Rule] = {
     Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm, Op.MATMUL: _matmul,
     Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.DIV: _binary,
@@ -268,6 +279,7 @@ RULES: dict[Op, Rule] = {
     Op.REDUCE_MEAN: _reduce_mean, Op.BATCH_NORM: _batch_norm, Op.RESHAPE: _reshape,
     Op.TRANSPOSE: _transpose, Op.CONCAT: _concat, Op.PAD: _pad, Op.CAST: _cast,
     Op.IDENTITY: _unary, Op.QUANTIZE: _quantize, Op.DEQUANTIZE: _dequantize,
+    Op.ARGMAX: _argmax,
 }
 assert set(RULES) == set(Op), "every op needs a shape rule"
 

@@ -1,9 +1,11 @@
-"""The ONNX frontend: ``import_onnx(model, input_shapes=None) -> Graph``.
+"""The ONNX frontend: ``import_onnx(model, input_shapes=None, base_dir=None) -> Graph``.
 
 What it does, in order:
 
-1. Reads the model (a ``ModelProto``, the serialised bytes, or a path) and checks it with
-   ``onnx.checker``; an unreadable, truncated or invalid file is a ``ModelFormatError``.
+1. Reads the model (a ``ModelProto``, the serialised bytes, or a path; ``frontends.onnx_load``):
+   external-data files are resolved next to the model (or in ``base_dir``) and refused when
+   their location leaves that directory; ``onnx.checker`` checks it; an unreadable,
+   truncated or invalid file is a ``ModelFormatError``.
 2. Reads the default-domain opset. 7 and newer are imported directly (each converter
    knows which versions of its op it implements, up to what the installed onnx defines);
    older models are first upgraded with ``onnx.version_converter``.
@@ -11,61 +13,110 @@ What it does, in order:
    the zoo's mnist-8 list their weights as inputs too).
 4. Makes shapes static. ``input_shapes`` (name -> full shape) fixes inputs; any dimension
    that is still symbolic or unknown is a ``ShapeError`` naming the input, the dimension
-   and how to fix it. **Policy: no silent defaults** (not even batch "N" -> 1): a compiler
-   that picked a batch size would hide it from the memory planner's numbers.
-   ``onnx.shape_inference`` (strict, with data propagation) then types every tensor.
-5. Converts node by node through the table ``CONVERTERS`` (``frontends.onnx_ops``):
-   initializers and ``Constant`` nodes become constant tensors. An op type (or a version
-   of it, an attribute, or a domain) without a converter is ``UnsupportedOp`` naming op
-   type, opset and node; this is checked for all nodes before shape inference runs. Each
-   output's shape is computed by our own rules and checked against ONNX's.
-6. Returns a validated, topologically ordered ``Graph`` in ONNX's NCHW layout.
+   and the ``input_shapes`` argument that would fix it. **Policy: no silent defaults** (not
+   even batch "N" -> 1): a compiler that picked a batch size would hide it from the memory
+   planner's numbers. ``onnx.shape_inference`` (strict, with data propagation) then types
+   every tensor.
+5. Folds at import what is known once shapes are static (``frontends.onnx_fold``): Shape,
+   Size and every node on constants (exporters' shape arithmetic: tf2onnx's Flatten,
+   torch's ``x.view(x.size(0), -1)``) become constants, computed by onnx's reference
+   evaluator; such nodes need no converter.
+6. Converts node by node through the tables ``CONVERTERS`` (``frontends.onnx_ops``) and
+   ``ML_CONVERTERS`` (``frontends.onnx_ml``: skl2onnx's ZipMap and label path).
+   **Every** op type (or version of it, attribute, domain) without a converter is reported
+   in one ``UnsupportedOps`` error, each with op type, opset, node name and, where there
+   is one, the supported alternative (``ALTERNATIVES``); this is checked for all nodes
+   before shape inference runs, and configurations a converter refuses are collected over
+   the whole graph too. Each output's shape is computed by our own rules and checked
+   against ONNX's.
+7. Outputs the import cannot hold (a string label, a ZipMap's maps) are dropped or
+   replaced, each with an ``ImportNote`` warning. float16 stays float16 here (the graph
+   means what the file means); ``precision.prepare`` brings it to float32 for the
+   backends (``passes.float16``).
+8. Returns a validated, topologically ordered ``Graph`` in ONNX's NCHW layout.
 
-What it does not do: no optimisation or constant folding (ops on constants stay ops), no
-layout change, no custom domains (com.microsoft ...), no control flow, sequences or
-optional types, no sparse initializers, no training.
+What it does not do: no optimisation (the passes do that), no layout change, no custom
+domains (com.microsoft ...), no control flow, sequences or optional types, no sparse
+initializers, no training.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import warnings
 from typing import Mapping, Sequence
 
+import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import external_data_helper, helper, numpy_helper, shape_inference, version_converter
+from onnx import helper, numpy_helper, shape_inference, version_converter
 
-from ..errors import GraphError, ModelFormatError, ShapeError, UnsupportedDType, UnsupportedOp
+from ..errors import (GraphError, ImportNote, ModelFormatError, ShapeError, UnsupportedDType,
+                      UnsupportedOp, UnsupportedOps)
 from ..ir import DType, Graph, Tensor
-from .onnx_context import CONVERTERS, Builder, Converter, NodeCtx, dtype_of
-from . import onnx_ops  # noqa: F401  (fills CONVERTERS)
+from . import onnx_ml, onnx_ops  # noqa: F401  (fill the converter tables)
+from .onnx_context import CONVERTERS, ML_CONVERTERS, ML_DOMAIN, Builder, Converter, NodeCtx, \
+    dtype_of
+from .onnx_fold import evaluate, foldable
+from .onnx_load import ModelLike, load_onnx
 
 MIN_OPSET = 7
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
-ModelLike = onnx.ModelProto | bytes | str | os.PathLike[str]
+# What to use instead of an op we do not convert (shown with the refusal).
+ALTERNATIVES: Mapping[str, str] = {
+    "Upsample": "Resize is not supported either: use ConvTranspose (stride = scale)",
+    "Resize": "ConvTranspose with stride = the scale factor",
+    "GlobalMaxPool": "MaxPool with kernel_shape = the spatial size",
+    "ReduceMax": "MaxPool over the spatial axes",
+    "ReduceSum": "ReduceMean (times the count)",
+    "Sum": "a chain of Add",
+    "Mean": "Add then Mul by 1/n",
+    "Einsum": "MatMul / Gemm",
+    "Gelu": "export with approximate='tanh' is not supported either: use Relu or HardSwish",
+    "Elu": "Relu or LeakyRelu",
+    "Selu": "Relu or LeakyRelu",
+    "Softplus": "Relu",
+    "Mish": "HardSwish",
+    "LogSoftmax": "Softmax",
+    "InstanceNormalization": "BatchNormalization (folded into the conv)",
+    "LayerNormalization": "BatchNormalization (folded into the conv)",
+    "LSTM": "not supported yet (recurrent layers come in a later issue)",
+    "GRU": "not supported yet (recurrent layers come in a later issue)",
+    "RNN": "not supported yet (recurrent layers come in a later issue)",
+    "MaxUnpool": "ConvTranspose",
+    "SpaceToDepth": "Reshape + Transpose",
+    "DepthToSpace": "Reshape + Transpose",
+}
 
 
-def import_onnx(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] | None = None
-                ) -> Graph:
-    """Import an ONNX model as a validated IR ``Graph`` (see the module docstring)."""
-    proto = _load(model)
+def import_onnx(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                base_dir: str | os.PathLike[str] | None = None) -> Graph:
+    """Import an ONNX model as a validated IR ``Graph`` (see the module docstring).
+    ``base_dir``: where the model's external-data files are (default: the model path's
+    directory; needed for bytes and protos that have external data)."""
+    proto = load_onnx(model, base_dir)
     opset = _default_opset(proto)
     if opset < MIN_OPSET:
         proto, opset = _upgrade(proto, opset)
     if opset > onnx.defs.onnx_opset_version():
         raise ModelFormatError(f"opset {opset} is newer than the installed onnx knows "
                                f"({onnx.defs.onnx_opset_version()})")
-    converters = [_converter_for(node, index, opset) for index, node in enumerate(proto.graph.node)]
     initializers = {t.name: t for t in proto.graph.initializer}
     _fix_input_shapes(proto, initializers, dict(input_shapes or {}))
+    folded = foldable(proto.graph)
+    converters = _converters(proto, opset, folded)
     onnx_types, bad_types = _infer(proto)
 
     names = {n for node in proto.graph.node for n in [*node.input, *node.output] if n}
     names |= {v.name for v in proto.graph.input} | set(initializers)
     b = Builder(opset, onnx_types, names, bad_types)
     for name, init in initializers.items():
+        if init.data_type == onnx.TensorProto.STRING:  # class labels: what reads them drops
+            kind = onnx.TensorProto.DataType.Name(init.data_type)
+            shown = numpy_helper.to_array(init).reshape(-1)[:6].tolist()
+            b.drop(name, f"it is computed from initializer {name!r}, {kind} values {shown}, "
+                         f"which the IR cannot hold")
+            continue
         dtype_of(init.data_type, f"initializer {name!r}")
         b.add_const(name, numpy_helper.to_array(init))
     inputs = [v.name for v in proto.graph.input if v.name not in initializers]
@@ -74,55 +125,83 @@ def import_onnx(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] |
             shape, dtype = _static(v, "input")
             b.tensors[v.name] = Tensor(v.name, shape, dtype)
 
-    for index, (node, (conv, version)) in enumerate(zip(proto.graph.node, converters)):
-        _convert(b, node, index, conv, version)
+    errors: list[UnsupportedOp] = []
+    for index, (node, conv) in enumerate(zip(proto.graph.node, converters)):
+        if _skip_dropped(b, node):
+            continue
+        try:
+            if conv is None:
+                _fold(b, node, index, opset)
+            else:
+                _convert(b, node, index, *conv)
+        except UnsupportedOp as e:
+            errors.append(e)
+            _stand_in(b, node, str(e))
+    if errors:
+        raise UnsupportedOps(errors)
 
-    outputs = [o.name for o in proto.graph.output]
-    for o in outputs:
+    outputs = []
+    for o in (o.name for o in proto.graph.output):
+        if o in b.dropped:
+            b.notes.append(f"output {o!r} is not imported: {b.dropped[o]}")
+            continue
         if o not in b.tensors:
             raise GraphError(f"graph output {o!r} is never produced")
+        outputs.append(o)
+    if not outputs:
+        raise ModelFormatError("none of the model's outputs can be imported: "
+                               + "; ".join(b.notes))
     graph = Graph.make(proto.graph.name or "onnx", inputs, outputs, b.nodes, b.tensors.values())
-    return graph.toposorted().validate()
+    graph = graph.toposorted().validate()
+    for note in b.notes:
+        warnings.warn(note, ImportNote, stacklevel=2)
+    return graph
+
+
+def _skip_dropped(b: Builder, node: onnx.NodeProto) -> bool:
+    """A node reading a dropped tensor is dropped too (its outputs inherit the reason)."""
+    reasons = [b.dropped[i] for i in node.input if i in b.dropped]
+    if not reasons:
+        return False
+    for o in node.output:
+        if o:
+            b.drop(o, reasons[0])
+    return True
+
+
+def _stand_in(b: Builder, node: onnx.NodeProto, why: str) -> None:
+    """After a refused node: its outputs get the types ONNX inferred (so the rest of the
+    graph is still checked), or are dropped when those are unknown."""
+    for o in node.output:
+        if not o or o in b.tensors:
+            continue
+        shape, dtype = b.onnx_types.get(o, (None, None))
+        if shape is not None and dtype is not None:
+            b.tensors[o] = Tensor(o, shape, dtype)
+        else:
+            b.drop(o, why)
+
+
+def _fold(b: Builder, node: onnx.NodeProto, index: int, opset: int) -> None:
+    """A node known at import (``onnx_fold``): its outputs become constants."""
+    name = _node_name(node, index)
+    values = {i: t.data for i in node.input if i and (t := b.tensors[i]).data is not None}
+    shapes = {i: b.tensors[i].shape for i in node.input if i in b.tensors}
+    try:
+        results = evaluate(node, values, shapes, opset)
+    except Exception as e:  # the reference evaluator raises whatever the op's code raises
+        raise UnsupportedOp(node.op_type, opset, name,
+                            f"cannot be evaluated on its constant inputs: "
+                            f"{type(e).__name__}: {e}") from e
+    for o, value in zip((o for o in node.output if o), results):
+        try:
+            b.add_const(o, np.asarray(value))
+        except UnsupportedDType:
+            b.drop(o, f"{node.op_type} node {name!r} computes a {np.asarray(value).dtype} "
+                      f"constant the IR cannot hold")
 
 
 # ---- loading ----------------------------------------------------------------------------------
-def _load(model: ModelLike) -> onnx.ModelProto:
-    base_dir = None
-    if isinstance(model, onnx.ModelProto):
-        proto = onnx.ModelProto()
-        proto.CopyFrom(model)  # input_shapes are written into it: never touch the caller's
-    else:
-        if isinstance(model, (bytes, bytearray)):
-            data = bytes(model)
-        else:
-            path = Path(model)
-            try:
-                data = path.read_bytes()
-            except OSError as e:
-                raise ModelFormatError(f"cannot read ONNX model {path}: {e}") from e
-            base_dir = str(path.parent)
-        proto = onnx.ModelProto()
-        try:
-            proto.ParseFromString(data)
-        except (DecodeError, ValueError, RuntimeError) as e:
-            raise ModelFormatError(f"not a valid ONNX protobuf ({len(data)} bytes; truncated "
-                                   f"or corrupt?): {e}") from e
-        if base_dir is not None and any(
-                t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
-            try:
-                external_data_helper.load_external_data_for_model(proto, base_dir)
-            except OSError as e:
-                raise ModelFormatError(f"cannot read the model's external data: {e}") from e
-    if not proto.graph.node and not proto.graph.output:
-        raise ModelFormatError("the ONNX model has an empty graph (truncated or corrupt?)")
-    try:
-        onnx.checker.check_model(proto)
-    except (onnx.checker.ValidationError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelFormatError(f"invalid ONNX model (truncated or corrupt?): {first}") from e
-    return proto
-
-
 def _default_opset(proto: onnx.ModelProto) -> int:
     for imp in proto.opset_import:
         if imp.domain in DEFAULT_DOMAINS:
@@ -169,8 +248,11 @@ def _fix_input_shapes(proto: onnx.ModelProto, initializers: Mapping[str, onnx.Te
         for i, d in enumerate(tt.shape.dim):
             if not d.HasField("dim_value") or d.dim_value < 0:
                 what = f"symbolic {d.dim_param!r}" if d.dim_param else "unknown"
+                dims = tuple(int(x.dim_value) if x.HasField("dim_value") and x.dim_value > 0
+                             else 1 for x in tt.shape.dim)
                 raise ShapeError(f"input {name!r} dimension {i} is {what}: the compiler needs "
-                                 f"static shapes, pass input_shapes={{{name!r}: (...)}}")
+                                 f"static shapes, pass input_shapes={{{name!r}: {dims}}} "
+                                 f"(1 for a batch dimension)")
 
 
 def _infer(proto: onnx.ModelProto) -> tuple[dict[str, tuple[tuple[int, ...] | None,
@@ -214,28 +296,68 @@ def _node_name(node: onnx.NodeProto, index: int) -> str:
     return node.name or f"{node.op_type}#{index}"
 
 
-def _converter_for(node: onnx.NodeProto, index: int, opset: int) -> tuple[Converter, int]:
+def _converters(proto: onnx.ModelProto, opset: int, folded: set[int]
+                ) -> list[tuple[Converter, int] | None]:
+    """Each node's converter and op version (None: folded at import). Every node without
+    one is collected into one ``UnsupportedOps``, before shape inference runs, so an
+    unsupported op is reported as such even when ONNX cannot infer its shapes."""
+    out: list[tuple[Converter, int] | None] = []
+    errors: list[UnsupportedOp] = []
+    ml = _opset_of(proto, ML_DOMAIN)
+    for index, node in enumerate(proto.graph.node):
+        if index in folded and node.op_type != "Constant":
+            out.append(None)
+            continue
+        try:
+            out.append(_converter_for(node, index, opset, ml))
+        except UnsupportedOp as e:
+            errors.append(e)
+            out.append(None)
+    if errors:
+        raise UnsupportedOps(errors)
+    return out
+
+
+def _opset_of(proto: onnx.ModelProto, domain: str) -> int | None:
+    return next((int(i.version) for i in proto.opset_import if i.domain == domain), None)
+
+
+def _refuse(op_type: str, opset: int | None, name: str, detail: str) -> UnsupportedOp:
+    alt = ALTERNATIVES.get(op_type)
+    return UnsupportedOp(op_type, opset, name, f"{detail}; instead: {alt}" if alt else detail)
+
+
+def _converter_for(node: onnx.NodeProto, index: int, opset: int, ml_opset: int | None = None
+                   ) -> tuple[Converter, int]:
     """The converter of a node and the op's schema version; ``UnsupportedOp`` if there is
-    none. Checked for every node before shape inference, so an unsupported op is reported
-    as such even when ONNX cannot infer its shapes."""
+    none."""
     name = _node_name(node, index)
-    if node.domain not in DEFAULT_DOMAINS:
+    if node.domain == ML_DOMAIN:
+        conv = ML_CONVERTERS.get(node.op_type)
+        if conv is None:
+            raise _refuse(f"{node.domain}.{node.op_type}", ml_opset, name,
+                          "no converter for this ai.onnx.ml op (only the classifier outputs "
+                          "ZipMap and ArrayFeatureExtractor are imported)")
+        table_opset = ml_opset or 1
+    elif node.domain not in DEFAULT_DOMAINS:
         raise UnsupportedOp(f"{node.domain}.{node.op_type}", None, name,
                             f"domain {node.domain!r} is not supported")
-    conv = CONVERTERS.get(node.op_type)
-    if conv is None:
-        raise UnsupportedOp(node.op_type, opset, name, "no converter for this op type")
+    else:
+        found = CONVERTERS.get(node.op_type)
+        if found is None:
+            raise _refuse(node.op_type, opset, name, "no converter for this op type")
+        conv, table_opset = found, opset
     try:
-        version = onnx.defs.get_schema(node.op_type, opset, node.domain).since_version
+        version = onnx.defs.get_schema(node.op_type, table_opset, node.domain).since_version
     except onnx.defs.SchemaError as e:
-        raise UnsupportedOp(node.op_type, opset, name, f"onnx has no schema: {e}") from e
+        raise UnsupportedOp(node.op_type, table_opset, name, f"onnx has no schema: {e}") from e
     if version not in conv.versions:
-        raise UnsupportedOp(node.op_type, opset, name,
+        raise UnsupportedOp(node.op_type, table_opset, name,
                             f"version {version} of the op is not implemented "
                             f"(known: {sorted(conv.versions)})")
     attrs = sorted({a.name for a in node.attribute} - conv.attrs)
     if attrs:
-        raise UnsupportedOp(node.op_type, opset, name, f"unknown attributes {attrs}")
+        raise UnsupportedOp(node.op_type, table_opset, name, f"unknown attributes {attrs}")
     return conv, version
 
 
@@ -243,10 +365,10 @@ def _convert(b: Builder, node: onnx.NodeProto, index: int, conv: Converter, vers
     name = _node_name(node, index)
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     for o in node.output:  # element types we cannot hold are refused before converting
-        if o in b.bad_types:
+        if o in b.bad_types and not conv.any_output_type:
             raise UnsupportedDType(f"{node.op_type} node {name!r}: output {o!r} is of type "
                                    f"{b.bad_types[o]}, which the IR does not support")
     conv.fn(NodeCtx(b, node, version, name, attrs))
     for o in node.output:
-        if o and o not in b.tensors:
+        if o and o not in b.tensors and o not in b.dropped:
             raise UnsupportedOp(node.op_type, b.opset, name, f"output {o!r} is not produced")

@@ -47,6 +47,13 @@ class Builder:
     bad_types: dict[str, str]               # tensors of element types the IR cannot hold
     tensors: dict[str, Tensor] = field(default_factory=dict)
     nodes: list[Node] = field(default_factory=list)
+    dropped: dict[str, str] = field(default_factory=dict)  # tensor -> why it is not imported
+    notes: list[str] = field(default_factory=list)          # ImportNote texts, in model order
+
+    def drop(self, name: str, reason: str) -> None:
+        """``name`` is not imported (nor anything computed from it): graph outputs that
+        depend on it are left out of the graph with an ``ImportNote`` saying ``reason``."""
+        self.dropped[name] = reason
 
     def fresh(self, base: str) -> str:
         name = fresh_name(base, self.taken, self.tensors, sep="__", always=True)
@@ -175,15 +182,21 @@ class Converter:
     fn: ConvertFn
     versions: frozenset[int]
     attrs: frozenset[str]
+    any_output_type: bool = False  # outputs of types the IR cannot hold are the fn's business
 
 
 CONVERTERS: dict[str, Converter] = {}
+ML_CONVERTERS: dict[str, Converter] = {}   # the ai.onnx.ml domain (classifier outputs)
+ML_DOMAIN = "ai.onnx.ml"
 
 
-def converts(op_type: str, versions: Iterable[int], attrs: Iterable[str] = ()
+def converts(op_type: str, versions: Iterable[int], attrs: Iterable[str] = (), *,
+             domain: str = "", any_output_type: bool = False
              ) -> Callable[[ConvertFn], ConvertFn]:
-    """Register a converter for ``op_type`` (decorator)."""
+    """Register a converter for ``op_type`` of ``domain`` (decorator)."""
+    table = ML_CONVERTERS if domain == ML_DOMAIN else CONVERTERS
+
     def register(fn: ConvertFn) -> ConvertFn:
-        CONVERTERS[op_type] = Converter(fn, frozenset(versions), frozenset(attrs))
+        table[op_type] = Converter(fn, frozenset(versions), frozenset(attrs), any_output_type)
         return fn
     return register

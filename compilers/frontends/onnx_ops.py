@@ -424,3 +424,11 @@ def _dequantize(ctx: NodeCtx) -> None:
         else scale_dtype
     ctx.define(Tensor(ctx.output(), x.shape, out))
     ctx.emit(Op.DEQUANTIZE, [x.name], [ctx.output()])
+
+
+@converts("ArgMax", (1, 11, 12, 13), ("axis", "keepdims", "select_last_index"))
+def _argmax(ctx: NodeCtx) -> None:
+    rank = len(ctx.shape(0))
+    ctx.emit(Op.ARGMAX, [ctx.input(0)], [ctx.output()],
+             axis=ctx.axis(int(ctx.attr("axis", 0)), rank), keepdims=bool(ctx.attr("keepdims", 1)),
+             select_last_index=bool(ctx.attr("select_last_index", 0)), to=DType.INT64)

@@ -8,9 +8,13 @@ What it does, in order:
    data does not fit its shape, an index points nowhere) is a ``ModelFormatError``.
 2. Takes subgraph 0 (the model's main graph; further subgraphs only exist for control
    flow, which is refused). Every operator is looked up first in the table ``CONVERTERS``
-   (``frontends.tflite_ops``): an op without a converter is ``UnsupportedOp`` naming the
-   op, its version and the operator index, e.g. ``UNIDIRECTIONAL_SEQUENCE_LSTM`` in the
-   TFLM LSTM examples or ``SVDF`` in ``keyword_scrambled_8bit``, before anything is built.
+   (``frontends.tflite_ops``): the ops without a converter are reported together in one
+   ``UnsupportedOps``, each naming the op, its version and the operator index, e.g.
+   ``UNIDIRECTIONAL_SEQUENCE_LSTM`` in the TFLM LSTM examples or ``SVDF`` in
+   ``keyword_scrambled_8bit``, before anything is built. Shape arithmetic
+   (``SHAPE -> STRIDED_SLICE -> PACK`` in front of a RESHAPE, as Keras 3 exports with a
+   ``None`` batch carry) and other operators on constants are folded at import
+   (``frontends.tflite_fold``).
 3. Converts operator by operator (TFLite stores them in execution order). Constants are
    the tensors with buffer data; tensor shapes are TFLite's static ``shape`` (a dynamic
    dimension is refused); quantisation (per tensor or per channel) is kept on the integer
@@ -41,19 +45,35 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
 
 from ai_edge_litert import schema_py_generated as S
 
-from ..errors import GraphError, ModelFormatError, UnsupportedDType
+from ..errors import (GraphError, ModelFormatError, ShapeError, UnsupportedDType, UnsupportedOp,
+                      UnsupportedOps)
 from ..ir import Graph, Tensor
-
+from .tflite_fold import FOLDERS, fold, foldable
 from .tflite_ops import BUILTIN_NAMES, CONVERTERS, Builder, OpCtx, unsupported
 
 ModelLike = bytes | bytearray | str | os.PathLike[str]
 
+# What to use instead of a TFLite op we do not convert (shown with the refusal).
+ALTERNATIVES = {
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "not supported yet (recurrent layers come in a later issue)",
+    "SVDF": "not supported yet (stateful layers come in a later issue)",
+    "RESIZE_NEAREST_NEIGHBOR": "TRANSPOSE_CONV with stride = the scale factor",
+    "L2_NORMALIZATION": "none; normalise on the host",
+    "BATCH_MATMUL": "FULLY_CONNECTED with a constant weight",
+}
 
-def import_tflite(model: ModelLike) -> Graph:
-    """Import a TFLite flatbuffer as a validated IR ``Graph`` (see the module docstring)."""
+
+def import_tflite(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] | None = None
+                  ) -> Graph:
+    """Import a TFLite flatbuffer as a validated IR ``Graph`` (see the module docstring).
+    ``input_shapes`` (input name -> full shape) fixes inputs whose stored shape has a
+    dynamic (-1) dimension; one left dynamic is a ``ShapeError`` naming it."""
     raw = _read(model)
     m = _parse(raw)
     if not m.subgraphs:
@@ -63,8 +83,10 @@ def import_tflite(model: ModelLike) -> Graph:
     operators = list(sg.operators or [])
     codes = list(m.operatorCodes or [])
     _check_indices(m, sg, tensors, operators, codes)
+    _fix_input_shapes(sg, tensors, dict(input_shapes or {}))
 
     plan = []
+    errors: list[UnsupportedOp] = []
     for index, op in enumerate(operators):
         code = codes[op.opcodeIndex]
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
@@ -73,11 +95,16 @@ def import_tflite(model: ModelLike) -> Graph:
             custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
             name = f"CUSTOM:{custom}"
         conv = CONVERTERS.get(builtin)
-        if conv is None:
-            raise unsupported(name, int(code.version), index, "no converter for this op")
-        if op.builtinOptions2 is not None:
-            raise unsupported(name, int(code.version), index, "BuiltinOptions2 are not supported")
-        plan.append((conv, OpCtx(None, index, op, name, int(code.version))))  # type: ignore[arg-type]
+        if conv is None and builtin not in FOLDERS:
+            alt = ALTERNATIVES.get(name)
+            errors.append(unsupported(name, int(code.version), index, "no converter for this op"
+                                      + (f"; instead: {alt}" if alt else "")))
+        elif op.builtinOptions2 is not None:
+            errors.append(unsupported(name, int(code.version), index,
+                                      "BuiltinOptions2 are not supported"))
+        plan.append((builtin, conv, OpCtx(None, index, op, name, int(code.version))))  # type: ignore[arg-type]
+    if errors:
+        raise UnsupportedOps(errors)
 
     b = Builder(m, sg, raw, _unique_names(tensors))
     for i, t in enumerate(tensors):
@@ -93,11 +120,17 @@ def import_tflite(model: ModelLike) -> Graph:
             continue
         inputs.append(b.add(Tensor(b.names[i], b.shape(i), b.dtype(i), b.quant(i))))
         b.forms[i] = {"tf": b.names[i]}
-    for conv, ctx in plan:
+    for builtin, conv, ctx in plan:
         ctx.b = b
         try:
-            conv(ctx)
-        except (GraphError, ModelFormatError, UnsupportedDType):
+            if foldable(ctx, builtin):
+                fold(ctx, builtin)
+            elif conv is None:
+                raise ctx.unsupported("only folded when its inputs are constants (shape "
+                                      "arithmetic), and they are not")
+            else:
+                conv(ctx)
+        except (GraphError, ModelFormatError, UnsupportedDType, UnsupportedOp):
             raise
         except (KeyError, IndexError, AttributeError, TypeError, ValueError) as e:
             raise ModelFormatError(f"{ctx.label}: malformed operator ({type(e).__name__}: "
@@ -106,6 +139,34 @@ def import_tflite(model: ModelLike) -> Graph:
     name = sg.name.decode() if isinstance(sg.name, bytes) and sg.name else "tflite"
     graph = Graph.make(name, inputs, outputs, b.nodes, b.tensors.values())
     return graph.toposorted().validate()
+
+
+def _fix_input_shapes(sg: S.SubGraphT, tensors: list, given: dict[str, Sequence[int]]) -> None:
+    """Write ``given`` into the graph inputs' shapes; a dynamic dimension left is refused.
+    (Keras exports keep 1 in ``shape`` and -1 only in ``shape_signature``: nothing to do.)"""
+    names = {_name(tensors[int(i)], int(i)): int(i) for i in (sg.inputs if sg.inputs is not None else [])}
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise ShapeError(f"input_shapes names {unknown}, but the model's inputs are {sorted(names)}")
+    for name, i in names.items():
+        t = tensors[i]
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        if name in given:
+            new = [int(d) for d in given[name]]
+            if len(new) != len(shape) or any(d >= 0 and d != n for d, n in zip(shape, new)):
+                raise ShapeError(f"input {name!r} has shape {shape}, input_shapes gives {new}")
+            t.shape = np.asarray(new, np.int32)
+            continue
+        for k, d in enumerate(shape):
+            if d < 0:
+                fixed = tuple(1 if x < 0 else x for x in shape)
+                raise ShapeError(f"input {name!r} dimension {k} is dynamic: the compiler needs "
+                                 f"static shapes, pass input_shapes={{{name!r}: {fixed}}} "
+                                 f"(1 for a batch dimension)")
+
+
+def _name(t: S.TensorT, i: int) -> str:
+    return (t.name.decode(errors="replace") if isinstance(t.name, bytes) else t.name) or f"t{i}"
 
 
 # ---- loading ----------------------------------------------------------------------------------

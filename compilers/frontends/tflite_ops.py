@@ -163,6 +163,10 @@ class Builder:
     def is_const(self, i: int) -> bool:
         return self.const(i) is not None
 
+    def set_const(self, i: int, value: np.ndarray) -> None:
+        """Tensor ``i`` is a constant computed at import (``tflite_fold``)."""
+        self._const[i] = value
+
     # ---- IR tensors and nodes ---------------------------------------------------------------
     def fresh(self, base: str) -> str:
         """A new IR tensor name (callers add the tensor at once, which takes the name)."""
@@ -719,3 +723,13 @@ def _pad(ctx: OpCtx) -> None:
         pairs = [pairs[p] for p in TF_TO_NCHW]
     ctx.emit(Op.PAD, [b.get(x, layout)], [b.define(ctx.output(), layout)], pads=tuple(pairs),
              mode="constant", value=value)
+
+
+@converts(B.ARG_MAX)
+def _arg_max(ctx: OpCtx) -> None:
+    b = ctx.b
+    x = ctx.input(0)
+    rank = len(b.shape(x))
+    axis = int(ctx.need_const(1, "axis").reshape(-1)[0]) % rank
+    ctx.emit(Op.ARGMAX, [b.get(x, "tf")], [b.define(ctx.output(), "tf")], axis=axis,
+             keepdims=False, select_last_index=False, to=b.dtype(ctx.output()))

@@ -7,7 +7,8 @@ batch-norm and bias folding, which regroup float arithmetic in the last bits).
 ``run_passes(graph, passes)`` applies them in order, validates after each one and names the
 pass in any error (``PassError``). ``standard_pipeline()`` is the default list:
 
-1. ``constant_folding``: nodes on constants become constants (DEQUANTIZE of weights kept).
+1. ``constant_folding``: nodes on constants become constants (DEQUANTIZE of weights kept);
+   then ``div_by_constant``: DIV by a float constant becomes MUL by its reciprocal.
 2. ``identity_elimination``: IDENTITY, no-op RESHAPE/TRANSPOSE/CAST go; reshape chains shorten.
 3. ``transpose_cancel``: inverse TRANSPOSE pairs cancel (pushed through element-wise ops),
    data-free transposes become RESHAPEs. Layout (NCHW -> NHWC) is *not* a pass: it is
@@ -17,6 +18,10 @@ pass in any error (``PassError``). ``standard_pipeline()`` is the default list:
 6. ``bias_folding``: per-channel ADD after CONV into its bias; MATMUL + ADD into GEMM.
 7. ``fuse_activations``: RELU/CLIP(0,6)/CLIP(-1,1)/TANH into the op before (float tensors).
 8. ``dead_code``: nodes and constants that reach no output go.
+
+Not in the pipeline: ``lift_1d`` (1-D windows as 2-D of height 1; the TFLM emitter runs
+it), ``unfuse_tanh`` (before int8 quantisation), ``float16.upcast_float16``
+(``precision.prepare``), ``lower_int8``.
 
 What it does not do: no quantisation, no layout change, no scheduling (the memory planner,
 ``compilers.planner``, works on the order the graph has).
@@ -32,9 +37,11 @@ from .batchnorm_folding import batchnorm_folding
 from .bias_folding import bias_folding
 from .constant_folding import constant_folding
 from .dead_code import dead_code
-from .fuse_activations import fuse_activations
+from .div_by_constant import div_by_constant
+from .fuse_activations import fuse_activations, unfuse_tanh
 from .identity_elimination import identity_elimination
 from .lower_int8 import lower_int8, unlowered  # noqa: F401 - not in standard_pipeline()
+from .lift_1d import lift_1d
 from .transpose_cancel import storage_noop_transposes, transpose_cancel
 
 Pass = Callable[[Graph], Graph]
@@ -73,8 +80,8 @@ def run_passes(graph: Graph, passes: Iterable[Pass]) -> Graph:
 
 
 def standard_pipeline() -> list[Pass]:
-    return [constant_folding, identity_elimination, transpose_cancel, identity_elimination,
-            batchnorm_folding, bias_folding, fuse_activations, dead_code]
+    return [constant_folding, div_by_constant, identity_elimination, transpose_cancel,
+            identity_elimination, batchnorm_folding, bias_folding, fuse_activations, dead_code]
 
 
 def optimize(graph: Graph) -> Graph:
@@ -84,5 +91,6 @@ def optimize(graph: Graph) -> Graph:
 
 __all__ = ["Pass", "PassError", "run_passes", "standard_pipeline", "optimize",
            "batchnorm_folding", "bias_folding", "constant_folding", "dead_code",
-           "fuse_activations", "identity_elimination", "transpose_cancel",
+           "fuse_activations", "identity_elimination", "transpose_cancel", "div_by_constant",
+           "lift_1d", "unfuse_tanh",
            "storage_noop_transposes", "lower_int8", "unlowered"]

@@ -60,3 +60,19 @@ def fuse_activations(graph: Graph) -> Graph:
         ed.remove(act)
         del ed.tensors[x]
     return ed.graph()
+
+
+def unfuse_tanh(graph: Graph) -> Graph:
+    """The inverse for ``fused == "tanh"``: the op writes a new tensor and a TANH node
+    follows. Run before int8 quantisation: integer kernels clamp, they cannot apply a tanh,
+    but an int8 TANH node (fixed 1/128 output scale) can."""
+    ed = Editor(graph)
+    for node in list(ed.nodes):
+        if fused_of(node) != "tanh":
+            continue
+        y = ed.tensors[node.outputs[0]]
+        pre = ed.add_tensor(f"{y.name}__pre_tanh", y, y.shape)
+        ed.replace(node, Node.make(node.op, node.inputs, [pre], name=node.name,
+                                   **{**node.attr_dict, "fused": "none"}),
+                   Node.make(Op.TANH, [pre], [y.name], name=f"{node.name}/tanh"))
+    return ed.graph()

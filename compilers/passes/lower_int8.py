@@ -25,10 +25,12 @@ Lowered are the ops ``compilers.int8`` has integer kernels for, under the condit
 kernels need (otherwise they would take its float fallback, which is not TFLM's
 arithmetic): CONV (incl. grouped/depthwise), GEMM (alpha = beta = 1), 2-D MATMUL, ADD, SUB,
 MUL, AVG_POOL (padding not counted), MAX_POOL, REDUCE_MEAN, SOFTMAX / SIGMOID (int8 output
-1/256, zero point -128), TANH (1/128, 0), RELU, CLIP, LEAKY_RELU, RESHAPE, TRANSPOSE,
-CONCAT, PAD (constant mode), IDENTITY.
+1/256, zero point -128), TANH (1/128, 0), RELU, CLIP, LEAKY_RELU, HARD_SWISH, PRELU,
+RESHAPE, TRANSPOSE, CONCAT, PAD (constant mode), IDENTITY. ARGMAX of a DEQUANTIZE reads
+the integer tensor (the index of the maximum does not change).
 
-What it does not do: anything else (CONV_TRANSPOSE, DIV, PRELU, HARD_SWISH, a fused tanh,
+What it does not do: anything else (CONV_TRANSPOSE, DIV, a fused tanh (``precision``
+unfuses it before quantising),
 float constant operands of ADD/MUL, per-channel activations, an op whose result is read by
 more than its QUANTIZE, ...) stays in QDQ float form; ``unlowered(graph)`` names those
 nodes. No layout change, no removal of requantising QUANTIZEs. (One fix-up: an integer
@@ -50,8 +52,11 @@ INT_ACT = (DType.INT8, DType.UINT8)
 
 LOWERABLE = frozenset({Op.CONV, Op.GEMM, Op.MATMUL, Op.ADD, Op.SUB, Op.MUL, Op.AVG_POOL,
                        Op.MAX_POOL, Op.REDUCE_MEAN, Op.SOFTMAX, Op.SIGMOID, Op.TANH, Op.RELU,
-                       Op.CLIP, Op.LEAKY_RELU, Op.RESHAPE, Op.TRANSPOSE, Op.CONCAT, Op.PAD,
-                       Op.IDENTITY})
+                       Op.CLIP, Op.LEAKY_RELU, Op.HARD_SWISH, Op.PRELU, Op.RESHAPE,
+                       Op.TRANSPOSE, Op.CONCAT, Op.PAD, Op.IDENTITY})
+# Ops whose result depends only on the order of their input values (an index): they read
+# the integer tensor directly when its scale is positive.
+ORDER_ONLY = frozenset({Op.ARGMAX})
 _DOT = (Op.CONV, Op.GEMM, Op.MATMUL)
 # Fixed output quantisation the integer kernels need: (scale, zero point).
 _FIXED = {Op.SOFTMAX: (1 / 256, -128), Op.SIGMOID: (1 / 256, -128), Op.TANH: (1 / 128, 0)}
@@ -272,8 +277,21 @@ class _Lowering:
         if s.dtype in INT_ACT and _per_tensor(s.quant) and _per_tensor(self.g.tensors[q.outputs[0]].quant):
             self.ed.replace(q, Node(q.op, (src,), q.outputs, q.attrs, q.name))
 
+    def read_integers(self, n: Node) -> None:
+        """ARGMAX of ``DEQUANTIZE(x)``: ARGMAX of ``x`` (same order, positive scale)."""
+        src = self.dq_source(n.inputs[0])
+        if src is None:
+            return
+        t = self.g.tensors[src]
+        if t.dtype in INT_ACT and _per_tensor(t.quant) and t.quant is not None \
+                and t.quant.scale[0] > 0:
+            self.ed.replace(n, Node(n.op, (src,) + n.inputs[1:], n.outputs, n.attrs, n.name))
+
     def run(self) -> Graph:
         for n in self.g.nodes:
+            if n.op in ORDER_ONLY:
+                self.read_integers(n)
+                continue
             if n.op in (Op.QUANTIZE, Op.DEQUANTIZE) or not self.g.tensors[n.outputs[0]].dtype.is_float:
                 continue
             if n.op in (Op.RELU, Op.CLIP, Op.ADD) and self._absorbed_by_producer(n):

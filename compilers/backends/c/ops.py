@@ -195,10 +195,21 @@ def _binary(ctx: Ctx, node: Node) -> str:
 
 def _prelu(ctx: Ctx, node: Node) -> str:
     (x, s), y = io(node, ctx)
-    if y.dtype is not DType.FLOAT32:
-        raise CBackendError(f"{node.label()}: integer PRELU is not lowered")
     head, tail, names = loops(y.shape)
     ox, os_ = offset(names, bstrides(x.shape, y.shape)), offset(names, bstrides(s.shape, y.shape))
+    if is_int(x) and is_int(s) and is_int(y):  # compilers.int8_act's PRELU (TFLM arithmetic)
+        (sx, zx), (sa, za), (sy, zy) = qparams(x), qparams(s), qparams(y)
+        m1, e1 = quantize_multiplier(float(np.float64(sx) / np.float64(sy)))
+        m2, e2 = quantize_multiplier(float(np.float64(sx) * np.float64(sa) / np.float64(sy)))
+        lo, hi = np.iinfo(y.dtype.numpy).min, np.iinfo(y.dtype.numpy).max
+        return (f"  const {ctype(x)} *px = {ctx.ptr(x.name)}; const {ctype(s)} *ps = {ctx.ptr(s.name)}; "
+                f"{ctype(y)} *py = {ctx.ptr(y.name)};\n"
+                f"  {head} int32_t v = (int32_t)px[{ox}] - {zx}; int32_t a = (int32_t)ps[{os_}] - {za}; "
+                f"int32_t r = v >= 0 ? tm_mbqm(v, {m1}, {e1}) : tm_mbqm(v * a, {m2}, {e2}); "
+                f"py[{offset(names, strides(y.shape))}] = ({ctype(y)})tm_clamp(r + {zy}, {lo}, {hi}); "
+                f"{tail}")
+    if y.dtype is not DType.FLOAT32:
+        raise CBackendError(f"{node.label()}: {y.dtype.value} PRELU without quantisation")
     return (f"  const float *px = {ctx.ptr(x.name)}; const float *ps = {ctx.ptr(s.name)}; "
             f"float *py = {ctx.ptr(y.name)};\n"
             f"  {head} float v = px[{ox}]; py[{offset(names, strides(y.shape))}] = "

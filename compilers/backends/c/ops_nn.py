@@ -1,5 +1,5 @@
 """Op emitters for the portable C backend, part 2: the window and reduction ops (CONV,
-CONV_TRANSPOSE, GEMM, MATMUL, MAX_POOL, AVG_POOL, REDUCE_MEAN, SOFTMAX, BATCH_NORM), float32 and int8.
+CONV_TRANSPOSE, GEMM, MATMUL, MAX_POOL, AVG_POOL, REDUCE_MEAN, SOFTMAX, BATCH_NORM, ARGMAX), float32 and int8.
 
 Registered into ``emit.EMITTERS`` (with ``ops``). Windows cover any number of spatial axes (1-D and 2-D in
 practice); cells outside the input are skipped (zero padding for CONV: the integer kernels
@@ -226,6 +226,24 @@ def _reduce_mean(ctx: Ctx, node: Node) -> str:
                   f"y[{yoff}] = ({ctype(y)})tm_clamp(acc, {lo}, {hi}); {otail}")
 
 
+def _argmax(ctx: Ctx, node: Node) -> str:
+    """ONNX ArgMax: the first index of the maximum (``>`` keeps the first; ``>=`` the last
+    with ``select_last_index``), for float and integer inputs alike (order-preserving)."""
+    (x,), y = io(node, ctx)
+    axis = node.attr_int("axis")
+    keep = [d for d in range(len(x.shape)) if d != axis]
+    xs = strides(x.shape)
+    ohead, otail, onames = loops([x.shape[d] for d in keep], "o")
+    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep)]) or "0"
+    yoff = offset(onames, strides([x.shape[d] for d in keep]))
+    cmp = ">=" if node.attr_bool("select_last_index") else ">"
+    return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
+            f"  {ohead} const {ctype(x)} *p = x + {xoff}; int best = 0; "
+            f"for (int r = 1; r < {x.shape[axis]}; r++) "
+            f"if (p[r*{xs[axis]}] {cmp} p[best*{xs[axis]}]) best = r; "
+            f"y[{yoff}] = ({ctype(y)})best; {otail}")
+
+
 def _softmax(ctx: Ctx, node: Node) -> str:
     (x,), y = io(node, ctx)
     axis = node.attr_int("axis") % len(x.shape)
@@ -312,4 +330,4 @@ def _conv_transpose(ctx: Ctx, node: Node) -> str:
 
 EMITTERS: dict[Op, Emitter] = {Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm, Op.MATMUL: _matmul, Op.MAX_POOL: _pool,
                  Op.AVG_POOL: _pool, Op.REDUCE_MEAN: _reduce_mean, Op.SOFTMAX: _softmax,
-                 Op.BATCH_NORM: _batch_norm}
+                 Op.BATCH_NORM: _batch_norm, Op.ARGMAX: _argmax}

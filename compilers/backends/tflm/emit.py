@@ -13,18 +13,26 @@ FULLY_CONNECTED, ``alpha = beta = 1``, A not transposed), 2-D MATMUL with a cons
 FULLY_CONNECTED without bias), ADD/SUB/MUL, AVG_POOL/MAX_POOL
 (-> AVERAGE_POOL_2D/MAX_POOL_2D), REDUCE_MEAN (-> MEAN), RESHAPE, SOFTMAX (on the last
 emitted axis), RELU, CLIP (0..6, 0..inf, -1..1 -> RELU6/RELU/RELU_N1_TO_1), TRANSPOSE,
-QUANTIZE, DEQUANTIZE, PAD, CONCAT, IDENTITY. ``fused`` -> ``FusedActivationFunction``.
+QUANTIZE, DEQUANTIZE, PAD, CONCAT, IDENTITY; and from ``emit_ops``: SIGMOID (LOGISTIC),
+TANH, HARD_SWISH, LEAKY_RELU, PRELU, DIV (by a constant: MUL), CAST, ARGMAX (ARG_MAX),
+CONV_TRANSPOSE (TRANSPOSE_CONV). ``fused`` -> ``FusedActivationFunction`` (a fused tanh
+becomes a TANH op first: TFLM's kernels ignore a fused TANH). Before emission,
+``passes.lift_1d`` makes 1-D convolutions and pools 2-D of height 1 (torch Conv1d, tf2onnx
+Conv1D). int64 activations (ARGMAX indices) are emitted int32: TFLM's ARG_MAX writes int32.
 
 **Padding:** explicit IR pads become VALID (all zero) or SAME (when they equal TFLite's
 SAME pads for that input size); otherwise a PAD op (CONV: with the input's zero point /
-0.0; MAX_POOL: with the lowest value) is inserted before a VALID op; AVG_POOL with other
-pads is refused (TFLite never counts pads).
+0.0; MAX_POOL: with the lowest value, or 0 / the zero point when its input is non-negative,
+after a RELU) is inserted before a VALID op; AVG_POOL with other pads is refused (TFLite
+never counts pads). Padding with 0.0 / the zero point is TFLite's ``PAD`` (which every
+board with convolutions registers), any other value ``PADV2``; the IR's PAD likewise.
 
 **Layout:** the IR is NCHW, TFLite NHWC. Every tensor gets one emitted layout: ``"nhwc"``
 (a 4-D IR tensor emitted transposed by (0, 2, 3, 1)) or ``"same"`` (the IR shape as is).
 4-D tensors read or written by CONV/pools are nhwc, and that preference spreads through
 element-wise ops, CONCAT and PAD (fixpoint); graph inputs and outputs keep their declared
-shapes (``"same"``). When an op needs a tensor in the other layout, ``_Emitter.get`` makes
+shapes (``"same"``), except that ``input_layout="nhwc"`` declares the 4-D inputs the network
+reads as images channels-last (no TRANSPOSE for an NCHW multi-channel input). When an op needs a tensor in the other layout, ``Emitter.get`` makes
 it once: a RESHAPE when only size-1 axes move, a TRANSPOSE otherwise. IR TRANSPOSE/RESHAPE
 nodes are re-expressed on the emitted layouts: a TRANSPOSE that becomes the identity (the
 boundary TRANSPOSEs the TFLite frontend inserted), a RESHAPE that keeps the emitted shape
@@ -39,8 +47,8 @@ weights go back from OIHW to OHWI (per-channel axis 0 stays 0), depthwise (C*M)1
 sha256 of the model bytes written without that metadata entry; with ``offline_plan=True``
 also TFLM's ``OfflineMemoryAllocation`` (``plan``).
 
-What it does not do: grouped convolution (1 < group < C_in), CONV_TRANSPOSE, batched MATMUL,
-sigmoid/tanh/hard-swish/leaky-relu/prelu/div/cast ops, requantising RESHAPE/TRANSPOSE
+What it does not do: grouped convolution (1 < group < C_in), int8 or grouped
+CONV_TRANSPOSE, 3-D windows, batched MATMUL, requantising RESHAPE/TRANSPOSE
 (different in/out ``Quant``), half-to-even QUANTIZE (TFLite's rounds half away; such a
 node is emitted as TFLite's QUANTIZE and may differ by 1 LSB at exact ties), constant graph
 outputs, int16 activations, multiple subgraphs, signatures, buffer deduplication.
@@ -50,40 +58,35 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from ai_edge_litert import schema_py_generated as S
 
-from ...errors import CompilerError, UnsupportedOp
-from ...ir import DType, Graph, Node, Op, Quant, Tensor
+from ...ir import DType, Graph, Node, Op, Quant
 from . import plan as tflm_plan
+from ...passes import identity_elimination, run_passes, unfuse_tanh
+from ...passes.lift_1d import lift_1d
+from .emit_ops import HANDLERS as OP_HANDLERS
+from .emitter import (  # noqa: F401  (BackendError re-exported: the backend's error type)
+    _FUSED, B, TO_NCHW, TO_NHWC, BackendError, Emitter, Handler, _data, _quant_nhwc, _trivial,
+    elementwise_layout, fused, non_negative, pad_op, same_pads, unary,
+)
 from .writer import ModelWriter
 
 __version__ = "0.1.0"
-B = S.BuiltinOperator
-TO_NHWC = (0, 2, 3, 1)      # emitted[i] = ir[TO_NHWC[i]]
-TO_NCHW = (0, 3, 1, 2)
-_SPATIAL = (Op.CONV, Op.AVG_POOL, Op.MAX_POOL)
-_ELEMENTWISE = (Op.ADD, Op.SUB, Op.MUL, Op.RELU, Op.CLIP, Op.QUANTIZE, Op.DEQUANTIZE,
-                Op.IDENTITY, Op.CONCAT, Op.PAD)
-_FUSED = {"none": S.ActivationFunctionType.NONE, "relu": S.ActivationFunctionType.RELU,
-          "relu6": S.ActivationFunctionType.RELU6,
-          "relu_n1_to_1": S.ActivationFunctionType.RELU_N1_TO_1,
-          "tanh": S.ActivationFunctionType.TANH}
-
-
-class BackendError(CompilerError):
-    """The graph cannot be emitted as a TFLite flatbuffer (the message says why)."""
-
-
-def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False) -> bytes:
+def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False,
+              input_layout: str = "nchw") -> bytes:
     """Emit ``graph`` as a TFLite flatbuffer (see the module docstring). ``offline_plan``
-    embeds our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata (``plan``)."""
-    graph = graph.validate().toposorted()
+    embeds our arena plan as TFLM's ``OfflineMemoryAllocation`` metadata (``plan``).
+    ``input_layout="nhwc"``: 4-D graph inputs that the network reads as images (NCHW in the
+    IR) are declared channels-last, so the device feeds NHWC data and no TRANSPOSE is
+    emitted for them; ``"nchw"`` (default) keeps the model's declared input shapes."""
+    # TFLM has 2-D windows only, and its kernels ignore a fused TANH: both are rewritten
+    graph = run_passes(graph.validate(), [lift_1d, unfuse_tanh, identity_elimination]).toposorted()
 
     def emit(extra: dict[str, bytes]) -> bytes:
-        w = _Emitter(graph).emit()
+        w = Emitter(graph, HANDLERS, input_layout).emit()
         ins, outs = body_io(w)
         entries = dict(extra)
         if offline_plan:
@@ -102,180 +105,9 @@ def body_io(w: ModelWriter) -> tuple[list[int], list[int]]:
     return w.graph_inputs, w.graph_outputs  # type: ignore[attr-defined]
 
 
-def _data(t: Tensor) -> np.ndarray:
-    if t.data is None:
-        raise BackendError(f"tensor {t.name!r} is not a constant")
-    return t.data
-
-
-def _perm(shape: Sequence[int], perm: Sequence[int]) -> tuple[int, ...]:
-    return tuple(shape[p] for p in perm)
-
-
-def _quant_nhwc(q: Quant | None) -> Quant | None:
-    if q is None or q.axis is None:
-        return q
-    return Quant(q.scale, q.zero_point, TO_NHWC.index(q.axis))
-
-
-def _trivial(shape: Sequence[int], perm: Sequence[int]) -> bool:
-    """The permutation moves only size-1 axes (same memory order)."""
-    return [a for a in perm if shape[a] != 1] == [a for a in range(len(shape)) if shape[a] != 1]
-
-
-def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    out = (size + s - 1) // s
-    total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
-    return total // 2, total - total // 2
-
-
-class _Emitter:
-    def __init__(self, graph: Graph) -> None:
-        self.g = graph
-        self.w = ModelWriter()
-        self.readers = graph.consumers()
-        self.fc_columns: dict[str, tuple[int, ...]] = {}  # NHWC-flattened FC inputs: (C, H, W)
-        self.forms: dict[str, dict[str, int]] = {}
-        self.layout: dict[str, str] = {}
-        self.prefer = self._preferences()
-
-    # ---- layout choice -----------------------------------------------------------------
-    def _preferences(self) -> dict[str, str]:
-        g = self.g
-        pref = {n: "same" for n in g.tensors}
-        four = {n for n, t in g.tensors.items() if len(t.shape) == 4 and not t.is_const}
-        for node in g.nodes:
-            if node.op in _SPATIAL:
-                for n in (node.inputs[0], node.outputs[0]):
-                    if n in four:
-                        pref[n] = "nhwc"
-            if node.op is Op.SOFTMAX and node.attr_int("axis") == 1 and node.outputs[0] in four:
-                pref[node.inputs[0]] = pref[node.outputs[0]] = "nhwc"
-        changed = True
-        while changed:
-            changed = False
-            for node in g.nodes:
-                if node.op not in _ELEMENTWISE:
-                    continue
-                group = [n for n in (*node.inputs, *node.outputs) if n in four]
-                if node.outputs[0] not in four:
-                    continue
-                if any(pref[n] == "nhwc" for n in group):
-                    for n in group:
-                        if pref[n] != "nhwc":
-                            pref[n], changed = "nhwc", True
-        for n in (*g.inputs, *g.outputs):   # the interface keeps its declared shapes
-            if pref[n] == "nhwc" and n in g.inputs:
-                pref[n] = "same"
-        return pref
-
-    # ---- tensors -----------------------------------------------------------------------
-    def _emitted_shape(self, name: str, layout: str) -> tuple[int, ...]:
-        shape = self.g.tensors[name].shape
-        return _perm(shape, TO_NHWC) if layout == "nhwc" else shape
-
-    def define(self, name: str, layout: str, tname: str | None = None) -> int:
-        t = self.g.tensors[name]
-        q = _quant_nhwc(t.quant) if layout == "nhwc" else t.quant
-        idx = self.w.tensor(tname or name, self._emitted_shape(name, layout), t.dtype, q)
-        self.forms.setdefault(name, {})[layout] = idx
-        self.layout.setdefault(name, layout)
-        return idx
-
-    def alias(self, name: str, layout: str, idx: int) -> None:
-        self.forms.setdefault(name, {})[layout] = idx
-        self.layout.setdefault(name, layout)
-
-    def const(self, name: str, data: np.ndarray, dtype: DType, quant: Quant | None) -> int:
-        return self.w.tensor(name, data.shape, dtype, quant, data)
-
-    def int32(self, name: str, values: object) -> int:
-        arr = np.asarray(values, np.int32)
-        return self.w.tensor(name, arr.shape, DType.INT32, None, arr)
-
-    def get(self, name: str, layout: str, rank: int | None = None) -> int:
-        """The tensor in the requested layout; constants are re-laid-out (broadcast
-        constants of lower rank are expanded to ``rank`` first)."""
-        t = self.g.tensors[name]
-        if len(t.shape) != 4 and not (t.is_const and rank == 4 and layout == "nhwc"):
-            layout = "same"
-        forms = self.forms.setdefault(name, {})
-        if layout in forms:
-            return forms[layout]
-        if t.is_const:
-            data, q = _data(t), t.quant
-            if layout == "nhwc":
-                lift = 4 - data.ndim
-                data = data.reshape((1,) * lift + data.shape)
-                if q is not None and q.axis is not None:
-                    q = Quant(q.scale, q.zero_point, q.axis + lift)
-                data = data.transpose(TO_NHWC)
-                q = _quant_nhwc(q)
-            forms[layout] = self.const(name, data, t.dtype, q)
-            return forms[layout]
-        if not forms:
-            raise BackendError(f"tensor {name!r} is used before it is defined")
-        src_layout, src = next(iter(forms.items()))
-        perm = TO_NCHW if src_layout == "nhwc" else TO_NHWC
-        src_shape = self.w.shape(src)
-        dst = self.define(name, layout, f"{name}@{layout}")
-        if _trivial(src_shape, perm):
-            self._reshape(src, dst)
-        else:
-            self.w.op(B.TRANSPOSE, [src, self.int32(f"{name}@perm", perm)], [dst],
-                      S.BuiltinOptions.TransposeOptions, S.TransposeOptionsT())
-        return dst
-
-    def _reshape(self, src: int, dst: int) -> None:
-        shape = self.w.shape(dst)
-        opts = S.ReshapeOptionsT()
-        opts.newShape = np.asarray(shape, np.int32)
-        name = self.w.sg.tensors[dst].name
-        self.w.op(B.RESHAPE, [src, self.int32(f"{name}@shape", shape)], [dst],
-                  S.BuiltinOptions.ReshapeOptions, opts)
-
-    # ---- driver ------------------------------------------------------------------------
-    def emit(self) -> ModelWriter:
-        g = self.g
-        ins = []
-        for i in g.inputs:
-            ins.append(self.define(i, "same"))
-        for node in g.nodes:
-            handler = _HANDLERS.get(node.op)
-            if handler is None:
-                raise UnsupportedOp(node.op.name, None, node.name, "no TFLM emitter for this op")
-            try:
-                handler(self, node)
-            except CompilerError:
-                raise
-            except (KeyError, ValueError, IndexError) as e:
-                raise BackendError(f"{node.label()}: {type(e).__name__}: {e}") from e
-        outs = []
-        for o in g.outputs:
-            if g.tensors[o].is_const:
-                raise BackendError(f"graph output {o!r} is a constant")
-            if o in g.inputs:
-                raise BackendError(f"graph output {o!r} is a graph input")
-            outs.append(self.get(o, "same"))
-        self.w.graph_inputs, self.w.graph_outputs = ins, outs  # type: ignore[attr-defined]
-        return self.w
-
-    def out(self, node: Node, layout: str) -> int:
-        y = node.outputs[0]
-        if len(self.g.tensors[y].shape) != 4:
-            layout = "same"
-        return self.define(y, layout)
-
-    def unsupported(self, node: Node, detail: str) -> UnsupportedOp:
-        return UnsupportedOp(node.op.name, None, node.name, detail)
-
 
 # ---- op emitters ------------------------------------------------------------------------------
-def _fused(e: _Emitter, node: Node) -> int:
-    return _FUSED[node.attr_str("fused")]
-
-
-def _padding(e: _Emitter, node: Node, spatial: Sequence[int], kernel: Sequence[int],
+def _padding(e: Emitter, node: Node, spatial: Sequence[int], kernel: Sequence[int],
              strides: Sequence[int], dil: Sequence[int]) -> int | None:
     pads = node.attr_pairs("pads")
     if all(p == (0, 0) for p in pads):
@@ -286,21 +118,20 @@ def _padding(e: _Emitter, node: Node, spatial: Sequence[int], kernel: Sequence[i
     return None
 
 
-def _explicit_pad(e: _Emitter, node: Node, x: int, value: float | int) -> int:
-    """A PADV2 of the nhwc input ``x`` by the node's pads; returns the padded tensor."""
+def _explicit_pad(e: Emitter, node: Node, x: int, value: float | int) -> int:
+    """A PAD (PADV2 when ``value`` is not the zero) of the nhwc input ``x`` by the node's
+    pads; returns the padded tensor."""
     pads = node.attr_pairs("pads")
     shape = e.w.shape(x)
     nshape = (shape[0], shape[1] + sum(pads[0]), shape[2] + sum(pads[1]), shape[3])
     xt = e.g.tensors[node.inputs[0]]
-    q = xt.quant
-    y = e.w.tensor(f"{node.name}@pad", nshape, xt.dtype, q)
-    paddings = e.int32(f"{node.name}@paddings", [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
-    v = e.const(f"{node.name}@pad_value", np.asarray([value], xt.dtype.numpy), xt.dtype, q)
-    e.w.op(B.PADV2, [x, paddings, v], [y], S.BuiltinOptions.PadV2Options, S.PadV2OptionsT())
+    y = e.w.tensor(f"{node.name}@pad", nshape, xt.dtype, xt.quant)
+    pad_op(e, x, y, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]], value, xt.dtype, xt.quant,
+           node.name)
     return y
 
 
-def _zero_bias(e: _Emitter, node: Node) -> int:
+def _zero_bias(e: Emitter, node: Node) -> int:
     """An explicit zero bias: LiteRT's DEPTHWISE_CONV_2D (and TFLM's kernels) require one."""
     xt, wt = e.g.tensors[node.inputs[0]], e.g.tensors[node.inputs[1]]
     n = wt.shape[0]
@@ -314,11 +145,12 @@ def _zero_bias(e: _Emitter, node: Node) -> int:
     return e.const(f"{node.name}@bias", np.zeros(n, np.int32), DType.INT32, q)
 
 
-def _conv(e: _Emitter, node: Node) -> None:
+def _conv(e: Emitter, node: Node) -> None:
     g = e.g
     xt, wt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
     if len(xt.shape) != 4:
-        raise e.unsupported(node, f"{len(xt.shape)}-D convolution (only 2-D)")
+        raise e.unsupported(node, f"{len(xt.shape) - 2}-D convolution (TFLM has 2-D ones; 1-D "
+                                  f"ones are lifted to 2-D)")
     if not wt.is_const:
         raise e.unsupported(node, "the weight must be a constant")
     if xt.dtype.is_float != wt.dtype.is_float:
@@ -338,7 +170,7 @@ def _conv(e: _Emitter, node: Node) -> None:
         w = e.const(node.inputs[1], _data(wt).transpose(TO_NHWC), wt.dtype, _quant_nhwc(wt.quant))
         o = S.Conv2DOptionsT(padding=padding, strideH=strides[0], strideW=strides[1],
                              dilationHFactor=dil[0], dilationWFactor=dil[1],
-                             fusedActivationFunction=_fused(e, node))
+                             fusedActivationFunction=fused(e, node))
         y = e.out(node, "nhwc")
         e.w.op(B.CONV_2D, [x, w, bias], [y], S.BuiltinOptions.Conv2DOptions, o)
     elif group == cin and wt.shape[1] == 1:
@@ -349,7 +181,7 @@ def _conv(e: _Emitter, node: Node) -> None:
         o = S.DepthwiseConv2DOptionsT(padding=padding, strideH=strides[0], strideW=strides[1],
                                       depthMultiplier=wt.shape[0] // cin,
                                       dilationHFactor=dil[0], dilationWFactor=dil[1],
-                                      fusedActivationFunction=_fused(e, node))
+                                      fusedActivationFunction=fused(e, node))
         y = e.out(node, "nhwc")
         e.w.op(B.DEPTHWISE_CONV_2D, [x, w, bias], [y],
                S.BuiltinOptions.DepthwiseConv2DOptions, o)
@@ -357,10 +189,11 @@ def _conv(e: _Emitter, node: Node) -> None:
         raise e.unsupported(node, f"grouped convolution (group {group} of {cin} channels)")
 
 
-def _pool(e: _Emitter, node: Node) -> None:
+def _pool(e: Emitter, node: Node) -> None:
     xt = e.g.tensors[node.inputs[0]]
     if len(xt.shape) != 4:
-        raise e.unsupported(node, "only 2-D pooling")
+        raise e.unsupported(node, f"{len(xt.shape) - 2}-D pooling (TFLM has 2-D pools; 1-D "
+                                  f"ones are lifted to 2-D)")
     kernel, strides = node.attr_ints("kernel"), node.attr_ints("strides")
     if any(d != 1 for d in node.attr_ints("dilations")):
         raise e.unsupported(node, "dilated pooling")
@@ -373,6 +206,8 @@ def _pool(e: _Emitter, node: Node) -> None:
             raise e.unsupported(node, f"average pooling with pads {node.attr_pairs('pads')}")
         low: float | int = (float(np.finfo(np.float32).min) if xt.dtype.is_float
                             else int(np.iinfo(xt.dtype.numpy).min))
+        if non_negative(e, node.inputs[0]):  # 0 is as low as -inf for these values
+            low = xt.quant.zero_point[0] if (xt.quant is not None and xt.dtype.is_int) else 0.0
         x = _explicit_pad(e, node, x, low)
         padding = S.Padding.VALID
     # TFLite computes its own output size; it must be the IR's.
@@ -384,12 +219,12 @@ def _pool(e: _Emitter, node: Node) -> None:
             raise e.unsupported(node, f"output size {yt.shape} is not TFLite's (ceil_mode?)")
     o = S.Pool2DOptionsT(padding=padding, strideH=strides[0], strideW=strides[1],
                          filterHeight=kernel[0], filterWidth=kernel[1],
-                         fusedActivationFunction=_fused(e, node))
+                         fusedActivationFunction=fused(e, node))
     code = B.AVERAGE_POOL_2D if node.op is Op.AVG_POOL else B.MAX_POOL_2D
     e.w.op(code, [x], [e.out(node, "nhwc")], S.BuiltinOptions.Pool2DOptions, o)
 
 
-def _gemm(e: _Emitter, node: Node) -> None:
+def _gemm(e: Emitter, node: Node) -> None:
     if node.attr_float("alpha") != 1.0 or node.attr_float("beta") != 1.0:
         raise e.unsupported(node, "alpha/beta != 1")
     if node.attr_bool("trans_a"):
@@ -397,12 +232,12 @@ def _gemm(e: _Emitter, node: Node) -> None:
     _fully_connected(e, node, node.attr_bool("trans_b"))
 
 
-def _matmul(e: _Emitter, node: Node) -> None:
+def _matmul(e: Emitter, node: Node) -> None:
     """A 2-D MATMUL with a constant (K, N) B: a FULLY_CONNECTED without bias."""
     _fully_connected(e, node, trans_b=False)
 
 
-def _fully_connected(e: _Emitter, node: Node, trans_b: bool) -> None:
+def _fully_connected(e: Emitter, node: Node, trans_b: bool) -> None:
     g = e.g
     at, bt = g.tensors[node.inputs[0]], g.tensors[node.inputs[1]]
     if len(at.shape) != 2 or len(bt.shape) != 2:
@@ -428,13 +263,9 @@ def _fully_connected(e: _Emitter, node: Node, trans_b: bool) -> None:
         if not ct.is_const or ct.size != data.shape[0]:
             raise e.unsupported(node, "C must be a constant bias of one value per output")
         bias = e.const(node.inputs[2], _data(ct).reshape(-1), ct.dtype, ct.quant)
-    o = S.FullyConnectedOptionsT(fusedActivationFunction=_fused(e, node), keepNumDims=False)
+    o = S.FullyConnectedOptionsT(fusedActivationFunction=fused(e, node), keepNumDims=False)
     e.w.op(B.FULLY_CONNECTED, [e.get(node.inputs[0], "same"), w, bias], [e.out(node, "same")],
            S.BuiltinOptions.FullyConnectedOptions, o)
-
-
-def _elementwise_layout(e: _Emitter, node: Node) -> str:
-    return e.prefer[node.outputs[0]] if len(e.g.tensors[node.outputs[0]].shape) == 4 else "same"
 
 
 _BINARY = {Op.ADD: (B.ADD, S.BuiltinOptions.AddOptions, S.AddOptionsT),
@@ -442,47 +273,37 @@ _BINARY = {Op.ADD: (B.ADD, S.BuiltinOptions.AddOptions, S.AddOptionsT),
            Op.MUL: (B.MUL, S.BuiltinOptions.MulOptions, S.MulOptionsT)}
 
 
-def _binary(e: _Emitter, node: Node) -> None:
+def _binary(e: Emitter, node: Node) -> None:
     code, otype, ocls = _BINARY[node.op]
-    layout = _elementwise_layout(e, node)
+    layout = elementwise_layout(e, node)
     rank = len(e.g.tensors[node.outputs[0]].shape)
     ins = [e.get(i, layout, rank) for i in node.inputs]
     o = ocls()
-    o.fusedActivationFunction = _fused(e, node)
+    o.fusedActivationFunction = fused(e, node)
     e.w.op(code, ins, [e.out(node, layout)], otype, o)
 
 
-Handler = Callable[["_Emitter", Node], None]
-
-
-def _unary(code: int) -> Handler:
-    def emit(e: _Emitter, node: Node) -> None:
-        layout = _elementwise_layout(e, node)
-        e.w.op(code, [e.get(node.inputs[0], layout)], [e.out(node, layout)])
-    return emit
-
-
-def _clip(e: _Emitter, node: Node) -> None:
+def _clip(e: Emitter, node: Node) -> None:
     lo, hi = float(node.attr_number("min")), float(node.attr_number("max"))
     code = {(0.0, 6.0): B.RELU6, (0.0, float("inf")): B.RELU,
             (-1.0, 1.0): B.RELU_N1_TO_1}.get((lo, hi))
     if code is None:
         raise e.unsupported(node, f"clip to [{lo}, {hi}]")
-    _unary(code)(e, node)
+    unary(code)(e, node)
 
 
-def _identity(e: _Emitter, node: Node) -> None:
+def _identity(e: Emitter, node: Node) -> None:
     x, y = node.inputs[0], node.outputs[0]
     if e.g.tensors[x].quant != e.g.tensors[y].quant:
         raise e.unsupported(node, "requantising IDENTITY")
-    layout = _elementwise_layout(e, node)
+    layout = elementwise_layout(e, node)
     if y in e.g.outputs:
         e._reshape(e.get(x, layout), e.out(node, layout))
     else:
         e.alias(y, layout, e.get(x, layout))
 
 
-def _softmax(e: _Emitter, node: Node) -> None:
+def _softmax(e: Emitter, node: Node) -> None:
     rank = len(e.g.tensors[node.inputs[0]].shape)
     axis = node.attr_int("axis")
     if rank == 4 and axis == 1:
@@ -495,7 +316,7 @@ def _softmax(e: _Emitter, node: Node) -> None:
            S.BuiltinOptions.SoftmaxOptions, S.SoftmaxOptionsT(beta=1.0))
 
 
-def _reduce_mean(e: _Emitter, node: Node) -> None:
+def _reduce_mean(e: Emitter, node: Node) -> None:
     x = node.inputs[0]
     rank = len(e.g.tensors[x].shape)
     axes, keep = list(node.attr_ints("axes")), node.attr_bool("keepdims")
@@ -512,12 +333,12 @@ def _reduce_mean(e: _Emitter, node: Node) -> None:
            [e.out(node, layout if keep else "same")], S.BuiltinOptions.ReducerOptions, o)
 
 
-def _check_same_quant(e: _Emitter, node: Node) -> None:
+def _check_same_quant(e: Emitter, node: Node) -> None:
     if e.g.tensors[node.inputs[0]].quant != e.g.tensors[node.outputs[0]].quant:
         raise e.unsupported(node, "requantising data movement (different in/out Quant)")
 
 
-def _transpose(e: _Emitter, node: Node) -> None:
+def _transpose(e: Emitter, node: Node) -> None:
     _check_same_quant(e, node)
     x, y = node.inputs[0], node.outputs[0]
     perm = node.attr_ints("perm")
@@ -539,7 +360,7 @@ def _transpose(e: _Emitter, node: Node) -> None:
                S.BuiltinOptions.TransposeOptions, S.TransposeOptionsT())
 
 
-def _memory_layout(e: _Emitter, name: str) -> str:
+def _memory_layout(e: Emitter, name: str) -> str:
     """A layout in which the emitted tensor has the IR's memory order, preferring the
     tensor's own (nhwc counts when only size-1 axes move)."""
     t = e.g.tensors[name]
@@ -549,7 +370,7 @@ def _memory_layout(e: _Emitter, name: str) -> str:
     return own
 
 
-def _reshape(e: _Emitter, node: Node) -> None:
+def _reshape(e: Emitter, node: Node) -> None:
     _check_same_quant(e, node)
     x, y = node.inputs[0], node.outputs[0]
     xt, yt = e.g.tensors[x], e.g.tensors[y]
@@ -572,7 +393,7 @@ def _reshape(e: _Emitter, node: Node) -> None:
     e._reshape(src, e.out(node, ly))
 
 
-def _flattens_into_fc(e: _Emitter, y: str) -> bool:
+def _flattens_into_fc(e: Emitter, y: str) -> bool:
     """``y`` (a RESHAPE output in the IR's memory order) is read only as the activation of
     fully-connected layers: TFLite's FULLY_CONNECTED flattens its input itself (batches =
     size / depth), so the RESHAPE needs no op (one op, one tensor and a shape constant less
@@ -583,37 +404,34 @@ def _flattens_into_fc(e: _Emitter, y: str) -> bool:
         for r in readers)
 
 
-def _pad(e: _Emitter, node: Node) -> None:
+def _pad(e: Emitter, node: Node) -> None:
     if node.attr_str("mode") != "constant":
         raise e.unsupported(node, f"{node.attr_str('mode')} padding")
     xt = e.g.tensors[node.inputs[0]]
-    layout = _elementwise_layout(e, node)
+    layout = elementwise_layout(e, node)
     pads = list(node.attr_pairs("pads"))
     if layout == "nhwc":
         pads = [pads[p] for p in TO_NHWC]
     x = e.get(node.inputs[0], layout)
-    value = node.attr_number("value")
-    paddings = e.int32(f"{node.name}@paddings", [list(p) for p in pads])
-    v = e.const(f"{node.name}@value", np.asarray([value], xt.dtype.numpy), xt.dtype, xt.quant)
-    e.w.op(B.PADV2, [x, paddings, v], [e.out(node, layout)], S.BuiltinOptions.PadV2Options,
-           S.PadV2OptionsT())
+    pad_op(e, x, e.out(node, layout), pads, node.attr_number("value"), xt.dtype, xt.quant,
+           node.name)
 
 
-def _concat(e: _Emitter, node: Node) -> None:
-    layout = _elementwise_layout(e, node)
+def _concat(e: Emitter, node: Node) -> None:
+    layout = elementwise_layout(e, node)
     rank = len(e.g.tensors[node.outputs[0]].shape)
     axis = node.attr_int("axis")
     if layout == "nhwc":
         axis = TO_NHWC.index(axis)
-    o = S.ConcatenationOptionsT(axis=axis, fusedActivationFunction=_fused(e, node))
+    o = S.ConcatenationOptionsT(axis=axis, fusedActivationFunction=fused(e, node))
     e.w.op(B.CONCATENATION, [e.get(i, layout, rank) for i in node.inputs],
            [e.out(node, layout)], S.BuiltinOptions.ConcatenationOptions, o)
 
 
-_HANDLERS: dict[Op, Handler] = {
+HANDLERS: dict[Op, Handler] = {**OP_HANDLERS,
     Op.CONV: _conv, Op.AVG_POOL: _pool, Op.MAX_POOL: _pool, Op.GEMM: _gemm, Op.MATMUL: _matmul,
-    Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.RELU: _unary(B.RELU),
-    Op.CLIP: _clip, Op.QUANTIZE: _unary(B.QUANTIZE), Op.DEQUANTIZE: _unary(B.DEQUANTIZE),
+    Op.ADD: _binary, Op.SUB: _binary, Op.MUL: _binary, Op.RELU: unary(B.RELU),
+    Op.CLIP: _clip, Op.QUANTIZE: unary(B.QUANTIZE), Op.DEQUANTIZE: unary(B.DEQUANTIZE),
     Op.IDENTITY: _identity, Op.SOFTMAX: _softmax, Op.REDUCE_MEAN: _reduce_mean,
     Op.TRANSPOSE: _transpose, Op.RESHAPE: _reshape, Op.PAD: _pad, Op.CONCAT: _concat,
 }

@@ -6,13 +6,17 @@ tensors, buffers, operator codes and operators with the schema's object API
 * constant data is written 16-byte aligned (``_AlignedBufferT`` writes the byte vector with
   ``Builder.StartVector(1, n, 16)``; the stock ``BufferT.Pack`` aligns uint8 data to 1);
 * ``finish(metadata)`` adds optional metadata entries (name -> bytes) and returns the bytes
-  with the ``TFL3`` file identifier.
+  with the ``TFL3`` file identifier;
+* tensor names are shortened (``short_name``: the first of TFLite's ``;``-joined fused
+  names, no layout suffix) and made unique.
 
 What it does not do: no buffer deduplication, no > 2 GiB models (offset buffers), no
 signatures, no sparsity.
 """
 
 from __future__ import annotations
+
+import re
 
 import flatbuffers
 import numpy as np
@@ -31,6 +35,18 @@ TENSOR_TYPES = {
     DType.UINT32: S.TensorType.UINT32, DType.INT64: S.TensorType.INT64,
     DType.UINT64: S.TensorType.UINT64, DType.BOOL: S.TensorType.BOOL,
 }
+
+
+_LAYOUT_SUFFIX = re.compile(r"@(nchw|nhwc|c1hw|oihw)$")
+
+
+def short_name(name: str) -> str:
+    """The name a tensor gets in the flatbuffer: the first of TFLite's ``;``-joined fused
+    names (the converter lists every op folded into a tensor: ``model/activation/Relu;model/
+    batch_normalization/FusedBatchNormV3;...``) without the frontend's layout suffix
+    (``@nchw``, ``@oihw``...). Names are for people and tools; TFLM never reads them, and the
+    full lists cost hundreds of bytes per model."""
+    return _LAYOUT_SUFFIX.sub("", name.split(";")[0]) or name
 
 
 class _AlignedBufferT(S.BufferT):
@@ -66,7 +82,7 @@ class ModelWriter:
 
     # ---- tensors ------------------------------------------------------------------------
     def _unique(self, name: str) -> str:
-        name = fresh_name(name, self._names)
+        name = fresh_name(short_name(name), self._names)
         self._names.add(name)
         return name
 
