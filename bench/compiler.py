@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from compilers.backends.tflm import build_tflm  # noqa: E402
+from compilers.backends.tflm.build import build_tflm  # noqa: E402
 from compilers.errors import CompilerError  # noqa: E402
 from compilers.frontends import import_onnx, import_tflite  # noqa: E402
 from compilers.report import report  # noqa: E402

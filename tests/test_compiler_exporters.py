@@ -25,7 +25,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from compilers.backends.tflm import build_tflm, check_operators, model_operators, recommended_arena, to_tflite
+from compilers.backends.tflm.arena import recommended_arena
+from compilers.backends.tflm.build import build_tflm
+from compilers.backends.tflm.emit import to_tflite
+from compilers.backends.tflm.sources import check_operators, model_operators
 from compilers.errors import ImportNote, ModelFormatError, ShapeError, UnsupportedOp, UnsupportedOps
 from compilers.frontends import import_onnx, import_tflite
 from compilers.precision import prepare
@@ -55,7 +58,7 @@ def _profile_for(ops: tuple[str, ...]) -> str:
     """The first bundled profile (smallest boards first) whose TFLM list has ``ops``."""
     profiles = sorted(load_profiles().values(), key=lambda p: (p.sram_total, p.name))
     for p in profiles:
-        if set(ops) <= set(p.tflm_operators):
+        if set(ops) <= set(p.operators):
             return p.name
     raise AssertionError(f"no bundled profile registers {ops}")
 
@@ -65,7 +68,7 @@ def _build(graph, precision: str = "float32", **kw):  # type: ignore[no-untyped-
         warnings.simplefilter("ignore")
         b = build_tflm(graph, precision, offline_plan=False, **kw)
     profile = _profile_for(b.operators)
-    check_operators(b.flatbuffer, get_profile(profile).tflm_operators)
+    check_operators(b.flatbuffer, get_profile(profile).operators)
     return b, profile
 
 
@@ -215,7 +218,7 @@ def test_torch_nchw_input_as_nhwc_needs_no_transpose() -> None:
     g = prepare(import_onnx(path), "float32").graph
     nchw, nhwc = to_tflite(g), to_tflite(g, input_layout="nhwc")
     assert "TRANSPOSE" in model_operators(nchw) and "TRANSPOSE" not in model_operators(nhwc)
-    check_operators(nhwc, get_profile("nrf5340").tflm_operators)
+    check_operators(nhwc, get_profile("nrf5340").operators)
     xs = _inputs((1, 3, 16, 16))
     arena = recommended_arena(nhwc).recommended
     got = tflm_outputs(nhwc, arena, [x.transpose(0, 2, 3, 1) for x in xs])
@@ -243,7 +246,7 @@ def test_torch_int8_is_tflm_exact(name: str) -> None:
 
 def _fits(b, profile) -> bool:  # type: ignore[no-untyped-def]
     tflm = profile.runtime("tflm")
-    return (set(b.operators) <= set(profile.tflm_operators)
+    return (set(b.operators) <= set(profile.operators)
             and b.arena.recommended + tflm.ram <= profile.sram_free
             and len(b.flatbuffer) + tflm.flash <= profile.flash_free)
 
@@ -268,7 +271,7 @@ def test_dscnn_kws_int8_builds_with_pad_only(source: str) -> None:
     names = sorted(p.name for p in boards)
     assert {"nrf52840", "rp2040", "apollo3", "stm32l4r5"} <= set(names), names
     for p in boards:
-        check_operators(b.flatbuffer, p.tflm_operators)
+        check_operators(b.flatbuffer, p.operators)
 
 
 # ---- float16 and external data ----------------------------------------------------------------

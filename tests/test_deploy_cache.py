@@ -1,7 +1,7 @@
 """The compile cache and the server's signing key, over a real SQLite store and real builds.
 
 Builds run in the cache's spawned worker process, as in the server: the bundled mnist-8 (TFLM
-int8 ~9.4 KB flatbuffer, 9,984 B arena) and a one-node HardSwish model that neither TFLM
+int8 ~9.4 KB flatbuffer, 9,984 B arena) and a one-node HardSigmoid model that neither TFLM
 emitter nor the int8 lowering accepts (a real compiler refusal).
 """
 
@@ -29,13 +29,14 @@ from tinymlaas.store.tables import ARTIFACTS
 MNIST_ENTRY = ModelEntry("mnist", "1", MNIST_SHA256, "onnx", MNIST.stat().st_size, MNIST, None, 0.0)
 
 
-def hard_swish_model(path: Path) -> ModelEntry:
-    """x[1,8] -> HardSwish -> y: reads fine, builds for no backend/precision of TFLM."""
+def hard_sigmoid_model(path: Path) -> ModelEntry:
+    """x[1,8] -> HardSigmoid -> y: reads fine, builds for no backend/precision of TFLM (TFLM has
+    no HARD_SIGMOID kernel, and no integer kernel of ours computes it)."""
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
-    graph = helper.make_graph([helper.make_node("HardSwish", ["x"], ["y"])], "hs", [x], [y])
+    graph = helper.make_graph([helper.make_node("HardSigmoid", ["x"], ["y"])], "hs", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = 8
     data = model.SerializeToString()
@@ -115,15 +116,15 @@ async def test_the_key_covers_precision_backend_features_and_model(caches):
 
 
 async def test_a_build_failure_is_compile_failed_and_remembered(caches, tmp_path):
-    entry = hard_swish_model(tmp_path / "hs.onnx")
+    entry = hard_sigmoid_model(tmp_path / "hs.onnx")
     cache = caches()
-    with pytest.raises(CompileFailed, match=r"tflm int8: graph 'hs' cannot run in int8: .*HardSwish"):
+    with pytest.raises(CompileFailed, match=r"tflm int8: graph 'hs' cannot run in int8: .*HardSigmoid"):
         await cache.get(entry, "tflm", "int8")
     assert cache.compiles == 1
     with pytest.raises(CompileFailed, match="cannot run in int8"):
         await cache.get(entry, "tflm", "int8")
     assert cache.compiles == 1 and cache.hits == 1  # not built again
-    with pytest.raises(CompileFailed, match=r"tflm float32: unsupported op HARD_SWISH"):
+    with pytest.raises(CompileFailed, match=r"tflm float32: unsupported op HARD_SIGMOID"):
         await cache.get(entry, "tflm", "float32")
     assert cache.compiles == 2
     assert not list(tmp_path.glob("artifacts/*.bin"))  # nothing stored for a failed build
