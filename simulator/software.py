@@ -170,6 +170,11 @@ class _Slot:
         self.task: asyncio.Task[None] | None = None
         self.generation = 0  # bumped when an install in progress is cancelled
 
+    @property
+    def state(self) -> int:
+        """The state the object reports (object 9 Update State, object 5 State)."""
+        return self.obj.reported[self.phase][0]
+
     # -- the table -------------------------------------------------------------------------
 
     def feed(self, event: Any, reason: Reason | None = None, detail: str = "") -> list[Effect]:

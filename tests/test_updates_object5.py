@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+import tinymlaas.lwm2m.model as ddf_model
 from tinymlaas.lwm2m.updates import (
     FIRMWARE,
     Event5,
@@ -101,7 +102,7 @@ DOWNLOAD = {"NOT_ENOUGH_STORAGE": 2, "OUT_OF_MEMORY": 3, "CONNECTION_LOST": 4, "
 UPDATE = {"NOT_ENOUGH_STORAGE": 2, "OUT_OF_MEMORY": 3, "CONNECTION_LOST": 8, "INTEGRITY": 8, "UNSUPPORTED": 6,
           "INVALID_URI": 8, "UNSUPPORTED_PROTOCOL": 8, "INSTALL_FAILURE": 8, "DEVICE_ERROR": 8}
 FAILURE_RESULTS = {"DOWNLOAD_FAILED": DOWNLOAD, "VERIFY_FAILED": DOWNLOAD, "UPDATE_FAILED": UPDATE}
-DDF = Path(__file__).resolve().parents[1] / "tinymlaas" / "lwm2m" / "model" / "objects" / "5.xml"
+DDF = Path(ddf_model.__file__).parent / "objects" / "5.xml"  # the definition the server ships
 
 
 def ddf_values(resource: int) -> dict[int, str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import tinymlaas.lwm2m.model as ddf_model
 from tinymlaas.lwm2m.updates import (
     SOFTWARE,
     Event9,
@@ -125,7 +126,7 @@ INSTALL = {"NOT_ENOUGH_STORAGE": 58, "OUT_OF_MEMORY": 51, "CONNECTION_LOST": 58,
            "UNSUPPORTED": 58, "INVALID_URI": 58, "UNSUPPORTED_PROTOCOL": 58, "DEVICE_ERROR": 57,
            "INSTALL_FAILURE": 58}
 FAILURE_RESULTS = {"DOWNLOAD_FAILED": DOWNLOAD, "VERIFY_FAILED": DOWNLOAD, "INSTALL_FAILED": INSTALL}
-DDF = Path(__file__).resolve().parents[1] / "tinymlaas" / "lwm2m" / "model" / "objects" / "9.xml"
+DDF = Path(ddf_model.__file__).parent / "objects" / "9.xml"  # the definition the server ships
 
 
 def ddf_values(resource: int) -> dict[int, str]:

@@ -7,8 +7,8 @@ server's delivery (``tinymlaas.deploy.delivery``) both drive these tables; the I
 their thin adapters. Nothing here does I/O or imports the server, the store or the simulator.
 """
 
-from tinymlaas.lwm2m.updates.firmware import FIRMWARE, Event5, Phase5, Result5, State5
-from tinymlaas.lwm2m.updates.machine import (
+from .firmware import FIRMWARE, Event5, Phase5, Result5, State5
+from .machine import (
                                              Action,
                                              Answer,
                                              Do,
@@ -24,7 +24,7 @@ from tinymlaas.lwm2m.updates.machine import (
                                              Transition,
                                              UpdateObject,
 )
-from tinymlaas.lwm2m.updates.reconcile import (
+from .reconcile import (
                                              FIRMWARE_ROUTE,
                                              SOFTWARE_ROUTE,
                                              Decision,
@@ -33,7 +33,7 @@ from tinymlaas.lwm2m.updates.reconcile import (
                                              Route,
                                              Verdict,
 )
-from tinymlaas.lwm2m.updates.software import (
+from .software import (
                                              SOFTWARE,
                                              Event9,
                                              Phase9,

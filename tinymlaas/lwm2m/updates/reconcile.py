@@ -32,9 +32,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Generic, cast
 
-from tinymlaas.lwm2m.updates.firmware import FIRMWARE, Event5, Phase5
-from tinymlaas.lwm2m.updates.machine import E, P, Reason, Recovery, UpdateObject
-from tinymlaas.lwm2m.updates.software import SOFTWARE, Event9, Phase9
+from .firmware import FIRMWARE, Event5, Phase5
+from .machine import E, P, Reason, Recovery, UpdateObject
+from .software import SOFTWARE, Event9, Phase9
 
 
 @dataclass(frozen=True)

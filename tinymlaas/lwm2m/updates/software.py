@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 
-from tinymlaas.lwm2m.updates.machine import (
+from .machine import (
     Action,
     Answer,
     Do,
