@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import logging
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from tinymlaas.lwm2m.errors import BadRequest, LwM2MError, MethodNotAllowed
@@ -189,12 +190,10 @@ class _Slot:
         if t.refusal is not None:
             raise ANSWERS[t.refusal.answer](f"{t.refusal.why}; {self.path} is {self.phase.value}")
         self.phase = t.to
-        later: list[Effect] = []
+        later = [e for e in t.effects if e in self.awaited]
         for effect in t.effects:
-            if effect in (Effect.INSTALL, Effect.ACTIVATE):
-                later.append(effect)
-            else:
-                self._do(effect)
+            if effect not in self.awaited:
+                self.performed[effect]()
         return later
 
     def report(self, event: Any, reason: Reason | None = None, detail: str = "") -> None:
@@ -214,34 +213,52 @@ class _Slot:
         for effect in self.feed(event):
             await self._do_later(effect)
 
-    def _do(self, effect: Effect) -> None:
-        if effect is Effect.START_DOWNLOAD:
-            package, uri = self.incoming
-            self.received = None
-            self.task = self.device.spawn(self._receive(package, uri), f"{self.owner} download")
-        elif effect is Effect.CANCEL_DOWNLOAD and self.task is not None:
-            self.task.cancel()
-        elif effect is Effect.VERIFY:
-            if isinstance(self.received, Artifact):
-                self.artifact = self.received
-                self.report(self.verified)
-            elif isinstance(self.received, Failure):
-                self.report(self.verify_failed, self.received.outcome, str(self.received))
-        elif effect is Effect.NAME_PACKAGE and self.artifact is not None:
-            self.device.tree.set(self.path.child(self.names[0]), self.artifact.name)
-            self.device.tree.set(self.path.child(self.names[1]), self.artifact.version)
-        elif effect is Effect.RELEASE:
-            self.artifact = None
-            self.device.packages.release(self.owner)
-        elif effect is Effect.CANCEL_INSTALL:
-            self.generation += 1
-        elif effect is Effect.DEACTIVATE:
-            self.device.deactivate(self)
+    @property
+    def performed(self) -> dict[Effect, Callable[[], None]]:
+        """What the slot does for each synchronous effect of the tables."""
+        return {Effect.START_DOWNLOAD: self._start_download, Effect.CANCEL_DOWNLOAD: self._cancel_download,
+                Effect.VERIFY: self._verify, Effect.NAME_PACKAGE: self._name_package, Effect.RELEASE: self._release,
+                Effect.CANCEL_INSTALL: self._cancel_install, Effect.DEACTIVATE: lambda: self.device.deactivate(self)}
+
+    @property
+    def awaited(self) -> dict[Effect, Callable[[], Awaitable[None]]]:
+        """The effects that take time: they run inside the Execute that started them."""
+        return {Effect.INSTALL: self._install, Effect.ACTIVATE: self._activate}
 
     async def _do_later(self, effect: Effect) -> None:
-        if effect is Effect.INSTALL:
-            await self._install()
-        elif effect is Effect.ACTIVATE and self.artifact is not None:
+        await self.awaited[effect]()
+
+    def _start_download(self) -> None:
+        package, uri = self.incoming
+        self.received = None
+        self.task = self.device.spawn(self._receive(package, uri), f"{self.owner} download")
+
+    def _cancel_download(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    def _verify(self) -> None:
+        """Packages.receive verified the package as it took it in: report what it found."""
+        if isinstance(self.received, Artifact):
+            self.artifact = self.received
+            self.report(self.verified)
+        elif isinstance(self.received, Failure):
+            self.report(self.verify_failed, self.received.outcome, str(self.received))
+
+    def _name_package(self) -> None:
+        if self.artifact is not None:
+            self.device.tree.set(self.path.child(self.names[0]), self.artifact.name)
+            self.device.tree.set(self.path.child(self.names[1]), self.artifact.version)
+
+    def _release(self) -> None:
+        self.artifact = None
+        self.device.packages.release(self.owner)
+
+    def _cancel_install(self) -> None:
+        self.generation += 1  # the install in progress finds it is no longer current
+
+    async def _activate(self) -> None:
+        if self.artifact is not None:
             await self.device.activate(self.artifact, self)
 
     # -- I/O --------------------------------------------------------------------------------
