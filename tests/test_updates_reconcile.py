@@ -122,8 +122,15 @@ def drive(oid: int, data: Any, push: bool, attempts: int = 3, hint: bool = False
     obj, route = OBJECTS[oid]
     device = TableDevice(oid)
     plan: Reconciler[Any, Any] = Reconciler(route, "dev", f"/{oid}/0", push=push, attempts=attempts)
-    for _ in range(200):
-        decision = plan.observe(device.report(), fresh=True, hint_ours=hint)
+    same, seen = 0, None
+    for _ in range(300):
+        report = device.report()
+        same = same + 1 if report == seen else 0
+        seen = report
+        if same >= 6:  # the timer of the stale-state handling: no progress for a while
+            decision, same = plan.stale(), 0
+        else:
+            decision = plan.observe(report, fresh=True, hint_ours=hint)
         belief = min(plan.phases, key=obj.order.index)
         if decision.verdict in (Verdict.DONE, Verdict.FAIL):
             return decision, device
@@ -142,7 +149,7 @@ def drive(oid: int, data: Any, push: bool, attempts: int = 3, hint: bool = False
             if event is not None:
                 device.apply(event, data.draw(reasons))
         device.check()
-    raise AssertionError("no end in 200 steps")
+    raise AssertionError("no end in 300 steps")
 
 
 @pytest.mark.parametrize("oid", [9, 5])
@@ -289,6 +296,31 @@ def test_someone_elses_package_is_removed_first():
     assert firmware().observe(Report(3, 0), fresh=True).verdict is Verdict.WAIT  # an update cannot be stopped
 
 
+def test_an_operation_is_sent_once_per_report():
+    """A client that accepts an operation and reports the same state again (Anjay installs in
+    the background; Wakaama's object 5 stays Downloading) gets its turn: the operation is not
+    repeated on the Read right after it, only on a later report."""
+    plan = software()
+    assert plan.observe(Report(3, 0), fresh=True, hint_ours=True).event is Event9.EXECUTE_INSTALL
+    plan.sent(Event9.EXECUTE_INSTALL)
+    assert plan.observe(Report(3, 0), fresh=True).verdict is Verdict.WAIT
+    assert plan.observe(Report(3, 0), fresh=False).event is Event9.EXECUTE_INSTALL  # a poll later: again
+    plan.refused(Event9.EXECUTE_INSTALL, "4.05 Method Not Allowed")  # ours since it asked: no uninstall
+    assert plan.observe(Report(4, 2), fresh=False).event is Event9.EXECUTE_ACTIVATE
+    plan = firmware()  # but once the device moved, the operation is due again (reboot during the update)
+    plan.observe(Report(0, 0), fresh=True)
+    plan.sent(Event5.WRITE_PACKAGE)
+    assert plan.observe(Report(2, 0), fresh=True).event is Event5.EXECUTE_UPDATE
+    plan.sent(Event5.EXECUTE_UPDATE)
+    assert plan.observe(Report(3, 0), fresh=True).verdict is Verdict.WAIT
+    assert plan.observe(Report(2, 0), fresh=False).event is Event5.EXECUTE_UPDATE
+    plan = firmware()
+    assert plan.observe(Report(1, 0), fresh=True).event is Event5.WRITE_EMPTY_URI
+    plan.sent(Event5.WRITE_EMPTY_URI)
+    assert plan.observe(Report(1, 0), fresh=True).verdict is Verdict.WAIT
+    assert plan.stale().event is Event5.WRITE_EMPTY_URI  # the table's reset, within the bound
+
+
 def test_refusals():
     plan = software()
     plan.observe(Report(4, 2), fresh=True, hint_ours=True)
@@ -301,6 +333,9 @@ def test_refusals():
     plan.observe(Report(0, 0), fresh=True)
     assert plan.refused(Event9.WRITE_PACKAGE, "4.05").verdict is Verdict.WAIT
     assert plan.observe(Report(0, 0), fresh=True).event is Event9.WRITE_PACKAGE  # not taken as delivered
+    plan = firmware()
+    assert plan.observe(Report(2, 0), fresh=True).event is Event5.WRITE_EMPTY_URI
+    assert plan.refused(Event5.WRITE_EMPTY_URI, "4.05").verdict is Verdict.WAIT  # a reset is not the goal
 
 
 def test_stale_follows_the_table():

@@ -13,7 +13,11 @@ failed. It decides by consulting the object's transition table:
 * the next operation is the one of the route's operations that the table says moves the
   reported phase furthest along the success path (``UpdateObject.toward``); a slot holding a
   package this delivery did not send is first brought back to the initial state
-  (``UpdateObject.into``: Uninstall for object 9, an empty Package URI for object 5);
+  (``UpdateObject.into``: Uninstall for object 9, an empty Package URI for object 5). The
+  report right after an operation is the device's turn: the same operation is not sent again
+  until the device reported once more (a client that accepts an operation and reports the
+  same state, as Anjay installing in the background or Wakaama's object 5, is not answered
+  with a busy loop; ``stale`` ends it);
 * success is judged by the object: object 9 Update State INSTALLED with Activation State true,
   object 5 Idle with Update Result 1 after the server's Update; never by PkgName / PkgVersion,
   which only serve as the caller's hint that a slot found at the start holds this package;
@@ -112,6 +116,7 @@ class Reconciler(Generic[P, E]):
     delivered: bool = False  # this delivery wrote the package: what the slot holds now is ours
     pending: bool = False  # a delivery was sent and its outcome not yet seen
     asked: set[E] = field(default_factory=set)  # steps done since the delivery
+    acted: tuple[Report, E] | None = None  # the last operation and the report it answered
 
     @property
     def where(self) -> str:
@@ -134,6 +139,8 @@ class Reconciler(Generic[P, E]):
                 return Decision(Verdict.CONFIRM)
             return self._fail(f"{self.where} reported {obj.describe(report.state, report.result)}: "
                               f"{problem} (protocol error)", report.result)
+        if report != self.last:
+            self.acted = None  # the device moved: every operation may be due again
         self.last, self.phases, self.sent_since = report, phases, []
         return self._decide(min(phases, key=obj.order.index), report.result, self.delivered or hint_ours)
 
@@ -164,23 +171,31 @@ class Reconciler(Generic[P, E]):
             event = obj.into(phase, obj.initial, route.resets)
         else:
             event = obj.toward(phase, route.steps)
-        return Decision(Verdict.WAIT) if event is None else Decision(Verdict.SEND, event)
+        if event is None:
+            return Decision(Verdict.WAIT)
+        if self.acted == (self.last, event):  # the report right after the operation: the device's turn
+            self.acted = None
+            return Decision(Verdict.WAIT)
+        return Decision(Verdict.SEND, event)
 
     def sent(self, event: E) -> None:
         """The device accepted ``event`` (the operation succeeded)."""
         self.sent_since.append(event)
+        if self.last is not None:
+            self.acted = (self.last, event)
         if event in (self.route.push, self.route.pull):
             self.delivered = self.pending = True
             self.asked = set()
-        elif event in self.route.steps:
+        elif event in self.route.steps:  # sent only for a package taken as ours: it stays ours
             self.asked.add(event)
+            self.delivered = True
 
     def refused(self, event: E, message: str) -> Decision[E]:
-        """The device answered ``event`` with an error: fail if it was the last step to the goal
-        in a phase where the object allows it, else look again."""
+        """The device answered ``event`` with an error: fail if it was the route's last step to
+        the goal in a phase where the object allows it (object 9 Activate), else look again."""
         obj = self.route.obj
         self.sent_since.append(event)
-        for phase in self.phases:
+        for phase in self.phases if event in self.route.steps else ():
             t = obj.table[(phase, event)]
             if t is not None and t.refusal is None and t.to == self.route.goal:
                 label = event.value.removeprefix("execute ").capitalize()
