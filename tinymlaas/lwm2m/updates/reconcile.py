@@ -51,7 +51,7 @@ class Route(Generic[P, E]):
     steps: tuple[E, ...]  # operations on the way to the goal
     resets: tuple[E, ...]  # operations that bring someone else's package back to the initial state
     install: E  # the step whose failure is reported in ``install_phase``
-    install_label: str
+    install_label: str  # what failed, for the message: "{endpoint}" and "{base}" are filled in
     install_phase: P
     goal: P
     goal_result: int | None  # the Update Result the goal also needs, if any
@@ -64,14 +64,14 @@ class Route(Generic[P, E]):
 SOFTWARE_ROUTE: Route[Phase9, Event9] = Route(
     SOFTWARE, push=Event9.WRITE_PACKAGE, pull=Event9.WRITE_PACKAGE_URI,
     steps=(Event9.EXECUTE_INSTALL, Event9.EXECUTE_ACTIVATE), resets=(Event9.EXECUTE_UNINSTALL,),
-    install=Event9.EXECUTE_INSTALL, install_label="Install", install_phase=Phase9.DELIVERED,
+    install=Event9.EXECUTE_INSTALL, install_label="Install on {endpoint}{base}", install_phase=Phase9.DELIVERED,
     goal=Phase9.ACTIVE, goal_result=None, goal_needs_install=False,
     failures=frozenset(r for r in SOFTWARE.results if r >= 50), download_failed=Event9.DOWNLOAD_FAILED,
     retry=frozenset({Reason.CONNECTION_LOST}))
 FIRMWARE_ROUTE: Route[Phase5, Event5] = Route(
     FIRMWARE, push=Event5.WRITE_PACKAGE, pull=Event5.WRITE_PACKAGE_URI,
     steps=(Event5.EXECUTE_UPDATE,), resets=(Event5.WRITE_EMPTY_URI,),
-    install=Event5.EXECUTE_UPDATE, install_label="Update", install_phase=Phase5.DOWNLOADED,
+    install=Event5.EXECUTE_UPDATE, install_label="Update on {endpoint}", install_phase=Phase5.DOWNLOADED,
     goal=Phase5.IDLE, goal_result=1, goal_needs_install=True,
     failures=frozenset(r for r in FIRMWARE.results if 2 <= r <= 10), download_failed=Event5.DOWNLOAD_FAILED,
     retry=frozenset({Reason.CONNECTION_LOST}))
@@ -225,9 +225,8 @@ class Reconciler(Generic[P, E]):
         return frozenset(table[r] for r in self.route.retry)
 
     def _install_failed(self, result: int) -> Decision[E]:
-        where = self.endpoint if self.route.obj.object_id == 5 else self.where
-        return self._fail(f"{self.route.install_label} on {where} failed: Update Result {result} "
-                          f"({self.route.obj.results[result]})", result)
+        what = self.route.install_label.format(endpoint=self.endpoint, base=self.base)
+        return self._fail(f"{what} failed: Update Result {result} ({self.route.obj.results[result]})", result)
 
     @staticmethod
     def _fail(message: str, result: int | None) -> Decision[E]:
