@@ -171,8 +171,8 @@ class SimulatedDevice:
         if artifact.plan is None:
             await self.packages.install(artifact)
         for slot in self.software:
-            if slot is not owner and self.tree.values.get(slot.path.child(12)):
-                self.tree.set(slot.path.child(12), False)
+            if slot is not owner:
+                slot.preempted()  # through the object 9 table: an active instance becomes inactive
         self.active = (artifact, owner)
         await self.inference.start(artifact)
 

@@ -1,40 +1,42 @@
 """Model delivery on a simulated device: object 9 (Software Management) and object 5
-(Firmware Update) state machines over one package pipeline.
+(Firmware Update) driven by the shared state machines of ``lwm2m.updates``, over
+one package pipeline.
 
 The pipeline (``Packages``) is what a device does with a package, whichever object brought
 it: receive it (push: the Package resource was written, Block1 already assembled; pull: the
 Package URI was written, see ``download``), check it fits the flash that is free, verify it
 (``lwm2m.package``: signature when the device has the server's key, hash), recognise
 the artifact by its content, and at Install check that its arena fits the free SRAM. Each
-failure is an ``Outcome``; the two objects report outcomes with their own numbers (the tables
-``OBJ9_RESULT`` and ``OBJ5_RESULT``, from the OMA object definitions).
+failure is a ``Failure`` with an ``Outcome`` (the machines' ``Reason``); the objects' tables
+turn it into their own Update Result.
 
-Object 9 per instance (TS Core / OMA object 9 1.1): Update State INITIAL -> DOWNLOAD STARTED
--> DOWNLOADED -> DELIVERED -> INSTALLED; a failed download returns to INITIAL with the
-result; a failed Install stays DELIVERED (result 51 when the arena does not fit the free
-SRAM, 58 otherwise); Uninstall returns to INITIAL, result 0, and frees the flash; Activate /
-Deactivate switch Activation State on an installed package. Object 5: State Idle ->
-Downloading -> Downloaded -> Updating -> Idle with Update Result 1 on success; writing an
-empty Package or Package URI cancels. A package in DELIVERED/INSTALLED/Downloaded is in flash
-and survives a reboot; a download in progress does not (it ends with "connection lost"), nor
-does an Install or Update in progress (object 9 stays DELIVERED, object 5 goes back to
-Downloaded: the server executes it again).
+The slots (``SoftwareSlot``: one object 9 instance; ``FirmwareSlot``: object 5) hold no state
+logic of their own: every external event (a Write, an Execute, a download or install that
+ended, a reboot, another instance activated) goes through the object's transition table, and
+the slot performs the actions the table returns: it sets the resources, spawns the download,
+verifies, installs, activates, releases the flash, or refuses the operation with the table's
+CoAP code (as Anjay does: 4.05 for an operation the state does not allow). Flash survives a
+reboot (DELIVERED / INSTALLED / Downloaded packages, which model is active); RAM does not (a
+download in progress, an install or update in progress): the tables say what a reboot does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import logging
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from compilers.backends import registry
-from lwm2m.errors import BadRequest
+from lwm2m.errors import BadRequest, LwM2MError, MethodNotAllowed
 from lwm2m.package import PackageError, is_package, open_package
 from lwm2m.path import Path, Value
-from simulator.download import DownloadError, DownloadStats, check_uri, pull
+from lwm2m.updates import FIRMWARE, SOFTWARE, Answer, Effect, Event5, Event9, Impossible, Reason, UpdateObject
+from lwm2m.updates.firmware import Res5
+from lwm2m.updates.software import Res9
+from simulator.download import DownloadError, DownloadStats, pull
 from simulator.runtimes import ModelError
 
 if TYPE_CHECKING:
@@ -42,30 +44,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+Outcome = Reason  # what Packages raises: the reasons the update machines know
 
-class Outcome(enum.Enum):
-    DOWNLOADING = "downloading"
-    DELIVERED = "delivered"
-    INSTALLED = "installed"
-    NOT_ENOUGH_STORAGE = "not-enough-storage"
-    OUT_OF_MEMORY = "out-of-memory"
-    CONNECTION_LOST = "connection-lost"
-    INTEGRITY = "integrity"
-    UNSUPPORTED = "unsupported"
-    INVALID_URI = "invalid-uri"
-    INSTALL_FAILURE = "install-failure"
-    CANCELLED = "cancelled"
-
-
-OBJ9_RESULT = {Outcome.DOWNLOADING: 1, Outcome.INSTALLED: 2, Outcome.DELIVERED: 3,
-               Outcome.NOT_ENOUGH_STORAGE: 50, Outcome.OUT_OF_MEMORY: 51, Outcome.CONNECTION_LOST: 52,
-               Outcome.INTEGRITY: 53, Outcome.UNSUPPORTED: 54, Outcome.INVALID_URI: 56,
-               Outcome.INSTALL_FAILURE: 58, Outcome.CANCELLED: 0}
-OBJ5_RESULT = {Outcome.DOWNLOADING: 0, Outcome.DELIVERED: 0, Outcome.INSTALLED: 1,
-               Outcome.NOT_ENOUGH_STORAGE: 2, Outcome.OUT_OF_MEMORY: 3, Outcome.CONNECTION_LOST: 4,
-               Outcome.INTEGRITY: 5, Outcome.UNSUPPORTED: 6, Outcome.INVALID_URI: 7,
-               Outcome.INSTALL_FAILURE: 8, Outcome.CANCELLED: 10}
-# Failure reasons of the layers below -> outcome.
 REASONS = {"not-enough-storage": Outcome.NOT_ENOUGH_STORAGE, "connection-lost": Outcome.CONNECTION_LOST,
            "invalid-uri": Outcome.INVALID_URI, "integrity": Outcome.INTEGRITY, "unsupported": Outcome.UNSUPPORTED,
            "unsupported-package": Outcome.UNSUPPORTED, "out-of-memory": Outcome.OUT_OF_MEMORY,
@@ -171,190 +151,239 @@ class Packages:
             raise Failure(REASONS.get(exc.result, Outcome.INSTALL_FAILURE), str(exc)) from None
 
 
-class State9(enum.IntEnum):
-    INITIAL = 0
-    DOWNLOAD_STARTED = 1
-    DOWNLOADED = 2
-    DELIVERED = 3
-    INSTALLED = 4
+ANSWERS: dict[Answer, type[LwM2MError]] = {Answer.BAD_REQUEST: BadRequest, Answer.METHOD_NOT_ALLOWED: MethodNotAllowed}
+VERIFY_REASONS = frozenset({Outcome.INTEGRITY, Outcome.UNSUPPORTED})  # Packages.receive fails these after the transfer
 
 
-class SoftwareSlot:
-    """One instance of object 9."""
+class _Slot:
+    """One instance of an update object on the device: the table decides, the slot does the I/O."""
 
-    def __init__(self, device: "SimulatedDevice", instance: int) -> None:
+    obj: UpdateObject[Any, Any]
+    names: tuple[int, int]  # PkgName, PkgVersion resources
+    status_reason: int | None = None  # where the detail of a new Update Result is written
+    download_finished: Any  # the object's own members of these device events
+    download_failed: Any
+    verified: Any
+    verify_failed: Any
+    rebooted: Any
+
+    def __init__(self, device: SimulatedDevice, instance: int) -> None:
         self.device, self.instance = device, instance
-        self.owner = f"9/{instance}"
-        self.path = Path(9, instance)
-        self.state = State9.INITIAL
-        self.artifact: Artifact | None = None
+        self.owner = f"{self.obj.object_id}/{instance}"
+        self.path = Path(self.obj.object_id, instance)
+        self.phase: Any = self.obj.initial
+        self.artifact: Artifact | None = None  # verified and in flash
+        self.received: Artifact | Failure | None = None  # what the last transfer brought, for VERIFY
+        self.incoming: tuple[bytes | None, str | None] = (None, None)  # the write that starts a download
         self.task: asyncio.Task[None] | None = None
-        tree = device.tree
-        tree.add_instance(9, instance, {0: "", 1: "", 7: 0, 8: False, 9: 0, 12: False, 16: ""})
-        tree.on_write(self.path.child(2), lambda v: self._start(package=_bytes(v)))
-        tree.on_write(self.path.child(3), lambda v: self._start(uri=str(v)))
-        for rid, fn in ((4, self.install), (6, self.uninstall), (10, self.activate), (11, self.deactivate)):
-            tree.on_execute(self.path.child(rid), fn)
+        self.generation = 0  # bumped when an install in progress is cancelled
 
-    def _set(self, state: State9 | None = None, outcome: Outcome | None = None, reason: str | None = None) -> None:
-        tree = self.device.tree
-        if state is not None:
-            self.state = state
-            tree.set(self.path.child(7), int(state))
-        if reason is not None:
-            tree.set(self.path.child(16), reason)
-        if outcome is not None:
-            tree.set(self.path.child(9), OBJ9_RESULT[outcome])
+    @property
+    def state(self) -> int:
+        """The state the object reports (object 9 Update State, object 5 State)."""
+        return self.obj.reported[self.phase][0]
 
-    def _start(self, package: bytes | None = None, uri: str | None = None) -> None:
-        if self.state != State9.INITIAL:
-            raise BadRequest(f"{self.path} is {self.state.name}: uninstall it or use another instance")
-        if uri is not None:
-            try:
-                check_uri(uri)
-            except DownloadError as exc:
-                self._set(outcome=Outcome.INVALID_URI, reason=str(exc))
-                return
-        self._set(State9.DOWNLOAD_STARTED, Outcome.DOWNLOADING, "")
+    # -- the table -------------------------------------------------------------------------
+
+    def feed(self, event: Any, reason: Reason | None = None, detail: str = "") -> list[Effect]:
+        """Apply ``event``: raise the table's refusal, or commit the transition and perform its
+        synchronous actions; return the effects left to await (install, activate)."""
+        t = self.obj.step(self.phase, event, reason)
+        tree, sets = self.device.tree, t.sets
+        for rid, value in sets.items():
+            tree.set(self.path.child(rid), value)
+        if self.status_reason is not None and self.obj.result_resource in sets:
+            tree.set(self.path.child(self.status_reason), detail)
+        if t.refusal is not None:
+            raise ANSWERS[t.refusal.answer](f"{t.refusal.why}; {self.path} is {self.phase.value}")
+        self.phase = t.to
+        later = [e for e in t.effects if e in self.awaited]
+        for effect in t.effects:
+            if effect not in self.awaited:
+                self.performed[effect]()
+        return later
+
+    def report(self, event: Any, reason: Reason | None = None, detail: str = "") -> None:
+        """A device event from work in the background; dropped when the table says it can no
+        longer happen (the work was superseded)."""
+        try:
+            self._sync(self.feed(event, reason, detail))
+        except Impossible:
+            log.info("%s: %s dropped in %s", self.owner, event.value, self.phase.value)
+
+    def _sync(self, later: list[Effect]) -> None:
+        if later:  # the tables start installs and activations only from an Execute
+            raise RuntimeError(f"{self.owner}: {later} cannot run outside an Execute")
+
+    async def operate(self, event: Any) -> None:
+        """A server's operation (Write / Execute) on this instance."""
+        for effect in self.feed(event):
+            await self._do_later(effect)
+
+    @property
+    def performed(self) -> dict[Effect, Callable[[], None]]:
+        """What the slot does for each synchronous effect of the tables."""
+        return {Effect.START_DOWNLOAD: self._start_download, Effect.CANCEL_DOWNLOAD: self._cancel_download,
+                Effect.VERIFY: self._verify, Effect.NAME_PACKAGE: self._name_package, Effect.RELEASE: self._release,
+                Effect.CANCEL_INSTALL: self._cancel_install, Effect.DEACTIVATE: lambda: self.device.deactivate(self)}
+
+    @property
+    def awaited(self) -> dict[Effect, Callable[[], Awaitable[None]]]:
+        """The effects that take time: they run inside the Execute that started them."""
+        return {Effect.INSTALL: self._install, Effect.ACTIVATE: self._activate}
+
+    async def _do_later(self, effect: Effect) -> None:
+        await self.awaited[effect]()
+
+    def _start_download(self) -> None:
+        package, uri = self.incoming
+        self.received = None
         self.task = self.device.spawn(self._receive(package, uri), f"{self.owner} download")
 
-    async def _receive(self, package: bytes | None, uri: str | None) -> None:
-        try:
-            artifact = await self.device.packages.receive(self.owner, package, uri)
-        except Failure as exc:
-            self.device.packages.release(self.owner)
-            self._set(State9.INITIAL, exc.outcome, str(exc))
-            return
-        self.artifact = artifact
-        tree = self.device.tree
-        tree.set(self.path.child(0), artifact.name)
-        tree.set(self.path.child(1), artifact.version)
-        self._set(State9.DOWNLOADED)
-        self._set(State9.DELIVERED, Outcome.DELIVERED, "")
-
-    def reboot(self) -> None:
-        """RAM is gone: an unfinished download ends as lost; what is in flash stays."""
-        if self.state == State9.DOWNLOAD_STARTED:
-            self.device.packages.release(self.owner)
-            self._set(State9.INITIAL, Outcome.CONNECTION_LOST, "device rebooted during the download")
-
-    async def install(self, _args: str) -> None:
-        if self.state != State9.DELIVERED or self.artifact is None:
-            raise BadRequest(f"Install on {self.path} needs state DELIVERED, not {self.state.name}")
-        boot = self.device.reboots
-        try:
-            await self.device.packages.install(self.artifact)
-        except Failure as exc:
-            self._set(outcome=exc.outcome, reason=str(exc))  # stays DELIVERED
-            return
-        if self.device.reboots != boot:  # rebooted mid-install: it did not happen, the package stays DELIVERED
-            return
-        self._set(State9.INSTALLED, Outcome.INSTALLED, "")
-
-    async def uninstall(self, _args: str) -> None:
-        if self.state == State9.DOWNLOAD_STARTED and self.task is not None:
+    def _cancel_download(self) -> None:
+        if self.task is not None:
             self.task.cancel()
-        if self.device.tree.values.get(self.path.child(12)):
-            await self.deactivate("")
+
+    def _verify(self) -> None:
+        """Packages.receive verified the package as it took it in: report what it found."""
+        if isinstance(self.received, Artifact):
+            self.artifact = self.received
+            self.report(self.verified)
+        elif isinstance(self.received, Failure):
+            self.report(self.verify_failed, self.received.outcome, str(self.received))
+
+    def _name_package(self) -> None:
+        if self.artifact is not None:
+            self.device.tree.set(self.path.child(self.names[0]), self.artifact.name)
+            self.device.tree.set(self.path.child(self.names[1]), self.artifact.version)
+
+    def _release(self) -> None:
         self.artifact = None
         self.device.packages.release(self.owner)
-        self._set(State9.INITIAL, Outcome.CANCELLED, "")
 
-    async def activate(self, _args: str) -> None:
-        if self.state != State9.INSTALLED or self.artifact is None:
-            raise BadRequest(f"Activate on {self.path} needs state INSTALLED, not {self.state.name}")
-        await self.device.activate(self.artifact, self)
-        self.device.tree.set(self.path.child(12), True)
+    def _cancel_install(self) -> None:
+        self.generation += 1  # the install in progress finds it is no longer current
 
-    async def deactivate(self, _args: str) -> None:
-        if self.device.tree.values.get(self.path.child(12)):
-            self.device.tree.set(self.path.child(12), False)
-            self.device.deactivate(self)
+    async def _activate(self) -> None:
+        if self.artifact is not None:
+            await self.device.activate(self.artifact, self)
 
-
-class State5(enum.IntEnum):
-    IDLE = 0
-    DOWNLOADING = 1
-    DOWNLOADED = 2
-    UPDATING = 3
-
-
-class FirmwareSlot:
-    """Object 5 instance 0: the same pipeline, for devices that only have Firmware Update."""
-
-    def __init__(self, device: "SimulatedDevice") -> None:
-        self.device = device
-        self.owner, self.path = "5/0", Path(5, 0)
-        self.state = State5.IDLE
-        self.artifact: Artifact | None = None
-        self.task: asyncio.Task[None] | None = None
-        tree = device.tree
-        tree.add_instance(5, 0, {1: "", 3: 0, 5: 0, 6: "", 7: "", 8: [0], 9: 2})
-        tree.on_write(self.path.child(0), lambda v: self._start(package=_bytes(v)))
-        tree.on_write(self.path.child(1), lambda v: self._start(uri=str(v)))
-        tree.on_execute(self.path.child(2), self.update)
-
-    def _set(self, state: State5 | None = None, outcome: Outcome | None = None) -> None:
-        if state is not None:
-            self.state = state
-            self.device.tree.set(self.path.child(3), int(state))
-        if outcome is not None:
-            self.device.tree.set(self.path.child(5), OBJ5_RESULT[outcome])
-
-    def _start(self, package: bytes | None = None, uri: str | None = None) -> None:
-        if not package and not uri:  # an empty write cancels and resets
-            if self.task is not None:
-                self.task.cancel()
-            self.device.packages.release(self.owner)
-            self.artifact = None
-            self._set(State5.IDLE, Outcome.CANCELLED)
-            return
-        if self.state not in (State5.IDLE, State5.DOWNLOADED):
-            raise BadRequest(f"{self.path} is {self.state.name}")
-        if uri is not None:
-            self.device.tree.values[self.path.child(1)] = uri
-            try:
-                check_uri(uri)
-            except DownloadError:
-                self._set(State5.IDLE, Outcome.INVALID_URI)
-                return
-        self._set(State5.DOWNLOADING, Outcome.DOWNLOADING)
-        self.task = self.device.spawn(self._receive(package, uri), "5/0 download")
+    # -- I/O --------------------------------------------------------------------------------
 
     async def _receive(self, package: bytes | None, uri: str | None) -> None:
         try:
-            self.artifact = await self.device.packages.receive(self.owner, package, uri)
+            self.received = await self.device.packages.receive(self.owner, package, uri)
         except Failure as exc:
-            self.device.packages.release(self.owner)
-            self._set(State5.IDLE, exc.outcome)
-            return
-        self.device.tree.set(self.path.child(6), self.artifact.name)
-        self.device.tree.set(self.path.child(7), self.artifact.version)
-        self._set(State5.DOWNLOADED, Outcome.DELIVERED)
+            if exc.outcome not in VERIFY_REASONS:
+                self.report(self.download_failed, exc.outcome, str(exc))
+                return
+            self.received = exc  # it arrived, and the verification refused it
+        self.report(self.download_finished)
+
+    def _current(self, generation: int, boot: int) -> bool:
+        """No reboot and no cancel since ``generation`` / ``boot`` were taken."""
+        return self.generation == generation and self.device.reboots == boot
+
+    async def _install(self) -> None:
+        raise NotImplementedError
 
     def reboot(self) -> None:
-        if self.state == State5.DOWNLOADING:
-            self.device.packages.release(self.owner)
-            self._set(State5.IDLE, Outcome.CONNECTION_LOST)
-        elif self.state == State5.UPDATING:  # the update did not finish; the package is still in flash
-            self._set(State5.DOWNLOADED)
+        """RAM is gone (the device cancelled its tasks); what the table says survives stays."""
+        self.report(self.rebooted, detail="device rebooted during the download")
 
-    async def update(self, _args: str) -> None:
-        if self.state != State5.DOWNLOADED or self.artifact is None:
-            raise BadRequest(f"Update on {self.path} needs state DOWNLOADED, not {self.state.name}")
-        self._set(State5.UPDATING)
-        boot = self.device.reboots
+
+class SoftwareSlot(_Slot):
+    """One instance of object 9."""
+
+    obj = SOFTWARE
+    names = (Res9.PKG_NAME, Res9.PKG_VERSION)
+    status_reason = Res9.STATUS_REASON
+    download_finished, download_failed = Event9.DOWNLOAD_FINISHED, Event9.DOWNLOAD_FAILED
+    verified, verify_failed, rebooted = Event9.VERIFIED, Event9.VERIFY_FAILED, Event9.REBOOT
+
+    def __init__(self, device: SimulatedDevice, instance: int) -> None:
+        super().__init__(device, instance)
+        tree, child = device.tree, self.path.child
+        tree.add_instance(9, instance, {0: "", 1: "", 7: 0, 8: False, 9: 0, 12: False, 16: ""})
+        tree.on_write(child(Res9.PACKAGE), lambda v: self._write(Event9.WRITE_PACKAGE, package=_bytes(v)))
+        tree.on_write(child(Res9.PACKAGE_URI), lambda v: self._write(
+            Event9.WRITE_PACKAGE_URI if str(v) else Event9.WRITE_EMPTY_URI, uri=str(v)))
+        tree.on_execute(child(Res9.INSTALL), lambda _args: self.operate(Event9.EXECUTE_INSTALL))
+        tree.on_execute(child(Res9.UNINSTALL), self._uninstall)
+        tree.on_execute(child(Res9.ACTIVATE), lambda _args: self.operate(Event9.EXECUTE_ACTIVATE))
+        tree.on_execute(child(Res9.DEACTIVATE), lambda _args: self.operate(Event9.EXECUTE_DEACTIVATE))
+
+    def _write(self, event: Event9, package: bytes | None = None, uri: str | None = None) -> None:
+        self.incoming = (package, uri)
+        self._sync(self.feed(event))
+
+    async def _uninstall(self, args: str) -> None:
+        """Uninstall: no argument or 0 removes the package, 1 is ForUpdate (object 9 resource 6)."""
+        events = {"": Event9.EXECUTE_UNINSTALL, "0": Event9.EXECUTE_UNINSTALL, "1": Event9.EXECUTE_UNINSTALL_FOR_UPDATE}
+        if args.strip() not in events:
+            raise BadRequest(f"Uninstall on {self.path} takes no argument, 0 or 1 (ForUpdate), not {args!r}")
+        await self.operate(events[args.strip()])
+
+    def preempted(self) -> None:
+        """The device activated another instance: this one's model no longer runs."""
+        self.report(Event9.PREEMPTED)
+
+    async def _install(self) -> None:
+        generation, boot, artifact = self.generation, self.device.reboots, self.artifact
+        assert artifact is not None
         try:
-            await self.device.packages.install(self.artifact)
-            if self.device.reboots != boot:  # rebooted mid-update: ``reboot`` left it Downloaded
-                return
-            await self.device.activate(self.artifact, self)
+            await self.device.packages.install(artifact)
         except Failure as exc:
-            if self.device.reboots == boot:
-                self._set(State5.DOWNLOADED, exc.outcome)
+            if self._current(generation, boot):
+                self.report(Event9.INSTALL_FAILED, exc.outcome, str(exc))
             return
-        if self.device.reboots == boot:
-            self._set(State5.IDLE, Outcome.INSTALLED)
+        if self._current(generation, boot):  # rebooted mid-install: it did not happen (REBOOT said so)
+            self.report(Event9.INSTALL_OK)
+
+
+class FirmwareSlot(_Slot):
+    """Object 5 instance 0: the same pipeline, for devices that only have Firmware Update."""
+
+    obj = FIRMWARE
+    names = (Res5.PKG_NAME, Res5.PKG_VERSION)
+    download_finished, download_failed = Event5.DOWNLOAD_FINISHED, Event5.DOWNLOAD_FAILED
+    verified, verify_failed, rebooted = Event5.VERIFIED, Event5.VERIFY_FAILED, Event5.REBOOT
+
+    def __init__(self, device: SimulatedDevice) -> None:
+        super().__init__(device, 0)
+        tree, child = device.tree, self.path.child
+        tree.add_instance(5, 0, {1: "", 3: 0, 5: 0, 6: "", 7: "", 8: [0], 9: 2})
+        tree.on_write(child(Res5.PACKAGE), self._write_package)
+        tree.on_write(child(Res5.PACKAGE_URI), self._write_uri)
+        tree.on_execute(child(Res5.UPDATE), lambda _args: self.operate(Event5.EXECUTE_UPDATE))
+        tree.on_execute(child(Res5.CANCEL), lambda _args: self.operate(Event5.EXECUTE_CANCEL))
+
+    def _write_package(self, value: Value) -> None:
+        package = _bytes(value)
+        self.incoming = (package, None)
+        self._sync(self.feed(Event5.WRITE_PACKAGE if package not in (b"", b"\0") else Event5.WRITE_EMPTY_PACKAGE))
+
+    def _write_uri(self, value: Value) -> None:
+        uri = str(value)
+        self.incoming = (None, uri)
+        self._sync(self.feed(Event5.WRITE_PACKAGE_URI if uri else Event5.WRITE_EMPTY_URI))
+        self.device.tree.values[self.path.child(Res5.PACKAGE_URI)] = uri  # readable (RW), unlike object 9's
+
+    async def _install(self) -> None:
+        """Update: install the package and run it (the firmware this device updates to)."""
+        generation, boot, artifact = self.generation, self.device.reboots, self.artifact
+        assert artifact is not None
+        try:
+            await self.device.packages.install(artifact)
+            if not self._current(generation, boot):  # rebooted mid-update: REBOOT left it Downloaded
+                return
+            await self.device.activate(artifact, self)
+        except Failure as exc:
+            if self._current(generation, boot):
+                self.report(Event5.UPDATE_FAILED, exc.outcome, str(exc))
+            return
+        if self._current(generation, boot):
+            self.report(Event5.UPDATE_OK)
 
 
 def _bytes(value: Value) -> bytes:

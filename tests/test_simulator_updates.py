@@ -198,9 +198,15 @@ async def test_object_5_push_update_and_failures(server, runner, keys):
         path = server.packages.publish(package(add_one_wasm(), keys[0], name="m5", version="2"))
         await server.write("dev", Path(5, 0, 1), {Path(5, 0, 1): server.package_uri(path)})
         assert await wait_value(server, "dev", Path(5, 0, STATE5), 2) == 2
-        await server.write("dev", Path(5, 0, 1), {Path(5, 0, 1): ""})  # cancel
+        await server.execute("dev", Path(5, 0, 10))  # Cancel (object 5 1.1): Update Result 10, State Idle
         assert await wait_value(server, "dev", Path(5, 0, RESULT5), 10) == 10
         assert (await server.read("dev", Path(5, 0, STATE5)))[Path(5, 0, STATE5)] == 0
+        await server.write("dev", Path(5, 0, 1), {Path(5, 0, 1): server.package_uri(path)})
+        assert await wait_value(server, "dev", Path(5, 0, STATE5), 2) == 2
+        await server.write("dev", Path(5, 0, 1), {Path(5, 0, 1): ""})  # an empty URI resets (Core E.6): Idle, 0
+        assert await wait_value(server, "dev", Path(5, 0, STATE5), 0) == 0
+        assert (await server.read("dev", Path(5, 0, RESULT5)))[Path(5, 0, RESULT5)] == 0
+        assert "5/0" not in d.packages.flash_used  # the image is removed
     finally:
         await d.stop()
 

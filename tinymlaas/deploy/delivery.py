@@ -1,34 +1,35 @@
 """Delivery of a signed package through LwM2M Software Management (object 9) or, for devices
 that only have it, Firmware Update (object 5), driven from the server.
 
-Each delivery is a reconcile loop, not a script: it observes the update instance (Update
-State and Update Result, with a Read whenever no notification arrives within the poll
-interval, so lost notifications or a device that re-registered cost a poll, not the
-delivery), and from what the device reports takes the next step:
+Each delivery is a reconcile loop, not a script: it observes the update instance (its state,
+Update Result and, for object 9, Activation State; notifications when they come, a Read
+whenever none arrives within the poll interval and after each operation, so lost
+notifications or a device that re-registered cost a poll, not the delivery) and hands every
+report to the object's ``Reconciler`` (``lwm2m.updates``), which decides by the
+object's transition table what the next step is:
 
-object 9 (OMA object 9 1.1, Update State 7, Update Result 9, Activation State 12)
-  INITIAL         -> write the Package URI (/9/x/3, pull) or the Package (/9/x/2, Block1 push)
-  DOWNLOAD STARTED, DOWNLOADED -> wait
-  DELIVERED       -> Execute Install (/9/x/4)
-  INSTALLED       -> Execute Activate (/9/x/10), then done once Activation State is true
-  INITIAL after our write, Update Result >= 50 -> failed download: 52 (connection lost) is
-                     retried with backoff (the device pulls again, the server keeps the offer),
-                     anything else ends the delivery with that result
-  DELIVERED after Install with result 51/58 -> installation failed (nothing activated)
+object 9 (Update State 7, Update Result 9, Activation State 12)
+  INITIAL -> write the Package URI (/9/x/3, pull) or the Package (/9/x/2, Block1 push);
+  DOWNLOAD STARTED, DOWNLOADED -> wait; DELIVERED -> Execute Install (/9/x/4);
+  INSTALLED -> Execute Activate (/9/x/10); done once Activation State is true.
 object 5 (State 3, Update Result 5)
-  Idle            -> write Package URI (/5/0/1) or Package (/5/0/0)
-  Downloading, Updating -> wait;  Downloaded -> Execute Update (/5/0/2)
-  Idle after Update with result 1 -> done; other results as above (4 is retried).
+  Idle -> write Package URI (/5/0/1) or Package (/5/0/0); Downloading, Updating -> wait;
+  Downloaded -> Execute Update (/5/0/2); done at Idle with Update Result 1 after the Update.
 
-A slot that holds someone else's package is uninstalled first (object 9) so the package that
-is active stays untouched: a failed delivery leaves the previous model running. Every device
-operation is retried with exponential backoff on timeouts and while the device is not
-registered (it may be rebooting); a reboot mid-way therefore ends in a resumed delivery (the
-device kept a delivered package in flash, or reports "connection lost" and pulls again) or in
-a ``DeliveryFailed`` when the deadline passes, never in a success the device did not report.
+A failed download (the device back in its initial state with a failure result) is delivered
+again when the result says the connection was lost (52 / 4), up to ``download_attempts``;
+any other failure result, a failed Install / Update, a refused Activate, or a report the
+table says the device cannot make (a protocol error) ends the delivery with the device's state
+and result named. A slot holding a package this delivery did not send is uninstalled first
+(object 9; an empty Package URI resets object 5) so the package that is active stays untouched:
+a failed delivery leaves the previous model running. Every device operation is retried with
+exponential backoff on timeouts and while the device is not registered (it may be rebooting);
+a reboot mid-way therefore ends in a resumed delivery or in a ``DeliveryFailed`` when the
+deadline passes, never in a success the device did not report.
 
 What it does not do: choose the package, sign it, check the model runs (the deployer reads the
-ML Inference object afterwards) or persist anything (``on_step`` tells the caller).
+ML Inference object afterwards), decide anything the tables decide, or persist anything
+(``on_step`` tells the caller).
 """
 
 from __future__ import annotations
@@ -36,28 +37,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from lwm2m.errors import LwM2MError, NotFound
 from lwm2m.path import Path, Value
+from lwm2m.updates import FIRMWARE_ROUTE, SOFTWARE_ROUTE, Event5, Event9, Reconciler, Report, Route, Verdict
+from lwm2m.updates.software import Res9
 from tinymlaas.server.device_client import DeviceTimeout
 from tinymlaas.server.operations import DeviceError
 
 log = logging.getLogger(__name__)
-
-RESULT9 = {0: "initial", 1: "downloading", 2: "installed", 3: "downloaded and verified",
-           50: "not enough storage", 51: "out of memory", 52: "connection lost during download",
-           53: "package integrity check failure", 54: "unsupported package type", 56: "invalid URI",
-           57: "device-defined update error", 58: "software installation failure",
-           59: "software uninstallation failure"}
-RESULT5 = {0: "initial", 1: "firmware updated successfully", 2: "not enough flash memory",
-           3: "out of RAM during download", 4: "connection lost during download", 5: "integrity check failure",
-           6: "unsupported package type", 7: "invalid URI", 8: "firmware update failed", 9: "unsupported protocol",
-           10: "firmware update cancelled"}
-RETRYABLE = {9: frozenset({52}), 5: frozenset({4})}
-INITIAL, DOWNLOAD_STARTED, DOWNLOADED, DELIVERED, INSTALLED = range(5)  # object 9 Update State
-IDLE, DOWNLOADING, FW_DOWNLOADED, UPDATING = range(4)  # object 5 State
 
 Step = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -126,8 +117,11 @@ class Session:
     async def write(self, path: Path, value: Value, timeout: float | None = None) -> None:
         await self.call(f"Write {path}", self.server.write, path, {path: value}, timeout=timeout)
 
-    async def execute(self, path: Path) -> None:
-        await self.call(f"Execute {path}", self.server.execute, path)
+    async def execute(self, path: Path, arguments: str = "") -> None:
+        if arguments:
+            await self.call(f"Execute {path} {arguments!r}", self.server.execute, path, arguments)
+        else:
+            await self.call(f"Execute {path}", self.server.execute, path)
 
 
 class Watch:
@@ -135,7 +129,8 @@ class Watch:
 
     def __init__(self, session: Session, path: Path) -> None:
         self.session, self.path = session, path
-        self.queue: "asyncio.Queue[Any] | None" = None
+        self.queue: asyncio.Queue[Any] | None = None
+        self.read_last = False  # the last values came from a Read (not a notification)
 
     async def _subscribe(self) -> None:
         obs = self.session.server.observations
@@ -157,12 +152,19 @@ class Watch:
                     while not self.queue.empty():  # the newest notification wins
                         newer = self.queue.get_nowait()
                         content = newer if newer is not None else content
+                    self.read_last = False
                     return content  # type: ignore[no-any-return]
                 self.queue = None  # the observation ended (re-registration): observe again next time
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         elif wait:
             await asyncio.sleep(self.session.policy.poll_s)
+        elif self.queue is not None:  # what was notified so far is older than the Read that follows
+            while not self.queue.empty():
+                if self.queue.get_nowait() is None:
+                    self.queue = None  # the observation ended: observe again next time
+                    break
+        self.read_last = True
         return await self.session.read(self.path)
 
     def close(self) -> None:
@@ -177,114 +179,82 @@ def _num(values: dict[Path, Value], path: Path, default: int = 0) -> int:
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
 
 
-async def _download_failed(session: Session, obj: int, result: int, attempts: int, what: str) -> int:
-    """After a failed download: back off and return attempts+1 if it may be retried, else raise."""
-    names = RESULT9 if obj == 9 else RESULT5
-    if result in RETRYABLE[obj] and attempts < session.policy.download_attempts:
-        delay = min(session.policy.backoff_s[0] * 2 ** attempts, session.policy.backoff_s[1])
-        log.info("%s on %s: %s; delivering again in %.1f s", what, session.endpoint, names[result], delay)
-        await asyncio.sleep(delay)
-        return attempts + 1
-    raise DeliveryFailed(f"{what} on {session.endpoint} failed: Update Result {result} "
-                         f"({names.get(result, 'unknown')})" + (f" after {attempts} attempts" if attempts > 1 else ""),
-                         result)
-
-
-async def _send(session: Session, shipment: Shipment, package_path: Path, uri_path: Path) -> None:
-    if shipment.uri is not None:
-        await session.write(uri_path, shipment.uri)
-    else:
-        await session.write(package_path, shipment.package, timeout=session.policy.push_timeout)
+STEPS: dict[Any, str] = {  # the deployment state an operation starts
+    Event9.WRITE_PACKAGE: "delivering", Event9.WRITE_PACKAGE_URI: "delivering", Event9.EXECUTE_INSTALL: "installing",
+    Event9.EXECUTE_ACTIVATE: "activating",
+    Event5.WRITE_PACKAGE: "delivering", Event5.WRITE_PACKAGE_URI: "delivering", Event5.EXECUTE_UPDATE: "installing",
+}
+WHAT = {9: "delivery to {ep}{base}", 5: "firmware update of {ep}"}  # for the deadline message
 
 
 async def deliver9(session: Session, instance: int, shipment: Shipment, on_step: Step) -> None:
     """Object 9 instance ``instance``: deliver, install and activate ``shipment``."""
-    base = Path(9, instance)
-    r = {rid: base.child(rid) for rid in (0, 1, 2, 3, 4, 6, 7, 9, 10, 12)}
-    watch = Watch(session, base)
-    sent = install_asked = activate_asked = False
-    attempts, wait = 1, False
-    try:
-        while True:
-            session.check_deadline(f"delivery to {session.endpoint}{base}")
-            v = await watch.values(wait)
-            wait = True
-            state, result = _num(v, r[7]), _num(v, r[9])
-            ours = v.get(r[0]) == shipment.name and v.get(r[1]) == shipment.version
-            try:
-                if state == INITIAL:
-                    if sent and result >= 50:
-                        attempts = await _download_failed(session, 9, result, attempts, f"download to {base}")
-                        sent = False
-                    if not sent:
-                        await on_step("delivering", {"object_path": str(base), "attempt": attempts})
-                        await _send(session, shipment, r[2], r[3])
-                        sent, install_asked = True, False
-                elif state in (DOWNLOAD_STARTED, DOWNLOADED):
-                    continue
-                elif not ours:  # DELIVERED or INSTALLED with another package: make room
-                    await session.execute(r[6])
-                    sent = False
-                elif state == DELIVERED:
-                    if install_asked and result in (51, 58):
-                        raise DeliveryFailed(f"Install on {session.endpoint}{base} failed: Update Result {result} "
-                                             f"({RESULT9[result]})", result)
-                    await on_step("installing", {})
-                    install_asked = True
-                    await session.execute(r[4])
-                elif state == INSTALLED and not v.get(r[12]):
-                    await on_step("activating", {})
-                    activate_asked = True
-                    await session.execute(r[10])
-                    wait = False
-                elif state == INSTALLED:
-                    return
-            except DeviceError as exc:  # the device refused this step in the state it is in now: look again
-                log.info("%s: %s", session.endpoint, exc.message)
-                if activate_asked and state == INSTALLED:
-                    raise DeliveryFailed(f"Activate on {session.endpoint}{base} refused: {exc.message}") from None
-    finally:
-        watch.close()
+    await _deliver(session, SOFTWARE_ROUTE, instance, shipment, on_step)
 
 
 async def deliver5(session: Session, shipment: Shipment, on_step: Step) -> None:
     """Object 5 (single instance): deliver and update; the device activates the model itself."""
-    base = Path(5, 0)
-    r = {rid: base.child(rid) for rid in (0, 1, 2, 3, 5, 6, 7)}
+    await _deliver(session, FIRMWARE_ROUTE, 0, shipment, on_step)
+
+
+async def _deliver(session: Session, route: Route[Any, Any], instance: int, shipment: Shipment,
+                   on_step: Step) -> None:
+    """The thin adapter: report -> ``Reconciler`` -> the operation, the wait or the failure it decides."""
+    obj, base = route.obj, Path(route.obj.object_id, instance)
+    plan: Reconciler[Any, Any] = Reconciler(route, session.endpoint, str(base), push=shipment.uri is None,
+                                            attempts=session.policy.download_attempts)
     watch = Watch(session, base)
-    sent = update_asked = False
-    attempts, wait = 1, False
+    what = WHAT[obj.object_id].format(ep=session.endpoint, base=base)
+    fresh = True
     try:
         while True:
-            session.check_deadline(f"firmware update of {session.endpoint}")
-            v = await watch.values(wait)
-            wait = True
-            state, result = _num(v, r[3]), _num(v, r[5])
-            try:
-                if state == IDLE:
-                    if sent and update_asked and result == 1:
-                        return
-                    if sent and result >= 2:
-                        if update_asked:
-                            raise DeliveryFailed(f"Update on {session.endpoint} failed: Update Result {result} "
-                                                 f"({RESULT5.get(result, 'unknown')})", result)
-                        attempts = await _download_failed(session, 5, result, attempts, "download to /5/0")
-                        sent = False
-                    if not sent:
-                        await on_step("delivering", {"object_path": str(base), "attempt": attempts})
-                        await _send(session, shipment, r[0], r[1])
-                        sent, update_asked = True, False
-                elif state == FW_DOWNLOADED:
-                    if update_asked and result in (3, 8):
-                        raise DeliveryFailed(f"Update on {session.endpoint} failed: Update Result {result} "
-                                             f"({RESULT5[result]})", result)
-                    if not sent:  # someone else's download sits there: cancel it
-                        await session.write(r[1], "")
-                        continue
-                    await on_step("installing", {})
-                    update_asked = True
-                    await session.execute(r[2])
-            except DeviceError as exc:
-                log.info("%s: %s", session.endpoint, exc.message)
+            session.check_deadline(what)
+            v = await watch.values(wait=not fresh)
+            active = obj.activation_resource is not None and bool(v.get(base.child(obj.activation_resource)))
+            report = Report(_num(v, base.child(obj.state_resource)), _num(v, base.child(obj.result_resource)), active)
+            # PkgName / PkgVersion only hint that a slot found holding a package holds this one
+            hint = (obj.object_id == 9 and v.get(base.child(Res9.PKG_NAME)) == shipment.name
+                    and v.get(base.child(Res9.PKG_VERSION)) == shipment.version)
+            decision = plan.observe(report, watch.read_last, hint_ours=hint)
+            fresh = False
+            if decision.verdict is Verdict.DONE:
+                return
+            if decision.verdict is Verdict.FAIL:
+                raise DeliveryFailed(decision.message, decision.result)
+            if decision.verdict is Verdict.CONFIRM:
+                fresh = True
+            elif decision.verdict is Verdict.BACKOFF:
+                delay = min(session.policy.backoff_s[0] * 2 ** decision.attempt, session.policy.backoff_s[1])
+                log.info("%s; delivering again in %.1f s", decision.message, delay)
+                await asyncio.sleep(delay)
+                fresh = True
+            elif decision.verdict is Verdict.SEND:
+                event = decision.event
+                assert event is not None
+                op = obj.operations[event]
+                step = STEPS.get(event)
+                if step is not None:
+                    await on_step(step, {"object_path": str(base), "attempt": decision.attempt}
+                                  if step == "delivering" else {})
+                try:
+                    if op.execute:
+                        await session.execute(base.child(op.resource), op.argument)
+                    else:
+                        await _write(session, base.child(op.resource), op.payload, shipment)
+                except DeviceError as exc:  # refused in the state it is in now: look again, or fail
+                    log.info("%s: %s", session.endpoint, exc.message)
+                    refusal = plan.refused(event, exc.message)
+                    if refusal.verdict is Verdict.FAIL:
+                        raise DeliveryFailed(refusal.message) from None
+                    continue
+                plan.sent(event)
+                fresh = True
     finally:
         watch.close()
+
+
+async def _write(session: Session, path: Path, payload: str, shipment: Shipment) -> None:
+    if payload == "package":
+        await session.write(path, shipment.package, timeout=session.policy.push_timeout)
+    else:
+        await session.write(path, (shipment.uri or "") if payload == "uri" else "")
