@@ -227,3 +227,7 @@ class Graph:
             if o in self.inputs or self.tensors[o].is_const:
                 raise GraphError(f"{where}: output {o!r} overwrites a graph input or constant")
             written[o] = node
+
+
+__all__ = ["FUSABLE", "FUSED_ACTIVATIONS", "OP_ARITY", "OP_ATTRS", "OP_DEFAULTS", "ROUNDINGS", "AttrValue", "DType",
+           "Graph", "Node", "Op", "Quant", "Tensor", "fresh_name"]

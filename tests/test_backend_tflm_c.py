@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
-from compilers.backends.tflm.emit import BackendError, to_tflite  # noqa: E402
+from compilers.backends.tflm.emit import to_tflite  # noqa: E402
+from compilers.backends.tflm.emitter import BackendError  # noqa: E402
 from compilers.backends.tflm.sources import (TFLM_METHODS, MissingOperators, c_array,  # noqa: E402
                                        check_operators, model_operators, op_resolver)
 from compilers.frontends.tflite import import_tflite  # noqa: E402

@@ -53,7 +53,7 @@ def _discover(points: Iterable[EntryPoint]) -> dict[str, Backend]:
                 if ep.name in found:
                     _problems[ep.name] = f"{ep.value}: a second backend named {ep.name!r} (kept the first)"
                     continue
-                found[ep.name] = obj  # type: ignore[assignment]
+                found[ep.name] = obj
                 continue
             _problems[ep.name] = why
         log.warning("backend %r left out: %s", ep.name, _problems[ep.name])

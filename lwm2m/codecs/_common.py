@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, SupportsInt, cast
 
 from lwm2m.errors import BadRequest, CodecError, NotAcceptable
 from lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
@@ -80,7 +80,7 @@ def expect(pytype: type, what: str) -> Converter:
     def convert(fmt: ContentFormat, path: Path, raw: Any) -> Value:
         if not isinstance(raw, pytype) or (pytype is not bool and isinstance(raw, bool)):
             raise error(fmt, path, f"{what} value expected, got {type(raw).__name__}")
-        return raw  # type: ignore[no-any-return,return-value]
+        return raw  # type: ignore[return-value]
 
     return convert
 
@@ -333,7 +333,7 @@ def integral(fmt: ContentFormat, path: Path, value: object, what: str) -> int:
     if isinstance(value, float) or _is_fraction(value):
         as_float = float(value)  # type: ignore[arg-type]
         if math.isfinite(as_float) and as_float.is_integer():
-            return int(value)  # type: ignore[call-overload]
+            return int(cast(SupportsInt, value))  # exact for a large Decimal, unlike int(as_float)
     raise error(fmt, path, f"{what} value expected, got {value!r:.40}")
 
 

@@ -249,7 +249,7 @@ class TlvCodec:
         items = content_items(FMT, path, content, registry)
         if path.depth == 1:
             return b"".join(
-                frame(Kind.OBJECT_INSTANCE, iid, _resources(list(group)))  # type: ignore[arg-type]
+                frame(Kind.OBJECT_INSTANCE, iid, _resources(list(group)))
                 for iid, group in itertools.groupby(items, key=lambda it: it.path.instance_id)
             )
         if path.depth == 4:

@@ -12,7 +12,7 @@ with stride 0 on broadcast axes. What it does not do: float16, per-axis QUANTIZE
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -80,7 +80,8 @@ def ctype(t: Tensor) -> str:
 
 
 # ---- element-wise ------------------------------------------------------------------------
-_UNARY_F = {
+UnaryF = Callable[[Node, str], str]  # (node, C expression of the input) -> C expression of the output
+_UNARY_F: dict[Op, UnaryF] = {
     Op.RELU: lambda n, v: f"({v} > 0.0f ? {v} : 0.0f)",
     Op.SIGMOID: lambda n, v: f"tm_sigmoidf({v})",
     Op.TANH: lambda n, v: f"tm_tanhf({v})",

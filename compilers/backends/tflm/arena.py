@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..isolation import child_log, isolated
-from .emit import BackendError
+from .emitter import BackendError
 
 DEFAULT_START = 8 * 1024 * 1024
 MAX_PROBES = 20

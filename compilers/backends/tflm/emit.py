@@ -111,10 +111,10 @@ def _padding(e: Emitter, node: Node, spatial: Sequence[int], kernel: Sequence[in
              strides: Sequence[int], dil: Sequence[int]) -> int | None:
     pads = node.attr_pairs("pads")
     if all(p == (0, 0) for p in pads):
-        return S.Padding.VALID
+        return int(S.Padding.VALID)
     if tuple(pads) == tuple(same_pads(n, k, s, d) for n, k, s, d in
                             zip(spatial, kernel, strides, dil)):
-        return S.Padding.SAME
+        return int(S.Padding.SAME)
     return None
 
 

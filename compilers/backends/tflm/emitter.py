@@ -229,7 +229,7 @@ class Emitter:
 
 # ---- helpers shared by op emitters ------------------------------------------------------
 def fused(e: Emitter, node: Node) -> int:
-    return _FUSED[node.attr_str("fused")]
+    return int(_FUSED[node.attr_str("fused")])
 
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from ..base import Loaded, Ran, RuntimeFailure, TensorSpec
 from ..isolation import Outcome, child_log, isolated, reason, returned
 from .arena import recommended_arena
-from .emit import BackendError
+from .emitter import BackendError
 
 MEASURE_CEILING = 16 * 1024 * 1024  # arena of the first load; no MCU here has more SRAM
 MAX_TENSORS = 64

@@ -17,7 +17,7 @@ from typing import Iterable
 
 from ai_edge_litert import schema_py_generated as S
 
-from .emit import BackendError
+from .emitter import BackendError
 
 _BUILTIN_NAMES = {v: k for k, v in vars(S.BuiltinOperator).items() if not k.startswith("_")}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

@@ -49,7 +49,7 @@ def short_name(name: str) -> str:
     return _LAYOUT_SUFFIX.sub("", name.split(";")[0]) or name
 
 
-class _AlignedBufferT(S.BufferT):
+class _AlignedBufferT(S.BufferT):  # type: ignore[misc]  # the schema module is untyped
     """A ``BufferT`` whose data vector starts on an ``ALIGN``-byte boundary."""
 
     def Pack(self, builder: flatbuffers.Builder) -> int:  # noqa: N802 - schema API name
@@ -64,7 +64,7 @@ class _AlignedBufferT(S.BufferT):
         S.BufferStart(builder)
         if data_off is not None:
             S.BufferAddData(builder, data_off)
-        return S.BufferEnd(builder)
+        return int(S.BufferEnd(builder))
 
 
 class ModelWriter:
