@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import desc, insert, select, update
 
@@ -95,12 +95,13 @@ class Failed(Exception):
 
 class Deployer:
     def __init__(self, server: Any, data_dir: FsPath, *, registry: ModelRegistry | None = None,
-                 policy: Policy = Policy(), workers: int = 1) -> None:
+                 policy: Policy = Policy(), workers: int = 1, key_file: FsPath | None = None,
+                 profile_dirs: Sequence[FsPath] = ()) -> None:
         self.server = server
         self.registry = registry or ModelRegistry(data_dir, server.store)
         self.cache = CompileCache(data_dir / "artifacts", server.store, workers)
-        self.key = ServerKey.load_or_create(data_dir)
-        self.profiles = load_profiles()
+        self.key = ServerKey.load_or_create(data_dir, key_file)
+        self.profiles = load_profiles(profile_dirs)
         self.policy = policy
         self.tasks: dict[int, "asyncio.Task[dict[str, Any]]"] = {}
         self._cancelled: set[int] = set()  # cancelled by the operator (a shutdown is not a cancel)

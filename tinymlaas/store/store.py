@@ -53,12 +53,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """SQLite with the pragmas above; any other URL with a connection pool of ``pool_size``
+    connections (plus ``max_overflow`` under load), checked before use."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
     return engine
 
 
@@ -105,9 +107,9 @@ class _Job:
 class Store:
     """The database behind one server. ``start()`` before use, ``close()`` at the end."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, pool_size, max_overflow)
         SQLModel.metadata.create_all(self.engine)
         self._jobs: "queue.SimpleQueue[_Job | None]" = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
