@@ -148,6 +148,8 @@ deadline_s = 42
 [retry]
 first_s = 0.25
 longest_s = 4
+[metrics]
+enabled = true
 """)
     running = await runtime.launch(config.load(path).settings)
     try:
@@ -157,5 +159,9 @@ longest_s = 4
         async with httpx.AsyncClient(base_url=running.api_url) as client:
             assert (await client.get("/devices", headers={"Authorization": "Bearer operator-token"})).status_code == 200
             assert (await client.get("/devices", headers={"Authorization": "Bearer other"})).status_code == 401
+            metrics = await client.get("/metrics", headers={"Authorization": "Bearer operator-token"})
+            assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+            assert "# TYPE tinymlaas_registrations gauge\ntinymlaas_registrations 0\n" in metrics.text
+            assert "tinymlaas_compile_builds_total 0" in metrics.text
     finally:
         await running.stop()

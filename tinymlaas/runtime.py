@@ -157,7 +157,7 @@ async def launch(settings: Settings) -> Running:
     sock.bind(api)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    app = create_app(server, token, deployer, campaigns)
+    app = create_app(server, token, deployer, campaigns, metrics=settings.metrics.enabled)
     uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the caller handles signals
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
