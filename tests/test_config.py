@@ -160,7 +160,8 @@ enabled = true
             assert (await client.get("/devices", headers={"Authorization": "Bearer operator-token"})).status_code == 200
             assert (await client.get("/devices", headers={"Authorization": "Bearer other"})).status_code == 401
             metrics = await client.get("/metrics", headers={"Authorization": "Bearer operator-token"})
-            assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+            assert metrics.status_code == 200
+            assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
             assert "# TYPE tinymlaas_registrations gauge\ntinymlaas_registrations 0\n" in metrics.text
             assert "tinymlaas_compile_builds_total 0" in metrics.text
     finally:
