@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -32,6 +32,12 @@ def load_for_cli(file: Path | None, assignments: list[str] | None,
     for section, values in (flags or {}).items():
         cli.setdefault(section, {}).update(values)
     return config.load(file, cli)
+
+
+def database_url(settings: config.Settings) -> str:
+    from tinymlaas.store.store import default_url
+
+    return settings.database.url or default_url(settings.data.home)
 
 
 def show_text(loaded: config.Loaded) -> str:
@@ -65,3 +71,77 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         loaded = config.load(file, use_env=False)
         given = sorted(k for k, s in loaded.sources.items() if s.startswith("file "))
         out.print(f"{file}: ok ({len(given)} settings: {', '.join(given) or 'none'})", highlight=False)
+
+    db_app = typer.Typer(help="The database schema: where it is, and upgrading it.", no_args_is_help=True)
+    app.add_typer(db_app, name="db")
+    DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL (database.url; default: SQLite in the data dir)")
+
+    def db_engine(file: Path | None, db: str | None) -> Any:
+        from tinymlaas.store.store import make_engine
+
+        settings = load_for_cli(file, None, {"database": {"url": db}} if db else None).settings
+        settings.data.home.mkdir(parents=True, exist_ok=True)
+        return make_engine(database_url(settings))
+
+    @db_app.command("upgrade")
+    @one_line_errors
+    def db_upgrade(db: Optional[str] = DbOpt, config_file: Optional[Path] = ConfigOpt) -> None:
+        """Bring the database to this release's schema (back it up first; there is no downgrade)."""
+        from tinymlaas.store import schema
+
+        engine = db_engine(config_file, db)
+        try:
+            done = schema.upgrade(engine)
+        finally:
+            engine.dispose()
+        name = engine.url.render_as_string(hide_password=True)
+        if done.before == done.after:
+            out.print(f"{name}: at revision {done.after} already", highlight=False)
+        else:
+            out.print(f"{name}: upgraded from {done.before or 'empty'} to revision {done.after}", highlight=False)
+
+    @db_app.command("current")
+    @one_line_errors
+    def db_current(db: Optional[str] = DbOpt, config_file: Optional[Path] = ConfigOpt) -> None:
+        """The database's schema revision and this release's."""
+        from tinymlaas.store import schema
+
+        engine = db_engine(config_file, db)
+        try:
+            with engine.connect() as conn:
+                rev = schema.current(conn)
+        finally:
+            engine.dispose()
+        state = ("up to date" if rev == schema.head() else "empty" if rev is None
+                 else "run 'tinymlaas db upgrade'" if schema.known(rev) else "newer than this release")
+        out.print(f"{engine.url.render_as_string(hide_password=True)}: revision {rev or '-'}, this release "
+                  f"{schema.head()} ({state})", highlight=False)
+
+    @db_app.command("revision", hidden=True)
+    @one_line_errors
+    def db_revision(message: str = typer.Option(..., "-m", help="what the revision changes")) -> None:
+        """(Developers) write the next migration from the difference between tables.py and the newest one."""
+        from tinymlaas.store import schema
+
+        out.print(f"wrote {schema.autogenerate(message)}", highlight=False)
+
+    cache_app = typer.Typer(help="The compile cache (compiled artifacts in the data dir).", no_args_is_help=True)
+    app.add_typer(cache_app, name="cache")
+
+    @cache_app.command("prune")
+    @one_line_errors
+    def cache_prune(dry_run: bool = typer.Option(False, "--dry-run", help="only count what would go"),
+                    db: Optional[str] = DbOpt, config_file: Optional[Path] = ConfigOpt) -> None:
+        """Remove compiled artifacts no build can reach: another compiler's, a removed model's, orphans."""
+        from tinymlaas.deploy.cache import prune
+        from tinymlaas.store import Store
+
+        settings = load_for_cli(config_file, None, {"database": {"url": db}} if db else None).settings
+        store = Store(database_url(settings))
+        try:
+            done = prune(store, settings.data.home / "artifacts", dry_run=dry_run)
+        finally:
+            store.close()
+        verb = "would remove" if dry_run else "removed"
+        out.print(f"{verb} {done.rows} artifact rows and {done.files} files ({done.bytes_freed:,} bytes)",
+                  highlight=False)
