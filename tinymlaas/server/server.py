@@ -85,9 +85,8 @@ class LwM2MServer:
         for row in await self.store.read(lambda c: list(c.execute(select(OBJECT_DEFINITIONS)))):
             for model in parse_ddf(row.xml, source=f"imported object {row.object_id}"):
                 self.objects.add(model)
-        self.context = await aiocoap.Context.create_server_context(
+        self.context = await dedup.ServerContext.create_server_context(
             RootResource(self), bind=(host, port), transports=["udp6"])
-        dedup.install(self.context)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])
