@@ -119,9 +119,44 @@ def runner():
     r.close()
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``db_url`` is SQLite, and PostgreSQL too in modules marked ``both_databases`` (the store,
+    server and deploy modules): each of their tests runs once per database."""
+    if "db_url" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_databases") is not None
+        metafunc.parametrize("db_url", DATABASES if both else DATABASES[:1], indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """The tests' PostgreSQL (``tests/pg_cluster.py``): started once, stopped at the end."""
+    import os
+
+    from tests.pg_cluster import Cluster
+
+    cluster = Cluster.from_env() or Cluster.local()
+    if cluster is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI without PostgreSQL: .ci/setup installs Debian's postgresql package")
+        pytest.skip("no PostgreSQL server binaries here (apt install postgresql)")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LwM2MServer]:
-    srv = LwM2MServer(f"sqlite:///{tmp_path / 'tinymlaas.db'}", read_capabilities=False, expiry_interval_s=0.1)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh empty database for one test: a SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tinymlaas.db'}"
+    return str(request.getfixturevalue("postgres").database())
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[LwM2MServer]:
+    srv = LwM2MServer(db_url, read_capabilities=False, expiry_interval_s=0.1)
     await srv.start("127.0.0.1", 0)
     yield srv
     await srv.stop()
@@ -144,11 +179,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture
-async def env(tmp_path: Path, shared: Any, runner: Any) -> AsyncIterator[Any]:
+async def env(db_url: str, shared: Any, runner: Any) -> AsyncIterator[Any]:
     """Deploy tests: a server and Deployer on a fresh database over the module's data directory."""
     from tests.deploy_helpers import Env
 
-    e = Env(tmp_path / "t.db", shared, runner)
+    e = Env(db_url, shared, runner)
     await e.start()
     yield e
     await e.stop()

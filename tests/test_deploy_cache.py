@@ -26,6 +26,8 @@ from tinymlaas.registry import ModelEntry
 from tinymlaas.store import Store
 from tinymlaas.store.tables import ARTIFACTS
 
+pytestmark = pytest.mark.both_databases
+
 MNIST_ENTRY = ModelEntry("mnist", "1", MNIST_SHA256, "onnx", MNIST.stat().st_size, MNIST, None, 0.0)
 
 
@@ -44,8 +46,8 @@ def hard_swish_model(path: Path) -> ModelEntry:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'cache.db'}")
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store(db_url)
     s.start()
     yield s
     s.close()
