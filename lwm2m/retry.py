@@ -22,8 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception_type, retry_if_result, stop_after_attempt,
-                      stop_never)
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_attempt,
+    stop_never,
+)
 from tenacity.retry import retry_base
 from tenacity.stop import stop_base
 from tenacity.wait import wait_random_exponential

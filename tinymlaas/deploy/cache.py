@@ -50,7 +50,6 @@ from typing import Any
 from sqlalchemy import delete, insert, select
 
 import compilers
-import tinymlaas.builds
 from compilers.backends import registry
 from compilers.backends.base import Artifact
 from tinymlaas import __version__
@@ -122,7 +121,9 @@ def _sources(backend_module: str) -> list[Path]:
                 used += files
                 todo += files
     core = sorted(p for p in root.rglob("*.py") if not any(d in p.parents for d in in_tree.values()))
-    return own + used + core + [Path(tinymlaas.builds.__file__)]
+    builds = importlib.util.find_spec("tinymlaas.builds")
+    assert builds is not None and builds.origin is not None
+    return own + used + core + [Path(builds.origin)]
 
 
 @functools.lru_cache(maxsize=None)
