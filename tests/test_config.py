@@ -84,6 +84,16 @@ def test_an_unknown_key_is_an_error_naming_it(toml: Path, monkeypatch: pytest.Mo
     assert {"file": f"file {toml}", "env": "env TINYMLAAS_QUEUE__AWAKE_SECONDS", "cli": "(cli)"}[where] in msg
 
 
+def test_an_unknown_section_in_the_environment_is_named(toml: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINYMLAAS_COAPP__PORT", "1")
+    with pytest.raises(config.ConfigError, match=r"unknown key coapp.port \(env TINYMLAAS_COAPP__PORT\); sections"):
+        config.load(toml)
+    monkeypatch.delenv("TINYMLAAS_COAPP__PORT")
+    monkeypatch.setenv("TINYMLAAS_API", "http://127.0.0.1:1")  # the CLI's own variables are no settings
+    monkeypatch.setenv("TINYMLAAS_TOKEN", "x")
+    assert config.load(toml).settings.admin.port == 8683
+
+
 def test_unknown_section_bad_type_missing_file_and_bad_toml(toml: Path, tmp_path: Path) -> None:
     toml.write_text("[coaps]\nport = 1\n")
     with pytest.raises(config.ConfigError, match=r"unknown key coaps .*sections: coap, admin"):

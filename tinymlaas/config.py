@@ -290,6 +290,8 @@ def load(file: Path | None = None, cli: Mapping[str, Any] | None = None, *, use_
             tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    if use_env:
+        _check_sections_in_env()
     tokens = (_FILE.set(path), _USE_ENV.set(use_env))
     try:
         layered = [(label, _flatten(src())) for label, src in _layers(Settings, _Init(Settings, dict(cli or {})))]
@@ -307,6 +309,17 @@ def load(file: Path | None = None, cli: Mapping[str, Any] | None = None, *, use_
         _FILE.reset(tokens[0])
         _USE_ENV.reset(tokens[1])
     return Loaded(settings, sources, path)
+
+
+def _check_sections_in_env() -> None:
+    """``TINYMLAAS_<SECTION>__<KEY>`` with a section that does not exist (pydantic-settings would
+    ignore it: only names with ``__`` are settings, so ``TINYMLAAS_API`` and the like stay free)."""
+    for name in os.environ:
+        if name.upper().startswith(PREFIX) and "__" in name:
+            section = name[len(PREFIX):].split("__", 1)[0].lower()
+            if section not in Settings.model_fields:
+                raise ConfigError(f"unknown key {name[len(PREFIX):].lower().replace('__', '.')} (env {name}); "
+                                  + _known(""))
 
 
 class _Init(PydanticBaseSettingsSource):

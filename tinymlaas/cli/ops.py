@@ -15,11 +15,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
 from tinymlaas import config
 
-out = Console()
+
+
+def say(line: str) -> None:
+    """One line on stdout as it is (no wrapping: scripts and logs read it)."""
+    sys.stdout.write(line + "\n")
+
+
 ConfigOpt = typer.Option(None, "--config", envvar=config.CONFIG_ENV,
                          help="tinymlaas.toml to read (also $TINYMLAAS_CONFIG)")
 SetOpt = typer.Option(None, "--set", help="SECTION.KEY=VALUE for any setting (repeatable; see tinymlaas config show)")
@@ -70,7 +75,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         """Validate one configuration file on its own (environment and flags left out)."""
         loaded = config.load(file, use_env=False)
         given = sorted(k for k, s in loaded.sources.items() if s.startswith("file "))
-        out.print(f"{file}: ok ({len(given)} settings: {', '.join(given) or 'none'})", highlight=False)
+        say(f"{file}: ok ({len(given)} settings: {', '.join(given) or 'none'})")
 
     db_app = typer.Typer(help="The database schema: where it is, and upgrading it.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
@@ -96,9 +101,9 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             engine.dispose()
         name = engine.url.render_as_string(hide_password=True)
         if done.before == done.after:
-            out.print(f"{name}: at revision {done.after} already", highlight=False)
+            say(f"{name}: at revision {done.after} already")
         else:
-            out.print(f"{name}: upgraded from {done.before or 'empty'} to revision {done.after}", highlight=False)
+            say(f"{name}: upgraded from {done.before or 'empty'} to revision {done.after}")
 
     @db_app.command("current")
     @one_line_errors
@@ -114,8 +119,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             engine.dispose()
         state = ("up to date" if rev == schema.head() else "empty" if rev is None
                  else "run 'tinymlaas db upgrade'" if schema.known(rev) else "newer than this release")
-        out.print(f"{engine.url.render_as_string(hide_password=True)}: revision {rev or '-'}, this release "
-                  f"{schema.head()} ({state})", highlight=False)
+        say(f"{engine.url.render_as_string(hide_password=True)}: revision {rev or '-'}, this release "
+            f"{schema.head()} ({state})")
 
     @db_app.command("revision", hidden=True)
     @one_line_errors
@@ -123,7 +128,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         """(Developers) write the next migration from the difference between tables.py and the newest one."""
         from tinymlaas.store import schema
 
-        out.print(f"wrote {schema.autogenerate(message)}", highlight=False)
+        say(f"wrote {schema.autogenerate(message)}")
 
     cache_app = typer.Typer(help="The compile cache (compiled artifacts in the data dir).", no_args_is_help=True)
     app.add_typer(cache_app, name="cache")
@@ -143,5 +148,4 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         finally:
             store.close()
         verb = "would remove" if dry_run else "removed"
-        out.print(f"{verb} {done.rows} artifact rows and {done.files} files ({done.bytes_freed:,} bytes)",
-                  highlight=False)
+        say(f"{verb} {done.rows} artifact rows and {done.files} files ({done.bytes_freed:,} bytes)")
