@@ -125,9 +125,8 @@ DATABASES = ("sqlite", "postgresql")
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """``db_url`` is SQLite, and PostgreSQL too in modules marked ``both_databases`` (the store,
     server and deploy modules): each of their tests runs once per database."""
-    if "db_url" in metafunc.fixturenames:
-        both = metafunc.definition.get_closest_marker("both_databases") is not None
-        metafunc.parametrize("db_url", DATABASES if both else DATABASES[:1], indirect=True)
+    if "db_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("db_url", DATABASES, indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -148,8 +147,8 @@ def postgres() -> Any:
 
 @pytest.fixture
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh empty database for one test: a SQLite file, or a new PostgreSQL database."""
-    if request.param == "sqlite":
+    """A fresh empty database for one test: a SQLite file (unless parametrised), or a PostgreSQL one."""
+    if getattr(request, "param", "sqlite") == "sqlite":
         return f"sqlite:///{tmp_path / 'tinymlaas.db'}"
     return str(request.getfixturevalue("postgres").database())
 
