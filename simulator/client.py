@@ -8,7 +8,10 @@ Execute, Create, Delete and Observe, in every content format its LwM2M version h
 An Accept it does not have gets 4.06; a Content-Format it does not have gets 4.15.
 
 Requests arrive on the socket the client registered from (one aiocoap context per client).
-It does not implement bootstrap, Send, composite operations, or notification attributes
+A registration that gets no answer, or a 5.xx (a server that is down, restarting or overloaded),
+is retried with exponential backoff and full jitter (``lwm2m.retry``; ``register_backoff`` and
+``register_attempts``), so a fleet that lost its server does not come back in lock-step; a 4.xx
+refusal is final. It does not implement bootstrap, Send, composite operations, or notification attributes
 beyond storing them.
 """
 
@@ -30,6 +33,7 @@ from lwm2m.link_format import Link, format_links
 from lwm2m.numbers import ContentFormat
 from lwm2m.numbers.content_formats import canonical
 from lwm2m.path import Path
+from lwm2m.retry import Backoff, retrying
 from lwm2m.transport import response_within
 from simulator.objects import ObjectTree
 
@@ -54,6 +58,13 @@ class ClientConfig:
     bind: tuple[str, int] = ("127.0.0.1", 0)
     update_margin: float = 0.8  # send an Update when this share of the lifetime has passed
     awake_s: float = 10.0  # queue mode: how long the device listens after it spoke to the server
+    register_backoff: Backoff = Backoff(1.0, 30.0)  # retries of a Register that failed for the server's reasons
+    register_attempts: int = 6
+    request_timeout_s: float = 30.0  # one request to the server (CoAP retransmissions happen inside it)
+
+
+class ServerUnavailable(LwM2MError):
+    """The server did not answer, or answered 5.xx: worth another try later."""
 
 
 class ClientRoot(Resource, PathCapable, ObservableResource):
@@ -110,7 +121,7 @@ class LwM2MClient:
         root = ClientRoot(self)
         self.tree.listeners.append(root.changed)
         self.context = await aiocoap.Context.create_server_context(root, bind=self.config.bind, transports=["udp6"])
-        await self.register()
+        await self.register_retrying()
         self._task = asyncio.create_task(self._update_loop(), name=f"{self.config.endpoint} updates")
 
     async def stop(self, deregister: bool = True) -> None:
@@ -139,7 +150,20 @@ class LwM2MClient:
         msg.opt.uri_query = query
         if payload:
             msg.opt.content_format = int(CF.LINK)
-        return await response_within(self.context.request(msg), 30)
+        try:
+            return await response_within(self.context.request(msg), self.config.request_timeout_s)
+        except (asyncio.TimeoutError, aiocoap.error.Error) as exc:
+            raise ServerUnavailable(f"{self.config.endpoint}: no answer from {host}:{port} "
+                                    f"({type(exc).__name__})") from None
+
+    async def register_retrying(self) -> None:
+        """Register; after a ``ServerUnavailable``, again after a jittered backoff (bounded attempts)."""
+        def note(state: Any) -> None:
+            log.info("%s: %s; registering again in %.2f s", self.config.endpoint,
+                     state.outcome.exception(), state.upcoming_sleep)
+
+        await retrying(self.config.register_backoff, on=ServerUnavailable, attempts=self.config.register_attempts,
+                       before_sleep=note)(self.register)
 
     async def register(self) -> None:
         query = [f"ep={self.config.endpoint}", f"lt={self.config.lifetime}"]
@@ -149,6 +173,8 @@ class LwM2MClient:
         if self.config.queue_mode and self.config.version != "1.0":
             query.append("Q")
         resp = await self._request(Code.POST, ("rd",), tuple(query), self.registration_links().encode())
+        if resp.code.class_ == 5:
+            raise ServerUnavailable(f"{self.config.endpoint}: Register answered {resp.code.dotted}")
         if resp.code != Code.CREATED:
             raise LwM2MError(f"{self.config.endpoint}: Register refused with {resp.code.dotted}: {resp.payload.decode(errors='replace')}")
         self.location = tuple(resp.opt.location_path)

@@ -2,8 +2,9 @@
 
 The device fetches the URI block by block itself (aiocoap's automatic blockwise would restart
 a failed transfer from block 0). After a lost block it asks for the same block again, with
-backoff, up to ``attempts`` times; what it already has is kept, so a dropped connection
-resumes from the last good block instead of restarting. Size2 (when the server sends it)
+exponential backoff and full jitter (``lwm2m.retry``), up to ``attempts`` times; what it
+already has is kept, so a dropped connection resumes from the last good block instead of
+restarting. Size2 (when the server sends it)
 and the running total are checked against the storage limit as the data arrives.
 
 Failures are ``DownloadError`` with ``reason`` "invalid-uri" (not a coap:// URI, or the
@@ -22,11 +23,13 @@ import aiocoap
 from aiocoap import Code, Message
 from aiocoap.optiontypes import BlockOption
 
+from lwm2m.retry import Backoff
 from lwm2m.transport import response_within
 
 log = logging.getLogger(__name__)
 
 BlockHook = Callable[[int, bytes], bytes]
+BLOCK_BACKOFF = Backoff(0.2, 5.0)
 
 
 class DownloadError(Exception):
@@ -85,7 +88,6 @@ async def pull(context: Any, uri: str, *, limit: int, size_exponent: int = 5, at
 
 async def _fetch_block(context: Any, uri: str, num: int, szx: int, attempts: int, timeout: float,
                        stats: DownloadStats) -> Message:
-    delay = 0.2
     for attempt in range(attempts):
         msg = Message(code=Code.GET, uri=uri)
         msg.opt.block2 = BlockOption.BlockwiseTuple(num, False, szx)
@@ -98,6 +100,6 @@ async def _fetch_block(context: Any, uri: str, num: int, szx: int, attempts: int
                 stats.resumed_at = []
             stats.resumed_at.append(num)
             log.info("block %d of %s lost (%s); retry %d", num, uri, type(exc).__name__, attempt + 1)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            if attempt + 1 < attempts:
+                await BLOCK_BACKOFF.sleep(attempt + 1)
     raise DownloadError("connection-lost", f"{uri}: no answer for block {num} after {attempts} attempts")

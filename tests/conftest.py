@@ -119,9 +119,43 @@ def runner():
     r.close()
 
 
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """``db_url`` is SQLite, and PostgreSQL too in modules marked ``both_databases`` (the store,
+    server and deploy modules): each of their tests runs once per database."""
+    if "db_url" in metafunc.fixturenames and metafunc.definition.get_closest_marker("both_databases"):
+        metafunc.parametrize("db_url", DATABASES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """The tests' PostgreSQL (``tests/pg_cluster.py``): started once, stopped at the end."""
+    import os
+
+    from tests.pg_cluster import Cluster
+
+    cluster = Cluster.from_env() or Cluster.local()
+    if cluster is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI without PostgreSQL: .ci/setup installs Debian's postgresql package")
+        pytest.skip("no PostgreSQL server binaries here (apt install postgresql)")
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[LwM2MServer]:
-    srv = LwM2MServer(f"sqlite:///{tmp_path / 'tinymlaas.db'}", read_capabilities=False, expiry_interval_s=0.1)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh empty database for one test: a SQLite file (unless parametrised), or a PostgreSQL one."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        return f"sqlite:///{tmp_path / 'tinymlaas.db'}"
+    return str(request.getfixturevalue("postgres").database())
+
+
+@pytest.fixture
+async def server(db_url: str) -> AsyncIterator[LwM2MServer]:
+    srv = LwM2MServer(db_url, read_capabilities=False, expiry_interval_s=0.1)
     await srv.start("127.0.0.1", 0)
     yield srv
     await srv.stop()
@@ -144,11 +178,11 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 
 @pytest.fixture
-async def env(tmp_path: Path, shared: Any, runner: Any) -> AsyncIterator[Any]:
+async def env(db_url: str, shared: Any, runner: Any) -> AsyncIterator[Any]:
     """Deploy tests: a server and Deployer on a fresh database over the module's data directory."""
     from tests.deploy_helpers import Env
 
-    e = Env(tmp_path / "t.db", shared, runner)
+    e = Env(db_url, shared, runner)
     await e.start()
     yield e
     await e.stop()

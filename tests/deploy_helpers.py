@@ -38,7 +38,8 @@ class Shared:
 
 
 class Env:
-    def __init__(self, db: FsPath, shared: Shared, runner: Any, policy: Policy | None = None) -> None:
+    def __init__(self, db: FsPath | str, shared: Shared, runner: Any, policy: Policy | None = None) -> None:
+        """``db``: a SQLAlchemy URL, or the path of a SQLite file."""
         self.db, self.shared, self.runner, self.policy = db, shared, runner, policy
         self.server: LwM2MServer | None = None
         self.dep: Deployer | None = None
@@ -46,7 +47,7 @@ class Env:
         self.entry: ModelEntry | None = None
 
     async def start(self, port: int = 0) -> "Env":
-        srv = LwM2MServer(f"sqlite:///{self.db}", read_capabilities=True)
+        srv = LwM2MServer(self.db if isinstance(self.db, str) else f"sqlite:///{self.db}", read_capabilities=True)
         await srv.start("127.0.0.1", port)
         self.server = srv
         rows = [r for r in self.shared.artifacts.values()]

@@ -32,6 +32,8 @@ from tinymlaas.registry import ModelEntry, RegistryError
 from tinymlaas.store import Store
 from tinymlaas.store.tables import CAMPAIGNS, CAPABILITY_SNAPSHOTS, DEPLOYMENTS, DEVICES, EVENTS
 
+pytestmark = pytest.mark.both_databases
+
 LIMIT = 10.0  # seconds per test body
 
 
@@ -108,8 +110,8 @@ class FakeDeployer:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path}/t.db")
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store(db_url)
     s.start()
     yield s
     s.close()
@@ -295,8 +297,8 @@ async def test_cancel_cancels_in_flight(store: Store) -> None:
         await campaigns.resume(cid)
 
 
-async def test_restart_mid_campaign_resumes_without_duplicates(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/t.db"
+async def test_restart_mid_campaign_resumes_without_duplicates(db_url: str) -> None:
+    url = db_url
     first = Store(url)
     first.start()
     fake = FakeDeployer(first, delay=0.03)

@@ -26,6 +26,8 @@ from tinymlaas.registry import ModelEntry
 from tinymlaas.store import Store
 from tinymlaas.store.tables import ARTIFACTS
 
+pytestmark = pytest.mark.both_databases
+
 MNIST_ENTRY = ModelEntry("mnist", "1", MNIST_SHA256, "onnx", MNIST.stat().st_size, MNIST, None, 0.0)
 
 
@@ -45,8 +47,8 @@ def hard_sigmoid_model(path: Path) -> ModelEntry:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'cache.db'}")
+async def store(db_url: str) -> AsyncIterator[Store]:
+    s = Store(db_url)
     s.start()
     yield s
     s.close()
@@ -191,3 +193,63 @@ async def test_sealed_package_opens_with_the_key_and_describes_the_build(caches,
         open_package(foreign, key.public)
     assert err.value.reason == "integrity"
     assert open_package(foreign, stranger.public)[1] == built.data
+
+
+async def test_a_build_by_another_compiler_is_not_reused_and_prune_removes_it(caches, store, tmp_path, monkeypatch):
+    """A third-party backend's source changes (a copy of tests/plugins, edited): a cache miss, a new
+    build in a new worker, and ``cache prune`` removes the stale build and an orphan file."""
+    import shutil
+    import sys
+
+    from compilers.backends import registry
+    from tinymlaas.deploy.cache import compiler_fingerprint, prune
+    from tinymlaas.registry import ModelRegistry
+
+    plugins = tmp_path / "plugins"
+    shutil.copytree(Path(__file__).resolve().parent / "plugins", plugins)
+    monkeypatch.syspath_prepend(str(plugins))
+    registry.refresh()
+    compiler_fingerprint.cache_clear()
+    try:
+        entry = ModelRegistry(tmp_path, store).add(MNIST, name="mnist")
+        cache = caches()
+        old = await cache.get(entry, "toy", "float32")
+        assert cache.compiles == 1 and rows(store) == 1
+        assert (await caches().get(entry, "toy", "float32")).key == old.key  # same compiler: reused
+        before = compiler_fingerprint("toy")
+        codec = plugins / "toy_backend" / "codec.py"
+        codec.write_text(codec.read_text() + "\n# a change to the compiler\n")
+        compiler_fingerprint.cache_clear()  # a new process, as after an upgrade
+        assert compiler_fingerprint("toy") != before
+        fresh = caches()
+        new = await fresh.get(entry, "toy", "float32")
+        assert fresh.compiles == 1 and new.key != old.key and rows(store) == 2  # not reused: built again
+        stale = store.read_sync(lambda c: c.execute(select(ARTIFACTS.c.compiler).where(ARTIFACTS.c.key == old.key))
+                                .scalar_one())
+        assert stale == before
+        orphan = tmp_path / "artifacts" / ("ab" * 32 + ".part")
+        orphan.write_bytes(b"half a build")
+        os.utime(orphan, (time.time() - 3600, time.time() - 3600))
+        assert prune(store, tmp_path / "artifacts", dry_run=True).rows == 1 and rows(store) == 2
+        done = prune(store, tmp_path / "artifacts")
+        assert (done.rows, done.files) == (1, 2) and done.bytes_freed == len(old.data) + len(b"half a build")
+        assert sorted(p.name for p in (tmp_path / "artifacts").iterdir()) == [f"{new.key}.bin"]
+        again = caches()
+        assert (await again.get(entry, "toy", "float32")).key == new.key and again.compiles == 0  # kept
+    finally:
+        monkeypatch.undo()
+        sys.modules.pop("toy_backend", None)
+        sys.modules.pop("toy_backend.codec", None)
+        registry.refresh()
+        compiler_fingerprint.cache_clear()
+
+
+def test_the_fingerprint_covers_the_backend_its_backends_and_the_core():
+    from tinymlaas.deploy.cache import _sources
+
+    root = Path(__file__).resolve().parents[1]
+    wasm = {p.relative_to(root).as_posix() for p in _sources("compilers.backends.wasm.backend")}
+    assert {"compilers/backends/wasm/compile.py", "compilers/backends/c/emit.py", "compilers/planner.py",
+            "compilers/frontends/onnx.py", "compilers/backends/base.py", "tinymlaas/builds.py"} <= wasm
+    tflm = {p.name for p in _sources("compilers.backends.tflm.backend")}
+    assert "writer.py" in tflm and "compile.py" not in tflm  # another backend's change is not TFLM's

@@ -23,6 +23,8 @@ from tests.deploy_helpers import Env, Shared, bounded, check_running, sha
 from tinymlaas.deploy.service import DeployOptions
 from lwm2m.path import Path
 
+pytestmark = pytest.mark.both_databases
+
 LIMIT = 30.0  # seconds per deployment
 
 
@@ -146,8 +148,8 @@ async def test_pull_uri_is_short_and_single_use(env):
         await ctx.shutdown()
 
 
-async def test_one_compilation_for_identical_devices(tmp_path, runner):
-    env = Env(tmp_path / "t.db", Shared(tmp_path / "fresh-data"), runner)  # an empty compile cache
+async def test_one_compilation_for_identical_devices(tmp_path, runner, db_url):
+    env = Env(db_url, Shared(tmp_path / "fresh-data"), runner)  # an empty compile cache
     await env.start()
     try:
         eps = [f"twin-{i}" for i in range(4)]

@@ -23,6 +23,8 @@ from tinymlaas.deploy.groups import members, save_group
 from tinymlaas.deploy.service import TERMINAL, DeployOptions
 from lwm2m.path import Path
 
+pytestmark = pytest.mark.both_databases
+
 INT8 = DeployOptions(backend="tflm", precision="int8")
 F32 = DeployOptions(backend="tflm", precision="float32")
 BLOCK = 512  # the simulated device asks for 512-byte Block2 blocks
@@ -208,8 +210,8 @@ async def test_device_that_lies_about_its_flash(env):
 
 # -- restarts ------------------------------------------------------------------------------------
 
-async def test_server_restart_mid_deployment(tmp_path, shared, runner):
-    db = tmp_path / "t.db"
+async def test_server_restart_mid_deployment(db_url, shared, runner):
+    db = db_url
     first = Env(db, shared, runner)
     await first.start()
     second: Env | None = None
@@ -248,8 +250,8 @@ async def test_server_restart_mid_deployment(tmp_path, shared, runner):
         await first.stop()
 
 
-async def test_campaign_restart_with_the_real_deployer(tmp_path, shared, runner):
-    db = tmp_path / "t.db"
+async def test_campaign_restart_with_the_real_deployer(db_url, shared, runner):
+    db = db_url
     first = Env(db, shared, runner)
     await first.start()
     second: Env | None = None

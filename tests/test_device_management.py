@@ -20,6 +20,8 @@ from tinymlaas.server.device_client import DeviceTimeout
 from tinymlaas.server.operations import DeviceError
 from tests.conftest import Peer
 
+pytestmark = pytest.mark.both_databases
+
 MANUFACTURER = "Open Mobile Alliance"
 
 # Read /3/0/0 in each format, as a device would send it.

@@ -192,7 +192,7 @@ def test_minimal_ddf_parses() -> None:
         ("<Objects/>", ["root element must be <LWM2M>"]),
         ("<LWM2M><Object>", ["bad.xml", "not well-formed XML", "line 1"]),
         ('<!DOCTYPE x [<!ENTITY a "b">]><LWM2M/>', ["bad.xml", "DOCTYPE"]),
-        ('<?xml version="1.0"?>\n<!ENTITY a "b"><LWM2M/>', ["ENTITY"]),
+        ('<?xml version="1.0"?>\n<!ENTITY a "b"><LWM2M/>', ["not well-formed"]),  # outside a DOCTYPE
     ],
 )
 def test_bad_ddf_errors_name_what_is_wrong(text: str, needles: list[str]) -> None:
@@ -379,3 +379,24 @@ def test_parse_cli_value_rejects(registry: ObjectRegistry, path: str, text: str,
         parse_cli_value(registry, P(path), text)
     for needle in needles:
         assert needle in info.value.message, (needle, info.value.message)
+
+
+LAUGHS = ('<?xml version="1.0" encoding="{enc}"?>\n<!DOCTYPE LWM2M [<!ENTITY a "aaaaaaaaaa">'
+          '<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>\n')
+EXTERNAL = '<?xml version="1.0" encoding="{enc}"?>\n<!DOCTYPE LWM2M [<!ENTITY x SYSTEM "file:///etc/hostname">]>\n'
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-8"])
+@pytest.mark.parametrize("prolog", [LAUGHS, EXTERNAL], ids=["entity-expansion", "external-entity"])
+def test_a_doctype_is_refused_in_any_encoding(encoding: str, prolog: str) -> None:
+    """A byte search for ``<!DOCTYPE`` misses UTF-16/32 (every other byte is NUL); the parser does not."""
+    body = ddf(ITEM.format(rid=1, name="&c;" if prolog is LAUGHS else "&x;", ops="R", type="String")).split("\n", 1)[1]
+    text = prolog.format(enc=encoding.upper().replace("-LE", "LE").replace("-BE", "BE")) + body
+    data = text.encode(encoding)
+    assert b"<!DOCTYPE" not in data or encoding == "utf-8"
+    with pytest.raises(DdfError) as info:
+        parse_ddf(data, source="evil.xml")
+    assert "DOCTYPE and ENTITY declarations are not allowed" in info.value.message and "evil.xml" in info.value.message
+    plain = ddf(ITEM.format(rid=1, name="fine", ops="R", type="String")).split("\n", 1)[1]  # no DOCTYPE: parses
+    decl = '<?xml version="1.0" encoding="{}"?>\n'.format(encoding.upper().replace("-LE", "LE").replace("-BE", "BE"))
+    assert parse_ddf((decl + plain).encode(encoding))[0].resources[1].name == "fine"

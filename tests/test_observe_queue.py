@@ -16,6 +16,8 @@ from tinymlaas.server.queue import QueueDeadlineExpired
 from tinymlaas.store.tables import OBSERVED_VALUES
 from tests.conftest import Peer, eventually
 
+pytestmark = pytest.mark.both_databases
+
 
 class Battery(ObservableResource):
     """/3/0/9 as SenML JSON, observable; counts its observers."""

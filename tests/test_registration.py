@@ -14,6 +14,8 @@ from sqlalchemy import select
 from tinymlaas.store.tables import Device, Event, Registration
 from tests.conftest import Peer
 
+pytestmark = pytest.mark.both_databases
+
 
 def db_rows(server, table):
     return server.store.read_sync(lambda c: list(c.execute(select(table.__table__))))

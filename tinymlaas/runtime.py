@@ -1,8 +1,13 @@
-"""Running a server process: CoAP server + admin API in one event loop, and where they live.
+"""Running a server process: CoAP server + admin API in one event loop, built from the ``Settings``.
 
-``home()`` is the data directory (``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite
-database, the model registry and compile cache, the package-signing key, and ``api.json``, which tells the CLI where the admin API listens and its token
-(created on first start, file mode 0600). ``serve`` runs until cancelled or SIGTERM/SIGINT.
+``launch(settings)`` is the one way a server starts (``tinymlaas serve``, the demo and the tests'
+``start(...)`` shorthand all come here): it turns the configuration (``tinymlaas.config``) into
+the LwM2M server, the store, the ``Deployer`` (its delivery ``Policy`` from the delivery and retry
+settings), the campaigns and the admin API. ``home()`` is the data directory (``data.home``:
+``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite database, the model registry and
+compile cache, the package-signing key, and ``api.json``, which tells the CLI where the admin
+API listens and its token (created on first start, file mode 0600). ``serve_forever`` runs until
+SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -21,8 +26,11 @@ from typing import Any
 
 import uvicorn
 
+from tinymlaas import config
 from tinymlaas.api.app import create_app
+from tinymlaas.config import Settings
 from tinymlaas.deploy.campaigns import Campaigns
+from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.service import Deployer
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.store import default_url
@@ -31,7 +39,34 @@ log = logging.getLogger(__name__)
 
 
 def home() -> Path:
-    return Path(os.environ.get("TINYMLAAS_HOME") or Path.home() / ".tinymlaas")
+    """The data directory of the effective configuration (file, environment, default)."""
+    return config.load().settings.data.home
+
+
+class JsonLines(logging.Formatter):
+    """``logging.format = "json"``: one JSON object per record (time, level, logger, message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+                "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonLines() if settings.logging.format == "json"
+                         else logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=settings.logging.level.upper(), handlers=[handler], force=True)
+
+
+def delivery_policy(settings: Settings) -> Policy:
+    """The delivery ``Policy`` from the delivery timeouts and the retry bounds."""
+    d, r = settings.delivery, settings.retry
+    return Policy(op_timeout=d.op_timeout_s, push_timeout=d.push_timeout_s, deadline_s=d.deadline_s,
+                  download_attempts=d.download_attempts, poll_s=d.poll_s, observed_poll_s=d.observed_poll_s,
+                  backoff_s=(r.first_s, r.longest_s))
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:
@@ -91,22 +126,39 @@ class Running:
 
 
 async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None = None,
-                data_dir: Path | None = None, token: str | None = None, **server_kw: Any) -> Running:
+                data_dir: Path | None = None, token: str | None = None, *, read_capabilities: bool | None = None,
+                expiry_interval_s: float | None = None, queue_awake_s: float | None = None) -> Running:
+    """Shorthand for ``launch``: these values over the effective configuration."""
+    overrides: dict[str, dict[str, Any]] = {
+        "coap": {"host": coap[0], "port": coap[1], "read_capabilities": read_capabilities,
+                 "expiry_interval_s": expiry_interval_s},
+        "admin": {"host": api[0], "port": api[1], "token": token},
+        "database": {"url": db_url}, "data": {"home": data_dir}, "queue": {"awake_s": queue_awake_s}}
+    cli = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
+    return await launch(config.load(cli=cli).settings)
+
+
+async def launch(settings: Settings) -> Running:
     """Start the CoAP server and the admin API; write ``api.json`` into the data directory."""
-    data_dir = data_dir or home()
+    data_dir = settings.data.home
     data_dir.mkdir(parents=True, exist_ok=True)
-    token = token or token_for(data_dir)
-    server = LwM2MServer(db_url or default_url(data_dir), **server_kw)
-    await server.start(*coap)
-    deployer = Deployer(server, data_dir)
+    token = settings.admin.token.get_secret_value() if settings.admin.token else token_for(data_dir)
+    db = settings.database
+    server = LwM2MServer(db.url or default_url(data_dir), read_capabilities=settings.coap.read_capabilities,
+                         expiry_interval_s=settings.coap.expiry_interval_s, queue_awake_s=settings.queue.awake_s,
+                         pool_size=db.pool_size, max_overflow=db.max_overflow, profile_dirs=settings.profiles.dirs)
+    await server.start(settings.coap.host, settings.coap.port)
+    deployer = Deployer(server, data_dir, policy=delivery_policy(settings), workers=settings.compile.workers,
+                        key_file=settings.data.signing_key_file, profile_dirs=settings.profiles.dirs)
     campaigns = Campaigns(deployer)
+    api = (settings.admin.host, settings.admin.port)
     sock = socket.socket(socket.AF_INET6 if ":" in api[0] else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(api)
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    config = uvicorn.Config(create_app(server, token, deployer, campaigns), log_level="warning", lifespan="off")
-    uv = uvicorn.Server(config)
+    app = create_app(server, token, deployer, campaigns, metrics=settings.metrics.enabled)
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
     uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the caller handles signals
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
@@ -118,9 +170,8 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     return Running(server, url, token, uv, task, deployer, campaigns)
 
 
-async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str | None,
-                        data_dir: Path | None, **server_kw: Any) -> None:
-    running = await start(coap, api, db_url, data_dir, **server_kw)
+async def serve_forever(settings: Settings) -> None:
+    running = await launch(settings)
     # A server holds many long-lived small objects (registrations): freeze what start-up
     # made and collect the young generation less often, so full collections do not pause
     # the event loop for hundreds of milliseconds in a registration storm.
@@ -131,6 +182,6 @@ async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"tinymlaas: LwM2M on coap://{running.server.address[0]}:{running.server.address[1]}, "
-          f"admin API on {running.api_url} (token in {(data_dir or home()) / 'api.json'})", flush=True)
+          f"admin API on {running.api_url} (token in {settings.data.home / 'api.json'})", flush=True)
     await stop.wait()
     await running.stop()

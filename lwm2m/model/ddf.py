@@ -10,7 +10,9 @@ The parser accepts what the registry's files really contain (``Type`` spelled ``
 Integer``/``Objlnk``/``Corelnk``, empty or ``none`` for executables, empty ``Operations``
 for bootstrap-only resources, no ``LWM2MVersion`` in 1.0-era files) and rejects anything
 else with a ``DdfError`` naming the file, the object id, the resource id and the element.
-Files with a DOCTYPE or entity declarations are refused outright.
+Files with a DOCTYPE, entity declarations or external references are refused outright: the
+XML is parsed by ``defusedxml`` (``forbid_dtd``), which sees the declarations after the parser
+decoded the document, whatever its encoding (a byte search would miss a UTF-16 DOCTYPE).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import difflib
 import os
 import re
 import xml.etree.ElementTree as ET
+
+import defusedxml
+import defusedxml.ElementTree as SafeET
 
 from lwm2m.errors import BadRequest
 from lwm2m.model import ObjectModel, Operations, ResourceModel, ResourceType
@@ -48,7 +53,6 @@ _TYPES: dict[str, ResourceType] = {
 }
 _OPERATIONS = {"": Operations.NONE, "R": Operations.R, "W": Operations.W, "RW": Operations.RW, "E": Operations.E}
 _VERSION = re.compile(r"\d+\.\d+(\.\d+)?")
-_FORBIDDEN = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
 class _Where:
@@ -207,11 +211,10 @@ def parse_ddf(data: bytes | str, source: str = "") -> list[ObjectModel]:
     where = _Where(source)
     # Text is parsed as text (its XML declaration's encoding no longer applies); bytes as bytes.
     document: str | bytes = data if isinstance(data, str) else bytes(data)
-    probe = document.encode("utf-8", "surrogatepass") if isinstance(document, str) else document
-    if _FORBIDDEN.search(probe):
-        raise where.error("!DOCTYPE", "DOCTYPE and ENTITY declarations are not allowed in DDF files")
     try:
-        root = ET.fromstring(document)
+        root = SafeET.fromstring(document, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DefusedXmlException as exc:
+        raise where.error("!DOCTYPE", f"DOCTYPE and ENTITY declarations are not allowed in DDF files ({exc})") from None
     except ET.ParseError as exc:
         line, col = exc.position
         raise where.error("LWM2M", f"not well-formed XML at line {line}, column {col + 1}: {exc}") from None

@@ -72,8 +72,10 @@ class ObserveBody(Target):
     duration: float | None = Field(None, gt=0, description="stop after this many seconds")
 
 
-def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns: Any = None) -> FastAPI:
-    """The API for ``server``; with a ``Deployer`` (and ``Campaigns``) also the deploy routes."""
+def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns: Any = None,
+               metrics: bool = False) -> FastAPI:
+    """The API for ``server``; with a ``Deployer`` (and ``Campaigns``) also the deploy routes;
+    with ``metrics`` also ``GET /metrics`` (``tinymlaas.api.metrics``)."""
     app = FastAPI(title="tinymlaas admin API", version=__version__,
                   description="Live operations on a tinymlaas LwM2M server.")
     bearer = HTTPBearer(auto_error=False)
@@ -270,6 +272,10 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         from tinymlaas.api import campaign_routes
 
         campaign_routes.register(app, campaigns, [Depends(auth)])
+    if metrics:
+        from tinymlaas.api import metrics as metrics_route
+
+        metrics_route.register(app, server, deployer, [Depends(auth)])
     return app
 
 

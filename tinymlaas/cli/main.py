@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import campaigns, deploy, fleet, models
+from tinymlaas.cli import campaigns, deploy, fleet, models, ops
+from tinymlaas.cli.ops import ConfigOpt, SetOpt
 from tinymlaas.cli.client import CliError, call, stream
 from compilers.errors import CompilerError
 from lwm2m.errors import LwM2MError
@@ -89,19 +90,43 @@ def show_content(content: dict[str, Any], as_json: bool) -> None:
 @app.command()
 @one_line_errors
 def serve(
-    coap: str = typer.Option("127.0.0.1:5683", help="CoAP (LwM2M) HOST:PORT"),
-    api: str = typer.Option("127.0.0.1:8683", help="admin API HOST:PORT (keep it on loopback)"),
-    db: Optional[str] = typer.Option(None, envvar="TINYMLAAS_DB", help="SQLAlchemy URL; default SQLite in the data dir"),
-    data_dir: Optional[FsPath] = typer.Option(None, envvar="TINYMLAAS_HOME", help="data directory"),
-    no_capabilities: bool = typer.Option(False, help="do not read capabilities after registration"),
-    verbose: bool = typer.Option(False, "-v", help="log at INFO"),
+    coap: Optional[str] = typer.Option(None, help="CoAP (LwM2M) HOST:PORT (coap.host, coap.port; default 127.0.0.1:5683)"),
+    api: Optional[str] = typer.Option(None, help="admin API HOST:PORT (admin.host, admin.port; default 127.0.0.1:8683)"),
+    db: Optional[str] = typer.Option(None, help="SQLAlchemy URL (database.url; default SQLite in the data dir)"),
+    data_dir: Optional[FsPath] = typer.Option(None, help="data directory (data.home)"),
+    no_capabilities: bool = typer.Option(False, help="do not read capabilities after registration "
+                                                     "(coap.read_capabilities)"),
+    verbose: bool = typer.Option(False, "-v", help="log at INFO (logging.level)"),
+    config_file: Optional[FsPath] = ConfigOpt,
+    assignments: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Run the LwM2M server and its admin API until interrupted."""
-    from tinymlaas.runtime import parse_hostport, serve_forever
+    """Run the LwM2M server and its admin API until interrupted (settings: tinymlaas config show)."""
+    from tinymlaas.runtime import configure_logging, serve_forever
 
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve_forever(parse_hostport(coap, 5683), parse_hostport(api, 8683), db, data_dir,
-                              read_capabilities=not no_capabilities))
+    loaded = ops.load_for_cli(config_file, assignments, serve_flags(coap, api, db, data_dir, no_capabilities, verbose))
+    configure_logging(loaded.settings)
+    asyncio.run(serve_forever(loaded.settings))
+
+
+def serve_flags(coap: str | None, api: str | None, db: str | None, data_dir: FsPath | None,
+                no_capabilities: bool, verbose: bool) -> dict[str, dict[str, Any]]:
+    """``serve``'s own flags as configuration keys (only those given: the rest comes from below)."""
+    from tinymlaas.runtime import parse_hostport
+
+    flags: dict[str, dict[str, Any]] = {}
+    for section, text, port in (("coap", coap, 5683), ("admin", api, 8683)):
+        if text is not None:
+            host, p = parse_hostport(text, port)
+            flags[section] = {"host": host, "port": p}
+    if db is not None:
+        flags["database"] = {"url": db}
+    if data_dir is not None:
+        flags["data"] = {"home": data_dir}
+    if no_capabilities:
+        flags.setdefault("coap", {})["read_capabilities"] = False
+    if verbose:
+        flags["logging"] = {"level": "info"}
+    return flags
 
 
 @app.command()
@@ -316,6 +341,7 @@ fleet.register(app, one_line_errors)
 models.register(app, one_line_errors)
 deploy.register(app, one_line_errors)
 campaigns.register(app, one_line_errors)
+ops.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()

@@ -25,22 +25,25 @@ from rich.table import Table
 from compilers.backends import registry
 from device_profiles import Profile, get_profile
 from tinymlaas.registry import ModelRegistry
-from tinymlaas.runtime import home
 from tinymlaas.store import Store
-from tinymlaas.store.store import default_url
 
 models_app = typer.Typer(help="The model registry: add, list and inspect trained models.", no_args_is_help=True)
 out = Console()
 
 
 def models_registry(db: str | None) -> ModelRegistry:
-    data_dir = home()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return ModelRegistry(data_dir, Store(db or default_url(data_dir)))
+    """The registry of the configured data directory and database (``--db`` over the configuration)."""
+    from tinymlaas.cli.ops import database_url, load_for_cli
+
+    settings = load_for_cli(None, None, {"database": {"url": db}} if db else None).settings
+    settings.data.home.mkdir(parents=True, exist_ok=True)
+    return ModelRegistry(settings.data.home, Store(database_url(settings),
+                                                   pool_size=settings.database.pool_size,
+                                                   max_overflow=settings.database.max_overflow))
 
 
 def register(app: typer.Typer, one_line_errors: Any) -> None:
-    DbOpt = typer.Option(None, "--db", envvar="TINYMLAAS_DB", help="SQLAlchemy URL; default SQLite in the data dir")
+    DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL (database.url; default SQLite in the data dir)")
 
     @models_app.command("add")
     @one_line_errors

@@ -3,7 +3,12 @@ device.
 
 ``key`` is the sha256 of everything that determines the artifact's bytes: the model's and
 its calibration set's sha256, backend, precision, the target features the build depends on
-and the compiler version. A fleet of 1,000 identical boards therefore compiles once; so do
+and the fingerprint of the compiler that builds it (``compiler_fingerprint``: the tinymlaas
+package version, a sha256 of the source files of the backend's package and of the compiler
+core - ``compilers/`` outside the backend sub-packages, and ``tinymlaas/builds.py`` - and the
+versions of the tool distributions in ``TOOLCHAIN``), so any change to the compiler code is a
+cache miss. The fingerprint is computed once per process (a changed compiler runs in a new one)
+and kept in the row's ``compiler`` column. A fleet of 1,000 identical boards therefore compiles once; so do
 1,000 different boards when the artifact does not depend on them (a TFLM flatbuffer is the
 same for every board: each board's operator list is checked at decision time, not baked in).
 
@@ -18,30 +23,43 @@ CoAP event loop; artifact files are read and written on a worker thread too. The
 written atomically before its row is committed, so a
 crash never leaves a row without its bytes.
 
-What it does not do: decide (``choice``), sign (``signing``) or evict (artifacts are small and
-content-addressed; delete the directory to empty the cache).
+``prune`` (``tinymlaas cache prune``) removes what no build can reach any more: rows written by
+another compiler fingerprint (or before fingerprints were recorded) or for a model the registry
+no longer has, rows whose file is gone, and files without a row (``.part`` leftovers included).
+
+What it does not do: decide (``choice``), sign (``signing``) or evict by age or size (artifacts
+are small and content-addressed).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
+import importlib.util
 import json
 import multiprocessing
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
+import compilers
 from compilers.backends import registry
 from compilers.backends.base import Artifact
 from tinymlaas import __version__
 from tinymlaas.registry import ModelEntry
 from tinymlaas.store import Store
-from tinymlaas.store.tables import ARTIFACTS
+from tinymlaas.store.tables import ARTIFACTS, MODELS
+
+# Distributions whose version changes what a build produces or measures (the Wasm compiler,
+# the TFLM interpreter that measures arenas, the flatbuffer writer, the model reader).
+TOOLCHAIN = ("ziglang", "tflite-micro", "flatbuffers", "onnx")
 
 
 class CompileFailed(ValueError):
@@ -68,10 +86,61 @@ class Built:
         return self.artifact.data
 
 
+def _version(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "-"
+
+
+_BACKEND_IMPORT = re.compile(rb"compilers\.backends\.(\w+)|from \.\.(\w+)")
+
+
+def _sources(backend_module: str) -> list[Path]:
+    """The files of the backend's package (or lone module), of the in-tree backend packages it
+    imports (the Wasm backend compiles the C backend's code), of the compiler core
+    (``compilers/`` outside the backend sub-packages) and ``tinymlaas/builds.py``."""
+    package = backend_module.rpartition(".")[0] or backend_module
+    spec = importlib.util.find_spec(package)
+    if spec is None:
+        raise LookupError(f"cannot find the source of backend module {backend_module}")
+    if spec.submodule_search_locations:
+        own = sorted(p for d in spec.submodule_search_locations for p in Path(d).rglob("*.py"))
+    else:
+        own = [Path(str(spec.origin))]
+    root = Path(compilers.__file__).parent
+    in_tree = {p.parent.name: p.parent for p in (root / "backends").glob("*/__init__.py")}
+    used: list[Path] = []
+    todo, seen = list(own), {p.parent.name for p in own if p.parent.parent == root / "backends"}
+    while todo:
+        for match in _BACKEND_IMPORT.finditer(todo.pop().read_bytes()):
+            name = (match.group(1) or match.group(2)).decode()
+            if name in in_tree and name not in seen:
+                seen.add(name)
+                files = sorted(in_tree[name].rglob("*.py"))
+                used += files
+                todo += files
+    core = sorted(p for p in root.rglob("*.py") if not any(d in p.parents for d in in_tree.values()))
+    builds = importlib.util.find_spec("tinymlaas.builds")
+    assert builds is not None and builds.origin is not None
+    return own + used + core + [Path(builds.origin)]
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_fingerprint(backend: str) -> str:
+    """32 hex digits naming the compiler that builds ``backend``'s artifacts in this process."""
+    digest = hashlib.sha256()
+    for path in _sources(type(registry.get(backend)).__module__):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    ident = {"tinymlaas": _version("tinymlaas") if _version("tinymlaas") != "-" else __version__,
+             "sources": digest.hexdigest(), "tools": {t: _version(t) for t in TOOLCHAIN}}
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
+
+
 def cache_key(entry: ModelEntry, backend: str, precision: str, features: tuple[str, ...]) -> str:
     cal = entry.calibration.stem if entry.calibration is not None else None
     text = json.dumps({"model": entry.sha256, "calibration": cal, "backend": backend, "precision": precision,
-                       "features": sorted(features), "compiler": __version__}, sort_keys=True)
+                       "features": sorted(features), "compiler": compiler_fingerprint(backend)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -174,10 +243,48 @@ class CompileCache:
         await asyncio.to_thread(_write_atomic, self.dir, key, blob)
         row = {"key": key, "model_sha256": entry.sha256, "backend": backend, "precision": precision,
                "features": ",".join(features), "sha256": sha, "size": len(blob), "figures": described,
-               "created_at": time.time()}
+               "created_at": time.time(), "compiler": compiler_fingerprint(backend)}
 
         def save(c: Any) -> None:
             if c.execute(select(ARTIFACTS.c.key).where(ARTIFACTS.c.key == key)).first() is None:
                 c.execute(insert(ARTIFACTS).values(**row))
         await self.store.write(save)
         return Built(key, features, Artifact.restore(blob, described), sha)
+
+
+@dataclass(frozen=True)
+class Pruned:
+    rows: int  # artifacts rows removed
+    files: int  # files removed from the cache directory
+    bytes_freed: int
+
+
+def prune(store: Store, directory: Path, dry_run: bool = False) -> Pruned:
+    """Remove the artifacts no build can reach any more (see the module doc); with ``dry_run``
+    only count them. Safe beside a running server: a build whose row or file went is rebuilt."""
+    current = {name: compiler_fingerprint(name) for name in registry.deliverable()}
+
+    def dead(c: Any) -> tuple[list[str], set[str]]:
+        models = {r.sha256 for r in c.execute(select(MODELS.c.sha256))}
+        rows = list(c.execute(select(ARTIFACTS.c.key, ARTIFACTS.c.backend, ARTIFACTS.c.compiler,
+                                     ARTIFACTS.c.model_sha256)))
+        gone = [r.key for r in rows if current.get(r.backend) != r.compiler or r.model_sha256 not in models
+                or not (directory / f"{r.key}.bin").is_file()]
+        return gone, {r.key for r in rows} - set(gone)
+
+    gone, keep = store.read_sync(dead)
+    recent = time.time() - 600  # a .part this young may be a build being written now
+
+    def orphan(p: Path) -> bool:
+        if p.suffix == ".bin":
+            return p.stem not in keep
+        return p.suffix == ".part" and p.stat().st_mtime < recent
+
+    files = [p for p in directory.iterdir() if p.is_file() and orphan(p)] if directory.is_dir() else []
+    freed = sum(p.stat().st_size for p in files)
+    if not dry_run:
+        if gone:
+            store.write_sync(lambda c: c.execute(delete(ARTIFACTS).where(ARTIFACTS.c.key.in_(gone))))
+        for p in files:
+            p.unlink(missing_ok=True)
+    return Pruned(len(gone), len(files), freed)

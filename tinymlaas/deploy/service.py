@@ -26,7 +26,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, Sequence
 
 from sqlalchemy import desc, insert, select, update
 
@@ -37,6 +37,7 @@ from tinymlaas.deploy.delivery import DeliveryFailed, Policy, Session, Shipment,
 from tinymlaas.deploy.signing import ServerKey, model_version, package_version
 from tinymlaas.deploy.target import DeviceTarget, NoCapabilities, target_from_snapshot
 from lwm2m.errors import LwM2MError, NotFound
+from lwm2m.retry import Backoff, retrying
 from lwm2m.path import Path, Value
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
@@ -95,12 +96,13 @@ class Failed(Exception):
 
 class Deployer:
     def __init__(self, server: Any, data_dir: FsPath, *, registry: ModelRegistry | None = None,
-                 policy: Policy = Policy(), workers: int = 1) -> None:
+                 policy: Policy = Policy(), workers: int = 1, key_file: FsPath | None = None,
+                 profile_dirs: Sequence[FsPath] = ()) -> None:
         self.server = server
         self.registry = registry or ModelRegistry(data_dir, server.store)
         self.cache = CompileCache(data_dir / "artifacts", server.store, workers)
-        self.key = ServerKey.load_or_create(data_dir)
-        self.profiles = load_profiles()
+        self.key = ServerKey.load_or_create(data_dir, key_file)
+        self.profiles = load_profiles(profile_dirs)
         self.policy = policy
         self.tasks: dict[int, "asyncio.Task[dict[str, Any]]"] = {}
         self._cancelled: set[int] = set()  # cancelled by the operator (a shutdown is not a cancel)
@@ -271,18 +273,16 @@ class Deployer:
 
     async def target(self, endpoint: str) -> DeviceTarget:
         """The device's capabilities, read now (a stale snapshot would misjudge free flash)."""
-        delay, longest = self.policy.backoff_s
-        end = time.monotonic() + self.policy.deadline_s
-        while True:
+        async def read() -> dict[str, Any] | None:
             self.server.device_client.registration(endpoint)  # NotFound when it is not registered
-            snap = await self.server.capabilities.refresh(endpoint)  # a failed read is None (and an event)
-            if snap is not None:
-                return target_from_snapshot(endpoint, snap["source"], snap["data"], self.profiles)
-            if time.monotonic() + delay > end:
-                raise NoCapabilities(f"{endpoint}: could not read its capabilities within "
-                                     f"{self.policy.deadline_s:g} s (see its events)")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, longest)
+            return await self.server.capabilities.refresh(endpoint)  # type: ignore[no-any-return]  # None: failed (an event)
+
+        snap: dict[str, Any] | None = await retrying(Backoff(*self.policy.backoff_s), until=lambda s: s is not None,
+                              deadline_s=self.policy.deadline_s)(read)
+        if snap is None:
+            raise NoCapabilities(f"{endpoint}: could not read its capabilities within "
+                                 f"{self.policy.deadline_s:g} s (see its events)")
+        return target_from_snapshot(endpoint, snap["source"], snap["data"], self.profiles)
 
     async def decide(self, target: DeviceTarget, entry: ModelEntry,
                      options: DeployOptions) -> tuple[choice.Candidate, list[choice.Candidate], Built]:

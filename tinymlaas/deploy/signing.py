@@ -46,14 +46,15 @@ class ServerKey:
         self._sealed: dict[tuple[str, str, str], bytes] = {}
 
     @classmethod
-    def load_or_create(cls, data_dir: Path) -> "ServerKey":
-        path = data_dir / KEY_FILE
+    def load_or_create(cls, data_dir: Path, file: Path | None = None) -> "ServerKey":
+        """The key in ``file`` (default ``signing-key.pem`` in ``data_dir``), created there if missing."""
+        path = file or data_dir / KEY_FILE
         if path.exists():
             key = serialization.load_pem_private_key(path.read_bytes(), password=None)
             if not isinstance(key, Ed25519PrivateKey):
                 raise ValueError(f"{path} does not hold an Ed25519 private key")
             return cls(key)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         key = Ed25519PrivateKey.generate()
         pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Callable
+from pathlib import Path as FsPath
+from typing import Any, Callable, Sequence
 
 import aiocoap
 from aiocoap import Code, Message
@@ -57,8 +58,9 @@ class RootResource(Resource, PathCapable):
 
 class LwM2MServer:
     def __init__(self, db_url: str, *, objects: ObjectRegistry | None = None, read_capabilities: bool = True,
-                 expiry_interval_s: float = 1.0, queue_awake_s: float | None = None) -> None:
-        self.store = Store(db_url)
+                 expiry_interval_s: float = 1.0, queue_awake_s: float | None = None, pool_size: int = 5,
+                 max_overflow: int = 10, profile_dirs: Sequence[FsPath] = ()) -> None:
+        self.store = Store(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self.objects = objects if objects is not None else default_registry()
         self.registrations = RegistrationTable()
         self.packages = PackageOffers()
@@ -66,7 +68,7 @@ class LwM2MServer:
         self.device_client = DeviceClient(self)
         self.observations = Observations(self)
         self.capabilities = Capabilities(self, enabled=read_capabilities,
-                                         profiles=load_profiles() if read_capabilities else None)
+                                         profiles=load_profiles(profile_dirs) if read_capabilities else None)
         self.expiry_interval_s = expiry_interval_s
         self.context: aiocoap.Context = None  # type: ignore[assignment]
         self.address: tuple[str, int] = ("", 0)
@@ -83,9 +85,8 @@ class LwM2MServer:
         for row in await self.store.read(lambda c: list(c.execute(select(OBJECT_DEFINITIONS)))):
             for model in parse_ddf(row.xml, source=f"imported object {row.object_id}"):
                 self.objects.add(model)
-        self.context = await aiocoap.Context.create_server_context(
+        self.context = await dedup.ServerContext.create_server_context(
             RootResource(self), bind=(host, port), transports=["udp6"])
-        dedup.install(self.context)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])

@@ -14,8 +14,9 @@ database runs in WAL mode with ``synchronous=NORMAL``: a commit is in the WAL fi
 survives a kill -9 of this process) without an fsync per commit; only an OS crash or power
 loss can lose the last batches. ``await store.read(fn)`` runs a query on a worker thread.
 
-Any SQLAlchemy URL works (PostgreSQL by URL). This module knows the tables only to create
-them; which rows to write is the callers' business.
+Any SQLAlchemy URL works (PostgreSQL by URL, with a connection pool). Opening a store checks the
+schema version (``schema.prepare``: an empty database is created, an older or newer one is
+refused with what to do); which rows to write is the callers' business.
 """
 
 from __future__ import annotations
@@ -31,9 +32,7 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from sqlalchemy import Connection, TextClause, create_engine, event
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
-
-from tinymlaas.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from tinymlaas.store import schema
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -53,12 +52,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 5, max_overflow: int = 10) -> Engine:
+    """SQLite with the pragmas above; any other URL with a connection pool of ``pool_size``
+    connections (plus ``max_overflow`` under load), checked before use."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow)
     return engine
 
 
@@ -105,10 +106,14 @@ class _Job:
 class Store:
     """The database behind one server. ``start()`` before use, ``close()`` at the end."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_size: int = 5, max_overflow: int = 10) -> None:
         self.url = url
-        self.engine = make_engine(url)
-        SQLModel.metadata.create_all(self.engine)
+        self.engine = make_engine(url, pool_size, max_overflow)
+        try:
+            schema.prepare(self.engine)  # creates an empty database; refuses an older or newer schema
+        except BaseException:
+            self.engine.dispose()
+            raise
         self._jobs: "queue.SimpleQueue[_Job | None]" = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.batches = 0

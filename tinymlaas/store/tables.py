@@ -122,7 +122,9 @@ class ArtifactRecord(SQLModel, table=True):
     """A compiled artifact in the compile cache (bytes in ``<data dir>/artifacts/<key>``).
 
     ``key`` is the sha256 of what determines the bytes: model and calibration sha256, backend,
-    precision, target features and the compiler's version; ``sha256`` is of the artifact."""
+    precision, target features and the compiler's fingerprint (``compiler``: package version and
+    a hash of the backend's and the compiler core's source files; empty for rows written before
+    it was recorded); ``sha256`` is of the artifact."""
 
     __tablename__ = "artifacts"
     key: str = Field(primary_key=True, max_length=64)
@@ -134,6 +136,7 @@ class ArtifactRecord(SQLModel, table=True):
     size: int
     figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     created_at: float
+    compiler: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
 
 
 class DeploymentRecord(SQLModel, table=True):
