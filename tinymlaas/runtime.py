@@ -1,8 +1,10 @@
 """Running a server process: CoAP server + admin API in one event loop, and where they live.
 
 ``home()`` is the data directory (``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite
-database, the model registry and compile cache, the package-signing key, and ``api.json``, which tells the CLI where the admin API listens and its token
-(created on first start, file mode 0600). ``serve`` runs until cancelled or SIGTERM/SIGINT.
+database, the model registry and compile cache, the package-signing key, and ``api.json``,
+which tells the CLI where the admin API listens, its token (created on first start, file mode
+0600), the server's pid and the database URL it uses (so that the CLI, when no server runs,
+works on that same database). ``serve`` runs until cancelled or SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -61,11 +63,13 @@ def token_for(data_dir: Path) -> str:
     return token
 
 
-def write_api_file(data_dir: Path, url: str, token: str) -> None:
+def write_api_file(data_dir: Path, url: str, token: str, db_url: str | None = None,
+                   coap: tuple[str, int] | None = None) -> None:
     path = data_dir / "api.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token, "pid": os.getpid()}, f)
+        json.dump({"url": url, "token": token, "pid": os.getpid(), "db": db_url,
+                   "coap": f"coap://{coap[0]}:{coap[1]}" if coap else None}, f)
 
 
 @dataclass
@@ -96,7 +100,8 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     data_dir = data_dir or home()
     data_dir.mkdir(parents=True, exist_ok=True)
     token = token or token_for(data_dir)
-    server = LwM2MServer(db_url or default_url(data_dir), **server_kw)
+    db_url = db_url or default_url(data_dir)
+    server = LwM2MServer(db_url, **server_kw)
     await server.start(*coap)
     deployer = Deployer(server, data_dir)
     campaigns = Campaigns(deployer)
@@ -111,7 +116,7 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
         await asyncio.sleep(0.01)
-    write_api_file(data_dir, url, token)
+    write_api_file(data_dir, url, token, db_url, server.address)
     resumed, again = await campaigns.resume_all(), await deployer.resume()
     if resumed or again:
         log.info("resumed campaigns %s and deployments %s", resumed, again)

@@ -8,8 +8,11 @@ observation's token, so the device stops at once; a notification still in flight
 answered with a Reset. aiocoap's request API always picks a fresh token, so that one GET goes
 through its message layer directly (``_send_deregister``).
 
-Observations end when the device de-registers or its registration expires or is replaced.
-They are not re-established after a server restart.
+Observations end when the device de-registers or its registration expires. When the device
+registers again (a new registration of the same endpoint: a client that re-registers on wake,
+or a reboot) each live observation is established again on the device with a new Observe, in
+its new awake window; subscribers keep receiving, and the old token is forgotten (a late
+notification on it gets a Reset). Observations are not re-established after a server restart.
 """
 
 from __future__ import annotations
@@ -92,9 +95,48 @@ class Observations:
         obs.task = asyncio.create_task(self._follow(obs), name=f"observe {endpoint}{path}")
         return obs
 
-    async def _follow(self, obs: LiveObservation) -> None:
+    def reestablish(self, endpoint: str) -> None:
+        """After a new registration: observe every live observation of ``endpoint`` again."""
+        for obs in self.of(endpoint):
+            observation = obs.request.observation
+            if observation is not None and not observation.cancelled:
+                observation.cancel()  # forget the old token locally
+            if obs.task is not None:
+                obs.task.cancel()
+            self.server.spawn(self._renew(obs), name=f"observe again {endpoint}{obs.path}")
+
+    async def _renew(self, obs: LiveObservation, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        client = self.server.device_client
         try:
-            async for response in obs.request.observation:
+            reg = client.registration(obs.endpoint)
+            await self.server.queue.wait_awake(reg, timeout)
+            op = Observe(obs.path)
+            request = self.server.context.request(client.message(reg, op, obs.content_format))  # type: ignore[arg-type]
+            first = await client.await_response(reg, op, request, timeout)
+            content = op.result(first, self.server.objects)
+        except LwM2MError as exc:
+            log.info("observing %s%s again after its re-registration failed: %s", obs.endpoint, obs.path, exc)
+            self._forget(obs)
+            return
+        if self.live.get((obs.endpoint, obs.path)) is not obs:
+            return  # cancelled meanwhile
+        obs.request, obs.first, obs.latest = request, first, content
+        self._publish(obs, content)
+        if first.opt.observe is None:  # the device declined this time: the observation ends
+            self._forget(obs)
+            return
+        obs.task = asyncio.create_task(self._follow(obs), name=f"observe {obs.endpoint}{obs.path}")
+
+    def _publish(self, obs: LiveObservation, content: dict[Path, Value]) -> None:
+        for q in list(obs.subscribers):
+            if q.full():
+                q.get_nowait()  # a slow subscriber loses the oldest value, never blocks us
+            q.put_nowait(content)
+
+    async def _follow(self, obs: LiveObservation) -> None:
+        request = obs.request
+        try:
+            async for response in request.observation:
                 try:
                     content = decode_response(response, obs.path, self.server.objects)
                 except LwM2MError as exc:
@@ -104,19 +146,30 @@ class Observations:
                 obs.notifications += 1
                 await self.server.store.write(functools.partial(
                     sql_latest, endpoint=obs.endpoint, path=obs.path, fmt=obs.content_format, content=content))
-                for q in list(obs.subscribers):
-                    if q.full():
-                        q.get_nowait()  # a slow subscriber loses the oldest value, never blocks us
-                    q.put_nowait(content)
+                self._publish(obs, content)
+        except asyncio.CancelledError:
+            if obs.request is request:  # cancelled for good, not replaced by a new Observe
+                self._forget(obs)
+            raise
         except Exception as exc:  # the device ended it (error code, reset, timeout)
             log.info("observation %s%s ended: %s", obs.endpoint, obs.path, exc)
-        finally:
+        if obs.request is request:
             self._forget(obs)
 
     def subscribe(self, obs: LiveObservation) -> "asyncio.Queue[dict[Path, Value] | None]":
         q: asyncio.Queue[dict[Path, Value] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         obs.subscribers.add(q)
         return q
+
+    def unsubscribe(self, obs: LiveObservation, q: "asyncio.Queue[dict[Path, Value] | None]",
+                    cancel_if_last: bool = True) -> bool:
+        """Stop delivering to ``q``; with nobody left, cancel the observation on the device
+        (``observe --count N`` ends this way). Returns whether it was cancelled."""
+        obs.subscribers.discard(q)
+        if cancel_if_last and not obs.subscribers and self.live.get((obs.endpoint, obs.path)) is obs:
+            self._stop(obs)
+            return True
+        return False
 
     def cancel(self, endpoint: str, path: Path) -> None:
         obs = self.live.get((endpoint, path))
