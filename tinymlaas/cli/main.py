@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import campaigns, deploy, fleet, models
+from tinymlaas.cli import campaigns, deploy, devices, fleet, models, profiles
 from tinymlaas.cli.client import CliError, call, stream
 from compilers.errors import CompilerError
 from lwm2m.errors import LwM2MError
@@ -42,6 +42,10 @@ FORMATS: dict[str, ContentFormat] = {
 FormatOpt = typer.Option(None, "--format", "-f", help=f"content format: {', '.join(FORMATS)} or a number")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
 TimeoutOpt = typer.Option(10.0, "--timeout", help="seconds to wait for the device")
+HoldOpt = typer.Option(None, "--hold", min=0.001, help="seconds to hold the request for a sleeping queue-mode "
+                                                      "device (default: the timeout)")
+NoWaitOpt = typer.Option(False, "--no-wait", help="a sleeping device: leave the request held and return its id "
+                                                   "(tinymlaas devices queue EP shows the outcome)")
 
 
 def one_line_errors(fn: F) -> F:
@@ -94,14 +98,41 @@ def serve(
     db: Optional[str] = typer.Option(None, envvar="TINYMLAAS_DB", help="SQLAlchemy URL; default SQLite in the data dir"),
     data_dir: Optional[FsPath] = typer.Option(None, envvar="TINYMLAAS_HOME", help="data directory"),
     no_capabilities: bool = typer.Option(False, help="do not read capabilities after registration"),
+    profiles_dir: Optional[list[FsPath]] = typer.Option(None, "--profiles-dir", help="a directory of device "
+                                                        "profile files (*.toml) beside the shipped ones (repeatable)"),
+    awake: float = typer.Option(93.0, "--awake", min=0.001, help="queue mode: seconds a device listens after it "
+                                "spoke (CoAP MAX_TRANSMIT_WAIT); per device: tinymlaas devices set-queue"),
+    lifetime_min: int = typer.Option(1, "--lifetime-min", min=1, help="shortest registration lifetime accepted, s"),
+    lifetime_max: int = typer.Option(10 * 365 * 86400, "--lifetime-max", min=1,
+                                     help="longest registration lifetime accepted, s (others: 4.00)"),
     verbose: bool = typer.Option(False, "-v", help="log at INFO"),
 ) -> None:
-    """Run the LwM2M server and its admin API until interrupted."""
+    """Run the LwM2M server and its admin API until interrupted.
+
+    Device profiles (the boards a device is judged as) come from these sources, a later one
+    replacing an earlier one of the same name:
+
+    1. the profiles shipped with tinymlaas (device_profiles/profiles);
+
+    2. each --profiles-dir DIR;
+
+    3. the directories in $TINYMLAAS_PROFILES (separated by ':');
+
+    4. profiles added while the server runs and stored in its database: 'tinymlaas profiles add FILE' (POST /profiles).
+
+    A device gets one through its ML Capability object (33100, resource 13), the profile an operator
+    assigned to it ('tinymlaas devices set-profile EP BOARD'), or its Device object's manufacturer and
+    model. Without one, give its figures: 'tinymlaas devices set-figures EP --sram-free B --flash-free B
+    --runtime NAME', or the same options on 'tinymlaas deploy'.
+    """
     from tinymlaas.runtime import parse_hostport, serve_forever
 
+    if lifetime_min > lifetime_max:
+        raise CliError(f"--lifetime-min {lifetime_min} is above --lifetime-max {lifetime_max}")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve_forever(parse_hostport(coap, 5683), parse_hostport(api, 8683), db, data_dir,
-                              read_capabilities=not no_capabilities))
+                              read_capabilities=not no_capabilities, profile_dirs=tuple(profiles_dir or ()),
+                              queue_awake_s=awake, lifetime_range_s=(lifetime_min, lifetime_max)))
 
 
 @app.command()
@@ -168,17 +199,27 @@ def devices_tag(endpoint: str, tags: Optional[list[str]] = typer.Argument(None, 
     out.print(f"{endpoint}: tags {', '.join(r['tags']) or '(none)'}")
 
 
-def _target(path: str, fmt: str | None, timeout: float) -> dict[str, Any]:
-    return {"path": path, "format": fmt_number(fmt), "timeout": timeout}
+def _target(path: str, fmt: str | None, timeout: float, hold: float | None = None,
+            no_wait: bool = False) -> dict[str, Any]:
+    return {"path": path, "format": fmt_number(fmt), "timeout": timeout, "hold": hold, "wait": not no_wait}
+
+
+def _held(r: dict[str, Any], endpoint: str) -> bool:
+    if r.get("status") == "held":
+        out.print(f"held as request {r['id']} until {endpoint} wakes up (tinymlaas devices queue {endpoint})")
+        return True
+    return False
 
 
 @app.command()
 @one_line_errors
 def read(endpoint: str, path: str, fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt,
-         as_json: bool = JsonOpt) -> None:
+         hold: Optional[float] = HoldOpt, no_wait: bool = NoWaitOpt, as_json: bool = JsonOpt) -> None:
     """Read PATH on a device."""
-    show_content(call("POST", f"/devices/{endpoint}/read", json_body=_target(path, fmt, timeout),
-                      timeout=timeout + 5)["content"], as_json)
+    r = call("POST", f"/devices/{endpoint}/read", json_body=_target(path, fmt, timeout, hold, no_wait),
+             timeout=max(timeout, hold or 0) + 5)
+    if not _held(r, endpoint):
+        show_content(r["content"], as_json)
 
 
 @app.command()
@@ -186,27 +227,31 @@ def read(endpoint: str, path: str, fmt: Optional[str] = FormatOpt, timeout: floa
 def write(endpoint: str, path: str, value: Optional[str] = typer.Argument(None, help="the value, typed by the resource"),
           values: Optional[str] = typer.Option(None, help='JSON object of path -> value, e.g. \'{"/1/0/1": 300}\''),
           update: bool = typer.Option(False, "--update", help="partial update (POST) instead of replace (PUT)"),
-          fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt) -> None:
+          fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt, hold: Optional[float] = HoldOpt,
+          no_wait: bool = NoWaitOpt) -> None:
     """Write a value (or several with --values) to PATH on a device."""
-    body = _target(path, fmt, timeout) | {"replace": not update}
+    body = _target(path, fmt, timeout, hold, no_wait) | {"replace": not update}
     if (value is None) == (values is None):
         raise CliError("give either a VALUE or --values JSON")
     if values is not None:
         body["values"] = json.loads(values)
     else:
         body["text"] = value
-    call("POST", f"/devices/{endpoint}/write", json_body=body, timeout=timeout + 5)
-    out.print("changed")
+    if not _held(call("POST", f"/devices/{endpoint}/write", json_body=body, timeout=max(timeout, hold or 0) + 5),
+                 endpoint):
+        out.print("changed")
 
 
 @app.command("exec")
 @one_line_errors
 def execute(endpoint: str, path: str, arguments: str = typer.Argument("", help="e.g. 0='abc',1"),
-            timeout: float = TimeoutOpt) -> None:
+            timeout: float = TimeoutOpt, hold: Optional[float] = HoldOpt, no_wait: bool = NoWaitOpt) -> None:
     """Execute the resource at PATH."""
-    call("POST", f"/devices/{endpoint}/execute", json_body=_target(path, None, timeout) | {"arguments": arguments},
-         timeout=timeout + 5)
-    out.print("executed")
+    r = call("POST", f"/devices/{endpoint}/execute",
+             json_body=_target(path, None, timeout, hold, no_wait) | {"arguments": arguments},
+             timeout=max(timeout, hold or 0) + 5)
+    if not _held(r, endpoint):
+        out.print("executed")
 
 
 @app.command()
@@ -271,6 +316,8 @@ def observe(endpoint: str, path: str, count: Optional[int] = typer.Option(None, 
             sys.stdout.flush()
         elif note.get("ended"):
             out.print("observation ended by the device")
+        elif note.get("cancelled"):
+            out.print("observation cancelled on the device")
         else:
             out.print(f"{datetime.now():%H:%M:%S} " + ", ".join(f"{p}={json.dumps(v)}" for p, v in note["content"].items()),
                       highlight=False)
@@ -312,7 +359,9 @@ def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"
         out.print(f"imported object {o['id']} {o['name']} ({o['resources']} resources)")
 
 
+devices.register(devices_app, one_line_errors)
 fleet.register(app, one_line_errors)
+profiles.register(app, one_line_errors)
 models.register(app, one_line_errors)
 deploy.register(app, one_line_errors)
 campaigns.register(app, one_line_errors)

@@ -73,8 +73,7 @@ class ProfileBook:
             return "database"
         return "shipped" if Path(profile.source).parent == PROFILE_DIR else "directory"
 
-    async def add(self, text: str) -> Profile:
-        """Validate and store a profile (TOML text); it replaces one of the same name."""
+    def _saving(self, text: str) -> tuple[Profile, Any]:
         try:
             profile = parse_profile(text, ORIGIN)
         except ProfileError as exc:
@@ -84,17 +83,38 @@ class ProfileBook:
         def save(c: Connection) -> None:
             c.execute(delete(STORED_PROFILES).where(STORED_PROFILES.c.name == profile.name))
             c.execute(insert(STORED_PROFILES).values(name=profile.name, toml=text, updated_at=now))
+        return profile, save
+
+    def _removing(self, name: str) -> Any:
+        if name not in self.stored:
+            where = "shipped or in a profile directory" if name in self.files else "not known"
+            raise NotFound(f"profile {name!r} is not stored in the database ({where}); only added profiles "
+                           "can be removed")
+        return lambda c: c.execute(delete(STORED_PROFILES).where(STORED_PROFILES.c.name == name))
+
+    async def add(self, text: str) -> Profile:
+        """Validate and store a profile (TOML text); it replaces one of the same name."""
+        profile, save = self._saving(text)
         await self.store.write(save)
         self.stored[profile.name] = profile
         self._merge()
         return profile
 
+    def add_sync(self, text: str) -> Profile:
+        """``add`` without a running server (the CLI on the server's database)."""
+        profile, save = self._saving(text)
+        self.store.write_sync(save)
+        self.stored[profile.name] = profile
+        self._merge()
+        return profile
+
     async def remove(self, name: str) -> None:
-        if name not in self.stored:
-            where = "shipped or in a profile directory" if name in self.files else "not known"
-            raise NotFound(f"profile {name!r} is not stored in the database ({where}); only added profiles "
-                           "can be removed")
-        await self.store.write(lambda c: c.execute(delete(STORED_PROFILES).where(STORED_PROFILES.c.name == name)))
+        await self.store.write(self._removing(name))
+        del self.stored[name]
+        self._merge()
+
+    def remove_sync(self, name: str) -> None:
+        self.store.write_sync(self._removing(name))
         del self.stored[name]
         self._merge()
 
