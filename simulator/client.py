@@ -8,6 +8,8 @@ Execute, Create, Delete and Observe, in every content format its LwM2M version h
 An Accept it does not have gets 4.06; a Content-Format it does not have gets 4.15.
 
 Requests arrive on the socket the client registered from (one aiocoap context per client).
+With ``register_on_wake`` it sends a new Register (new registration id) instead of an Update
+each time it wakes, as some real clients do.
 It does not implement bootstrap, Send, composite operations, or notification attributes
 beyond storing them.
 """
@@ -54,6 +56,7 @@ class ClientConfig:
     bind: tuple[str, int] = ("127.0.0.1", 0)
     update_margin: float = 0.8  # send an Update when this share of the lifetime has passed
     awake_s: float = 10.0  # queue mode: how long the device listens after it spoke to the server
+    register_on_wake: bool = False  # queue mode as Anjay does it: a new Register on each wake, not an Update
 
 
 class ClientRoot(Resource, PathCapable, ObservableResource):
@@ -170,7 +173,7 @@ class LwM2MClient:
             await asyncio.sleep(self.config.lifetime * self.config.update_margin)
             self._wake()
             try:
-                await self.update()
+                await (self.register() if self.config.register_on_wake else self.update())
             except (LwM2MError, asyncio.TimeoutError, aiocoap.error.Error) as exc:
                 log.info("%s: update failed: %s", self.config.endpoint, exc)
             self._doze()

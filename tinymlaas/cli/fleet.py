@@ -24,7 +24,8 @@ DirsOpt = typer.Option(None, "--profiles-dir", help="another directory of profil
 
 
 async def run_simulation(server: str, profiles: list[Profile], count: int, version: str, objects: tuple[int, ...],
-                         queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str) -> int:
+                         queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str,
+                         personality: str = "tinymlaas") -> int:
     from simulator.faults import Faults
     from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
     from simulator.runtimes import ModelRunner
@@ -36,7 +37,7 @@ async def run_simulation(server: str, profiles: list[Profile], count: int, versi
     faults = Faults.parse(faults_text)
     runner = ModelRunner()
     specs = [FleetSpec(p, count, version, objects, queue, lifetime, faults,
-                       prefix=f"{prefix}-{p.name}" if prefix else "") for p in profiles]
+                       prefix=f"{prefix}-{p.name}" if prefix else "", personality=personality) for p in profiles]
     devices = build_fleet(specs, address, runner)
     with Progress(TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as bar:
@@ -75,6 +76,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         faults: str = typer.Option("", help="e.g. loss=0.1,latency=50,drop-after=5,corrupt-block=3,drift=0.05,seed=7"),
         duration: Optional[float] = typer.Option(None, help="stop after S seconds (default: until Ctrl-C)"),
         prefix: str = typer.Option("", help="endpoint name prefix"),
+        personality: str = typer.Option("tinymlaas", help="how the devices behave: tinymlaas (our firmware), "
+                                        "no-ml-objects, reregisters (queue mode, Register on wake), firmware-only"),
         dirs: Optional[list[str]] = DirsOpt,
     ) -> None:
         """Run simulated MCUs that register with SERVER and answer it like the real boards."""
@@ -85,8 +88,11 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             raise ValueError(str(exc)) from None
         if not set(objs) <= {5, 9}:
             raise ValueError(f"--objects {objects!r}: expected 9, 5 or 9,5")
+        from simulator.personality import personality as check_personality
+
+        check_personality(personality)
         raise typer.Exit(asyncio.run(run_simulation(server, chosen, count, version, objs, queue, lifetime,
-                                                    faults, duration, prefix)))
+                                                    faults, duration, prefix, personality)))
 
 
 __all__ = ["register", "ProfileError"]

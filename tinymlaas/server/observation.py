@@ -53,6 +53,7 @@ class LiveObservation:
     notifications: int = 0
     subscribers: set["asyncio.Queue[dict[Path, Value] | None]"] = field(default_factory=set)
     task: "asyncio.Task[None] | None" = None
+    generation: int = 0  # +1 each time it is observed again (after a re-registration)
 
     def summary(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "path": str(self.path), "content_format": self.content_format,
@@ -98,11 +99,13 @@ class Observations:
     def reestablish(self, endpoint: str) -> None:
         """After a new registration: observe every live observation of ``endpoint`` again."""
         for obs in self.of(endpoint):
+            obs.generation += 1  # the running follower ends without ending the observation
             observation = obs.request.observation
             if observation is not None and not observation.cancelled:
                 observation.cancel()  # forget the old token locally
             if obs.task is not None:
                 obs.task.cancel()
+            self._send_deregister(obs)  # and tell the device, should it still hold the old one
             self.server.spawn(self._renew(obs), name=f"observe again {endpoint}{obs.path}")
 
     async def _renew(self, obs: LiveObservation, timeout: float = DEFAULT_TIMEOUT_S) -> None:
@@ -121,11 +124,13 @@ class Observations:
         if self.live.get((obs.endpoint, obs.path)) is not obs:
             return  # cancelled meanwhile
         obs.request, obs.first, obs.latest = request, first, content
+        generation = obs.generation
         self._publish(obs, content)
         if first.opt.observe is None:  # the device declined this time: the observation ends
             self._forget(obs)
             return
-        obs.task = asyncio.create_task(self._follow(obs), name=f"observe {obs.endpoint}{obs.path}")
+        if generation == obs.generation:
+            obs.task = asyncio.create_task(self._follow(obs), name=f"observe {obs.endpoint}{obs.path}")
 
     def _publish(self, obs: LiveObservation, content: dict[Path, Value]) -> None:
         for q in list(obs.subscribers):
@@ -134,9 +139,9 @@ class Observations:
             q.put_nowait(content)
 
     async def _follow(self, obs: LiveObservation) -> None:
-        request = obs.request
+        generation = obs.generation
         try:
-            async for response in request.observation:
+            async for response in obs.request.observation:
                 try:
                     content = decode_response(response, obs.path, self.server.objects)
                 except LwM2MError as exc:
@@ -148,12 +153,12 @@ class Observations:
                     sql_latest, endpoint=obs.endpoint, path=obs.path, fmt=obs.content_format, content=content))
                 self._publish(obs, content)
         except asyncio.CancelledError:
-            if obs.request is request:  # cancelled for good, not replaced by a new Observe
+            if obs.generation == generation:  # cancelled for good, not being observed again
                 self._forget(obs)
             raise
         except Exception as exc:  # the device ended it (error code, reset, timeout)
             log.info("observation %s%s ended: %s", obs.endpoint, obs.path, exc)
-        if obs.request is request:
+        if obs.generation == generation:
             self._forget(obs)
 
     def subscribe(self, obs: LiveObservation) -> "asyncio.Queue[dict[Path, Value] | None]":

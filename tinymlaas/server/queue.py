@@ -203,13 +203,7 @@ class QueueMode:
 
     async def _finish(self, item: Held, state: str, *, result: Any = None, exc: LwM2MError | None = None,
                       error: str | None = None) -> None:
-        if item.future is not None and not item.future.done():
-            if exc is not None:
-                item.future.set_exception(exc)
-            elif state == "done":
-                item.future.set_result(result)
-            else:
-                item.future.set_exception(QueueDeadlineExpired(f"device {item.endpoint}: {error}"))
+        """Write the outcome to the held request's row (durable ones), then tell the caller."""
         if item.row_id is not None:
             values = {"state": state, "finished_at": time.time(),
                       "result": result_json(result) if state == "done" else {},
@@ -217,6 +211,13 @@ class QueueMode:
             row_id = item.row_id
             await self.server.store.write(
                 lambda c: c.execute(update(HELD_REQUESTS).where(HELD_REQUESTS.c.id == row_id).values(**values)))
+        if item.future is not None and not item.future.done():
+            if exc is not None:
+                item.future.set_exception(exc)
+            elif state == "done":
+                item.future.set_result(result)
+            else:
+                item.future.set_exception(QueueDeadlineExpired(f"device {item.endpoint}: {error}"))
 
     def gone(self, endpoint: str, why: str) -> None:
         """The registration ended (De-register, expiry): fail everything held for it."""
