@@ -190,6 +190,7 @@ def with_figures(target: DeviceTarget, figures: Figures, profiles: Mapping[str, 
 
 
 def _from_profile(endpoint: str, data: Mapping[str, Any], _profiles: Mapping[str, Profile]) -> DeviceTarget:
+    """A profile's figures (matched or assigned; the caller names the source)."""
     if "sram_free" not in data:
         raise missing_figures(endpoint, Figures(), data)
     operators = tuple(data.get("operators", ()))
@@ -212,7 +213,8 @@ def target_from_snapshot(endpoint: str, source: str, data: Mapping[str, Any],
         raise NoCapabilities(f"{endpoint}: capability source {source!r} is not understood")
     if source == "device-object" and "sram_free" not in data:
         return _from_figures(endpoint, data, figures)
-    return with_figures(SOURCES[source](endpoint, data, profiles), figures, profiles)
+    target = SOURCES[source](endpoint, data, profiles)
+    return with_figures(replace(target, source=source), figures, profiles)
 
 
 __all__ = ["DeviceTarget", "Figures", "NoCapabilities", "default_runtime_ram", "missing_figures", "parse_runtime",
