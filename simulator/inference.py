@@ -13,7 +13,7 @@ readable over LwM2M.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lwm2m.errors import BadRequest
 from lwm2m.path import Path
@@ -35,8 +35,8 @@ class Inference:
         self.artifact: "Artifact | None" = None
         self.total_us = 0
         self.published = published
-        initial = {0: "", 1: "", 2: b"", 3: 0, 4: b"", 5: 0, 6: 0, 7: 0, 8: 0, 9: ""}
-        self.values: dict[Path, object] = {Path(ML_INFERENCE, 0, rid): v for rid, v in initial.items()}
+        initial: dict[int, Any] = {0: "", 1: "", 2: b"", 3: 0, 4: b"", 5: 0, 6: 0, 7: 0, 8: 0, 9: ""}
+        self.values: dict[Path, Any] = {Path(ML_INFERENCE, 0, rid): v for rid, v in initial.items()}
         if published:
             device.tree.add_instance(ML_INFERENCE, 0, initial)
             device.tree.on_execute(Path(ML_INFERENCE, 0, 10), self.execute_run)

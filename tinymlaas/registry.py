@@ -14,6 +14,7 @@ model a deployment in flight uses; its files stay while another entry has the sa
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import time
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ class ModelRegistry:
         row = self.store.read_sync(lambda c: c.execute(q).first())
         return self._entry(row) if row is not None else None
 
-    def remove(self, name: str, version: str | None = None) -> list[ModelEntry]:
+    def remove(self, name: str, version: str | None = None) -> "builtins.list[ModelEntry]":
         """Remove ``name:version`` (every version with ``version`` None); refuses while a
         deployment that is not finished uses it. Returns what was removed."""
         from tinymlaas.store.tables import DEPLOYMENTS

@@ -234,12 +234,12 @@ class QueueMode:
                                      .order_by(HELD_REQUESTS.c.id))))
         now, loaded = time.time(), 0
         for r in rows:
+            op: Operation | None = None
+            problem: str | None = None
             try:
                 op = from_json(r.operation)
             except LwM2MError as exc:
-                op, problem = None, exc.message
-            else:
-                problem = None
+                problem = exc.message
             item = Held(r.endpoint, op, r.content_format, 10.0, r.deadline, None, r.id, r.created_at)
             if problem is not None or r.deadline <= now:
                 await self._finish(item, "expired" if problem is None else "failed",
@@ -264,6 +264,8 @@ def _name(op: Operation | None) -> str:
 
 def _sql_insert(c: Connection, item: Held) -> int:
     assert item.op is not None
-    return int(c.execute(insert(HELD_REQUESTS).values(
+    key = c.execute(insert(HELD_REQUESTS).values(
         endpoint=item.endpoint, operation=to_json(item.op), content_format=item.fmt, state="held",
-        created_at=item.created_at, deadline=item.deadline)).inserted_primary_key[0])
+        created_at=item.created_at, deadline=item.deadline)).inserted_primary_key
+    assert key is not None
+    return int(key[0])
