@@ -174,6 +174,11 @@ def devices_show(endpoint: str, as_json: bool = JsonOpt) -> None:
         out.print(f"objects: {', '.join(sorted(reg['objects'], key=int))}")
     else:
         out.print("not registered")
+    st = d.get("settings") or {}
+    set_ = {k: v for k, v in st.items() if k != "endpoint" and v not in (None, [])}
+    if set_ or d.get("queued_requests"):
+        out.print(f"operator settings: {json.dumps(set_) if set_ else 'none'}; "
+                  f"{d.get('queued_requests', 0)} request(s) held", highlight=False)
     if d["capabilities"]:
         c = d["capabilities"]
         out.print(f"capabilities (from {c['source']}, {when(c['taken_at'])}):")
