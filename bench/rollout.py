@@ -32,6 +32,17 @@ Figures (the campaign window runs from just before ``POST /campaigns`` to the ca
   above one: an LwM2M operation retried by the server after a timeout, or a deployment
   re-run). ``retransmissions`` is the sum of the first three.
 
+Same-run reference: after the campaign, the same simulated fleet (same processes, sockets and
+device code: ``simulator.download.pull`` with the same block size, then the device's own
+signature and hash check, ``Packages.verify``) fetches the same package bytes - sealed here with
+the server's own key, checked equal in size to what the campaign delivered - from a bare aiocoap
+Block2 server (``bench/_bare_aiocoap.py --package``, its own process), with the campaign's
+concurrency. ``reference_per_min`` is devices per minute there; ``ratio`` is
+``devices_per_min / reference_per_min`` (target >= 0.8): what the whole LwM2M deployment
+(capability read, key, URI write, observe, install, activate, verification) costs over moving
+the bytes alone. ``p50_s``/``p99_s`` are per-device deployment times of the campaign,
+``failed`` its failed devices.
+
 Prints a table, then as its LAST line one JSON object.
 
     python bench/rollout.py --quick          # 100 devices, < 60 s
@@ -179,6 +190,35 @@ class Fleet:
             self.profiler = None
             print(f"simulator profile written to {path}", file=sys.stderr, flush=True)
 
+    async def reference(self, uri: str, concurrency: int) -> dict[str, Any]:
+        """Every device pulls ``uri`` (the bare server's copy of the package) and verifies it as
+        it would a delivery, ``concurrency`` at a time; per-device seconds and failures."""
+        from simulator.download import pull
+
+        gate = asyncio.Semaphore(max(1, concurrency))
+        durations: list[float] = []
+        failures: dict[str, int] = {}
+        cpu0, t0 = time.process_time(), time.perf_counter()
+
+        async def one(device: Any) -> None:
+            async with gate:
+                start = time.perf_counter()
+                try:
+                    package = await pull(device.context, uri, limit=device.profile.max_package,
+                                         size_exponent=BLOCK_SIZES[self.args.block_size],
+                                         attempts=device.packages.attempts,
+                                         attempt_timeout=device.packages.attempt_timeout)
+                    device.packages.verify(package)
+                except Exception as exc:  # a failed pull or check: counted, the run goes on
+                    key = f"{type(exc).__name__}: {str(exc)[:80]}"
+                    failures[key] = failures.get(key, 0) + 1
+                    return
+                durations.append(time.perf_counter() - start)
+
+        await asyncio.gather(*(one(d) for d in self.devices if d.context is not None))
+        return {"event": "reference", "ok": len(durations), "failures": failures, "durations": durations,
+                "wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
+
     async def stop(self) -> None:
         from simulator.fleet import stop_fleet
         try:
@@ -219,6 +259,9 @@ async def child_main(args: argparse.Namespace) -> int:
             elif line == "profile-off":
                 fleet.profile(False)
                 say({"event": "ok"})
+            elif line.startswith("reference "):
+                _, uri, concurrency = line.split()
+                say(await fleet.reference(uri, int(concurrency)))
             elif line == "stop" or not line:
                 break
         fleet.profile(False)
@@ -287,8 +330,10 @@ class Child:
 # -- preparation: the model, built once ---------------------------------------------------------
 
 async def prepare_model(workdir: Path, home: Path) -> dict[str, Any]:
-    """Register the model and build it for TFLM int8 into the server's compile cache (before it starts)."""
+    """Register the model and build it for TFLM int8 into the server's compile cache (before it
+    starts); seal the package with the key the server will use (the reference serves it)."""
     from tinymlaas.deploy.cache import CompileCache
+    from tinymlaas.deploy.signing import ServerKey
     from tinymlaas.registry import ModelRegistry
     from tinymlaas.store.store import Store
 
@@ -300,8 +345,12 @@ async def prepare_model(workdir: Path, home: Path) -> dict[str, Any]:
         entry = ModelRegistry(home, store).add(MODEL, name=MODEL_NAME)
         t0 = time.perf_counter()
         built = await cache.get(entry, "tflm", "int8")
+        compile_s = round(time.perf_counter() - t0, 2)
+        package = ServerKey.load_or_create(home).seal(built, entry)
+        (workdir / "package.bin").write_bytes(package)
         return {"model": f"{entry.name}:{entry.version}", "model_bytes": entry.size,
-                "artifact_bytes": len(built.data), "compile_s": round(time.perf_counter() - t0, 2)}
+                "artifact_bytes": len(built.data), "compile_s": compile_s,
+                "package_file": str(workdir / "package.bin"), "sealed_bytes": len(package)}
     finally:
         cache.close()
         store.close()
@@ -395,6 +444,7 @@ async def run(args: argparse.Namespace, server: ServerProcess, prep: dict[str, A
         detail = await call("GET", f"/campaigns/{cid}")
         rows = await call("GET", "/deployments", params={"campaign": cid, "limit": 10000})
         health = await call("GET", "/health")
+        reference = await run_reference(args, children, prep, end)
         finals = await asyncio.gather(*(c.stop() for c in children))
 
     finished_at = detail.get("finished_at")
@@ -467,8 +517,47 @@ async def run(args: argparse.Namespace, server: ServerProcess, prep: dict[str, A
         "simulator_rss_kb": sum(round(kb(f["rss"])) for f in finals),
         "registrations_on_server": health.get("registrations"),
         "cpus": os.cpu_count(),
+        "sealed_package_bytes": prep["sealed_bytes"],
     }
+    out.update(reference)
+    out["reference_same_package"] = out["package_bytes"] in (None, prep["sealed_bytes"])
+    per_min = out["devices_per_minute"]
+    out.update({"devices_per_min": per_min,
+                "ratio": round(per_min / out["reference_per_min"], 3) if out["reference_per_min"] else None,
+                "p50_s": out["deployment_s_p50"],
+                "p99_s": round(pctl(durations, 0.99) or 0, 2) if durations else None})
     return out
+
+
+async def run_reference(args: argparse.Namespace, children: list["Child"], prep: dict[str, Any],
+                        end: float) -> dict[str, Any]:
+    """The same fleet pulls the same bytes from a bare aiocoap Block2 server (its own process)."""
+    workdir = Path(prep["package_file"]).parent
+    ref = ServerProcess([sys.executable, str(_HERE / "_bare_aiocoap.py"), "--host", HOST, "--port", "0",
+                         "--package", prep["package_file"]], workdir, name="reference",
+                        label="the reference Block2 server")
+    port = ref.start()
+    try:
+        uri = f"coap://{HOST}:{port}/p/pkg"
+        share = [max(1, -(-args.concurrency * c.n // max(1, args.devices))) for c in children]
+        print(f"reference: the same fleet pulls the same {prep['sealed_bytes']:,} B from a bare aiocoap server ...",
+              file=sys.stderr, flush=True)
+        cpu0, t0 = proc_cpu_s(ref.pid), time.perf_counter()
+        answers = await asyncio.gather(*(c.ask(f"reference {uri} {n}", max(10.0, end - time.monotonic() - 10))
+                                         for c, n in zip(children, share)))
+        wall, cpu = time.perf_counter() - t0, proc_cpu_s(ref.pid) - cpu0
+    finally:
+        ref.stop()
+    ok = sum(a["ok"] for a in answers)
+    failures: dict[str, int] = {}
+    for a in answers:
+        for k, v in a["failures"].items():
+            failures[k] = failures.get(k, 0) + v
+    durations = [d for a in answers for d in a["durations"]]
+    return {"reference_ok": ok, "reference_failed": sum(failures.values()), "reference_failures": failures,
+            "reference_wall_s": round(wall, 2), "reference_per_min": round(60 * ok / wall, 1) if wall > 0 else 0.0,
+            "reference_server_cpu_s_per_device": round(cpu / max(1, ok), 4),
+            "reference_p50_s": round(statistics.median(durations), 3) if durations else None}
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -484,6 +573,9 @@ ROWS = [
     ("block size bytes", "block_size", "{:,}"),
     ("wall s (campaign)", "wall_s", "{:.2f}"),
     ("devices per minute", "devices_per_minute", "{:,.0f}"),
+    ("reference: same fleet, bare Block2, per min", "reference_per_min", "{:,.0f}"),
+    ("ratio (target >= 0.8)", "ratio", "{:.2f}"),
+    ("per-device p99 s", "p99_s", "{:.2f}"),
     ("deployment s p50 / p95 / max", None, None),
     ("server CPU s", "server_cpu_s", "{:.2f}"),
     ("server CPU s per device", "server_cpu_s_per_device", "{:.4f}"),
@@ -538,6 +630,9 @@ def report(s: dict[str, Any]) -> None:
     print("  * Reads served by the devices, including Observe registrations and notifications")
     target = "met" if s["devices_per_minute"] >= 1000 else "NOT met"
     print(f"  target >= 1,000 devices per minute: {target}")
+    if s.get("ratio") is not None:
+        print(f"  target ratio >= 0.8 of the bare Block2 reference: {'met' if s['ratio'] >= 0.8 else 'NOT met'}"
+              + ("" if s.get("reference_same_package") else " (the reference package differs in size!)"))
 
 
 def main() -> int:

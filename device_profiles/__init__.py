@@ -3,7 +3,8 @@
 What it does: loads and validates the shipped profiles in ``device_profiles/profiles/`` and
 any operator directories (the ``extra_dirs`` argument, then the ``TINYMLAAS_PROFILES``
 environment variable, an ``os.pathsep``-separated list); a later directory's profile replaces
-an earlier one of the same name. It computes what is free for ML (``sram_free``,
+an earlier one of the same name. ``parse_profile`` validates a profile given as text (the
+server stores those in its database). It computes what is free for ML (``sram_free``,
 ``flash_free``) and matches a device's LwM2M Device object (3) manufacturer and model number
 to a profile. Every problem in a file is a :class:`ProfileError` naming the file, the key and
 the reason; unknown keys are errors.
@@ -32,7 +33,7 @@ from typing import Any, Callable, Iterable, Mapping, Union
 from compilers.backends import registry
 from compilers.backends.base import Backend, RuntimeSpec, Target
 
-__all__ = ["Runtime", "Profile", "ProfileError", "load_profile", "load_profiles", "get_profile",
+__all__ = ["Runtime", "Profile", "ProfileError", "load_profile", "parse_profile", "load_profiles", "get_profile",
            "match_device", "installed_backends", "PROFILE_DIR", "ENV_VAR", "FPUS"]
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
@@ -272,9 +273,29 @@ def load_profile(path: PathLike) -> Profile:
     src = Path(path)
     try:
         with src.open("rb") as f:
-            data = tomllib.load(f)
+            text = f.read().decode("utf-8")
     except OSError as exc:
         raise ProfileError(src, None, f"cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ProfileError(src, None, f"not UTF-8 text at byte {exc.start}") from exc
+    return _parse(src, text)
+
+
+def parse_profile(text: str, origin: str = "uploaded profile") -> Profile:
+    """Validate a profile given as TOML text (added at run time, not read from a file): the same
+    checks as a file, the profile's own ``name`` standing for the file stem. ``origin`` names
+    where it came from in errors and in ``Profile.source``."""
+    try:
+        name = tomllib.loads(text).get("name")
+    except tomllib.TOMLDecodeError:
+        name = None  # _parse reports the TOML error with its line
+    stem = name if isinstance(name, str) and IDENT.fullmatch(name) else "profile"
+    return _parse(Path(origin) / f"{stem}.toml", text)
+
+
+def _parse(src: Path, text: str) -> Profile:
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = re.search(r"line (\d+)", str(exc))
         raise ProfileError(src, None, f"{'line ' + line.group(1) + ': ' if line else ''}"

@@ -1,7 +1,8 @@
 """Content <-> JSON-safe dicts, for the admin API, the CLI's ``--json`` and the store.
 
 Paths become strings ("/3/0/0"); str, int, float and bool stay as they are; Opaque becomes
-``{"opaque": "<hex>"}`` and Objlnk ``{"objlnk": "3:0"}``. This is not an LwM2M content
+``{"opaque": "<hex>"}`` and Objlnk ``{"objlnk": "3:0"}``; a string the device sent that is not
+clean text (``RawString``) becomes ``{"string_bytes": "<hex>", "text": ..., "problem": ...}``. This is not an LwM2M content
 format (see ``codecs`` for those); it is how tinymlaas shows values to people and scripts.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from lwm2m.errors import BadRequest
-from lwm2m.path import Content, ObjLink, Path, Value
+from lwm2m.path import Content, ObjLink, Path, RawString, Value
 
 
 def value_to_json(value: Value) -> Any:
@@ -18,6 +19,8 @@ def value_to_json(value: Value) -> Any:
         return {"opaque": value.hex()}
     if isinstance(value, ObjLink):
         return {"objlnk": str(value)}
+    if isinstance(value, RawString):
+        return {"string_bytes": value.raw.hex(), "text": value.text, "problem": value.problem}
     return value
 
 
@@ -30,6 +33,11 @@ def value_from_json(data: Any) -> Value:
                 raise BadRequest(f"invalid opaque value {data!r}: expected hex") from None
         if set(data) == {"objlnk"}:
             return ObjLink.parse(str(data["objlnk"]))
+        if "string_bytes" in data and set(data) <= {"string_bytes", "text", "problem"}:
+            try:
+                return RawString(bytes.fromhex(data["string_bytes"]), str(data.get("problem") or "as stored"))
+            except (TypeError, ValueError):
+                raise BadRequest(f"invalid string_bytes value {data!r}: expected hex") from None
         raise BadRequest(f"invalid value {data!r}: expected a scalar, {{'opaque': hex}} or {{'objlnk': 'O:I'}}")
     if isinstance(data, (str, int, float, bool)):
         return data

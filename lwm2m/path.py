@@ -137,8 +137,50 @@ class ObjLink:
         return cls(int(a), int(b))
 
 
-# String and Corelnk -> str; Integer, Unsigned Integer and Time (seconds since the epoch) ->
-# int; Float -> float; Boolean -> bool; Opaque -> bytes; Objlnk -> ObjLink.
-Value = Union[str, int, float, bool, bytes, ObjLink]
+@dataclass(frozen=True, slots=True)
+class RawString:
+    """A String (or Corelnk) value as the device sent it when it is not clean text: not UTF-8,
+    or with NUL bytes in it (C clients sometimes send the terminator). Decoders return one of
+    these for that one value instead of failing the whole payload; ``problem`` says what is
+    wrong, ``text`` is a best-effort reading (invalid bytes replaced, trailing NULs dropped).
+    It is read-only: encoders refuse it (write a ``str``)."""
+
+    raw: bytes
+    problem: str
+
+    @property
+    def text(self) -> str:
+        return self.raw.rstrip(b"\0").decode("utf-8", "replace")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def string_value(raw: bytes) -> "str | RawString":
+    """A String resource's bytes as text, or as a ``RawString`` naming why they are not clean text."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return RawString(bytes(raw), f"not UTF-8 at byte {e.start}")
+    if "\0" in text:
+        return RawString(bytes(raw), f"contains a NUL byte at byte {raw.index(0)}")
+    return text
+
+
+def string_from_decoded(text: str) -> "str | RawString":
+    """A string a JSON or CBOR parser produced with ``surrogateescape`` (invalid UTF-8 bytes as
+    lone surrogates): the text, or a ``RawString`` of the original bytes."""
+    if "\0" not in text and not any("\ud800" <= c <= "\udfff" for c in text):
+        return text
+    try:
+        return string_value(text.encode("utf-8", "surrogateescape"))
+    except UnicodeEncodeError:  # a surrogate that stands for no byte (an escaped "\\ud800")
+        return RawString(text.encode("utf-8", "replace"), "not UTF-8 (lone surrogate)")
+
+
+# String and Corelnk -> str (RawString when the device's bytes are not clean text); Integer,
+# Unsigned Integer and Time (seconds since the epoch) -> int; Float -> float; Boolean -> bool;
+# Opaque -> bytes; Objlnk -> ObjLink.
+Value = Union[str, int, float, bool, bytes, ObjLink, RawString]
 
 Content = Mapping[Path, Value]

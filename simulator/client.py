@@ -11,7 +11,9 @@ Requests arrive on the socket the client registered from (one aiocoap context pe
 A registration that gets no answer, or a 5.xx (a server that is down, restarting or overloaded),
 is retried with exponential backoff and full jitter (``lwm2m.retry``; ``register_backoff`` and
 ``register_attempts``), so a fleet that lost its server does not come back in lock-step; a 4.xx
-refusal is final. It does not implement bootstrap, Send, composite operations, or notification attributes
+refusal is final. With ``register_on_wake`` it sends a new Register (new registration id) instead
+of an Update each time it wakes, as some real clients do.
+It does not implement bootstrap, Send, composite operations, or notification attributes
 beyond storing them.
 """
 
@@ -61,6 +63,7 @@ class ClientConfig:
     register_backoff: Backoff = Backoff(1.0, 30.0)  # retries of a Register that failed for the server's reasons
     register_attempts: int = 6
     request_timeout_s: float = 30.0  # one request to the server (CoAP retransmissions happen inside it)
+    register_on_wake: bool = False  # queue mode as Anjay does it: a new Register on each wake, not an Update
 
 
 class ServerUnavailable(LwM2MError):
@@ -196,7 +199,7 @@ class LwM2MClient:
             await asyncio.sleep(self.config.lifetime * self.config.update_margin)
             self._wake()
             try:
-                await self.update()
+                await (self.register() if self.config.register_on_wake else self.update())
             except (LwM2MError, asyncio.TimeoutError, aiocoap.error.Error) as exc:
                 log.info("%s: update failed: %s", self.config.endpoint, exc)
             self._doze()

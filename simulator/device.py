@@ -2,7 +2,9 @@
 
 It has objects 0, 1, 3, 4, the update objects (9 with two instances, and/or 5), the ML
 Capability object 33100 (figures from the profile; flash free shrinks as packages land) and
-the ML Inference object 33101. Installed packages occupy its flash until uninstalled; a model
+the ML Inference object 33101 — or, as a real client would (``simulator.personality``), not
+our ML objects, another Device-object identity, and a new Register on each wake. Installed
+packages occupy its flash until uninstalled; a model
 runs only if its arena (plus the runtime's own RAM) fits the SRAM free for ML. Faults come
 from ``faults``; a reboot loses RAM (downloads in progress, inference counters) and keeps
 flash (delivered and installed packages, which model is active), then registers again.
@@ -34,10 +36,13 @@ class SimulatedDevice:
     def __init__(self, profile: Profile, endpoint: str, server: tuple[str, int], runner: ModelRunner, *,
                  version: str = "1.1", lifetime: int = 300, queue_mode: bool = False, awake_s: float = 10.0,
                  update_objects: tuple[int, ...] = (9,), faults: Faults | None = None,
-                 signing_key: bytes | None = None, with_capability_object: bool = True) -> None:
+                 signing_key: bytes | None = None, with_capability_object: bool = True,
+                 with_inference_object: bool = True, identity: tuple[str, str] | None = None,
+                 register_on_wake: bool = False) -> None:
         self.profile, self.endpoint, self.server, self.runner = profile, endpoint, server, runner
         self.version, self.lifetime, self.queue_mode, self.awake_s = version, lifetime, queue_mode, awake_s
         self.faults = faults or Faults()
+        self.identity, self.register_on_wake = identity, register_on_wake
         self.signing_key = signing_key
         self.sample_inputs: list[bytes] | None = None
         self.tree = ObjectTree(default_registry())
@@ -48,7 +53,7 @@ class SimulatedDevice:
         self.reboots = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._build(update_objects, with_capability_object)
-        self.inference = Inference(self)
+        self.inference = Inference(self, published=with_inference_object)
         self.software = [SoftwareSlot(self, i) for i in range(2)] if 9 in update_objects else []
         self.firmware = FirmwareSlot(self) if 5 in update_objects else None
 
@@ -58,9 +63,10 @@ class SimulatedDevice:
         p, t = self.profile, self.tree
         t.add_instance(0, 0, {0: f"coap://{self.server[0]}:{self.server[1]}", 1: False, 2: 3, 10: 1})
         t.add_instance(1, 0, {0: 1, 1: self.lifetime, 6: False, 7: "UQ" if self.queue_mode else "U"})
+        maker, model = self.identity or (p.match_manufacturer[0] if p.match_manufacturer else p.vendor,
+                                         p.match_model[0] if p.match_model else p.title)
         t.add_instance(3, 0, {
-            0: p.match_manufacturer[0] if p.match_manufacturer else p.vendor,
-            1: p.match_model[0] if p.match_model else p.title, 2: f"SIM-{self.endpoint}", 3: "tinymlaas-sim 1.0",
+            0: maker, 1: model, 2: f"SIM-{self.endpoint}", 3: "tinymlaas-sim 1.0",
             9: 100, 10: p.sram_free // 1024, 11: [0], 13: int(time.time()), 16: "U", 21: p.sram_total // 1024})
         t.on_execute(Path(3, 0, 4), self._reboot_requested)
         t.add_instance(4, 0, {0: 41, 1: [41], 2: -60, 4: ["127.0.0.1"]})
@@ -118,7 +124,7 @@ class SimulatedDevice:
             server = self.link.address
         config = ClientConfig(self.endpoint, server, lifetime=self.lifetime, version=self.version,
                               queue_mode=self.queue_mode, update_margin=0.8 * (1 + self.faults.drift),
-                              awake_s=self.awake_s)
+                              awake_s=self.awake_s, register_on_wake=self.register_on_wake)
         self.client = self._client(config)
         await self.client.start()
 

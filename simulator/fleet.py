@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from device_profiles import Profile
 from simulator.device import SimulatedDevice
 from simulator.faults import Faults
+from simulator.personality import personality
 from simulator.runtimes import ModelRunner
 
 
@@ -29,6 +30,7 @@ class FleetSpec:
     faults: Faults = Faults()
     prefix: str = ""
     with_capability_object: bool = True
+    personality: str = "tinymlaas"  # simulator.personality
 
 
 def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRunner,
@@ -36,11 +38,13 @@ def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRu
     devices = []
     for spec in specs:
         prefix = spec.prefix or f"sim-{spec.profile.name}"
+        kwargs: dict[str, Any] = {"queue_mode": spec.queue_mode, "update_objects": spec.update_objects,
+                                  "with_capability_object": spec.with_capability_object}
+        kwargs.update(personality(spec.personality).device_kwargs() if spec.personality != "tinymlaas" else {})
         for i in range(spec.count):
             devices.append(SimulatedDevice(
                 spec.profile, f"{prefix}-{i:04d}", server, runner, version=spec.version, lifetime=spec.lifetime,
-                queue_mode=spec.queue_mode, update_objects=spec.update_objects, faults=spec.faults,
-                signing_key=signing_key, with_capability_object=spec.with_capability_object))
+                faults=spec.faults, signing_key=signing_key, **kwargs))
     return devices
 
 

@@ -5,13 +5,15 @@ On activation the device runs the model once on sample inputs; Execute on Run In
 the counters. Every run updates the count, the last output (raw output tensor bytes), the last
 and mean latency in µs (measured around the runtime's invoke), the arena in use, and on
 failure the error count and last error. Running happens in the shared model runner's worker
-process, so the event loop keeps serving LwM2M while a model runs.
+process, so the event loop keeps serving LwM2M while a model runs. A device without the object
+(``published`` False: a real client with no ML objects) still runs its model; nothing of it is
+readable over LwM2M.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lwm2m.errors import BadRequest
 from lwm2m.path import Path
@@ -28,16 +30,22 @@ P = {name: Path(ML_INFERENCE, 0, rid) for rid, name in enumerate(
 
 
 class Inference:
-    def __init__(self, device: "SimulatedDevice") -> None:
+    def __init__(self, device: "SimulatedDevice", published: bool = True) -> None:
         self.device = device
         self.artifact: "Artifact | None" = None
         self.total_us = 0
-        device.tree.add_instance(ML_INFERENCE, 0, {0: "", 1: "", 2: b"", 3: 0, 4: b"", 5: 0, 6: 0, 7: 0, 8: 0, 9: ""})
-        device.tree.on_execute(Path(ML_INFERENCE, 0, 10), self.execute_run)
-        device.tree.on_execute(Path(ML_INFERENCE, 0, 11), lambda _args: self.reset())
+        self.published = published
+        initial: dict[int, Any] = {0: "", 1: "", 2: b"", 3: 0, 4: b"", 5: 0, 6: 0, 7: 0, 8: 0, 9: ""}
+        self.values: dict[Path, Any] = {Path(ML_INFERENCE, 0, rid): v for rid, v in initial.items()}
+        if published:
+            device.tree.add_instance(ML_INFERENCE, 0, initial)
+            device.tree.on_execute(Path(ML_INFERENCE, 0, 10), self.execute_run)
+            device.tree.on_execute(Path(ML_INFERENCE, 0, 11), lambda _args: self.reset())
 
     def _set(self, name: str, value: object) -> None:
-        self.device.tree.set(P[name], value)  # type: ignore[arg-type]
+        self.values[P[name]] = value
+        if self.published:  # else kept here only: not registered, not readable over LwM2M
+            self.device.tree.set(P[name], value)  # type: ignore[arg-type]
 
     async def start(self, artifact: "Artifact") -> None:
         self.artifact = artifact
@@ -75,7 +83,7 @@ class Inference:
         artifact = self.artifact
         if artifact is None:
             return
-        tree = self.device.tree
+        tree = self  # the values, published or not
         try:
             result = await self.device.runner.run(artifact.data, artifact.plan, self.device.sample_inputs)
         except ModelError as exc:

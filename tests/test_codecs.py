@@ -23,7 +23,7 @@ from lwm2m.codecs import CODECS, codec_for, decode, encode, supports
 from lwm2m.errors import CodecError, NotAcceptable, UnsupportedContentFormat
 from lwm2m.model import ObjectModel, ObjectRegistry, Operations, ResourceModel, ResourceType
 from lwm2m.numbers.content_formats import ContentFormat
-from lwm2m.path import ObjLink, Path, Value
+from lwm2m.path import ObjLink, Path, RawString, Value
 
 T = ResourceType
 CF = ContentFormat
@@ -50,6 +50,11 @@ def typed(content: Mapping[Path, Value]) -> dict[Path, tuple[type, Value]]:
 SINGLE, MULTI = False, True
 
 # Standard objects as far as the vectors below use them (types per the OMA registry).
+
+def CLEAN_TEXT(n: int) -> st.SearchStrategy[str]:
+    """Strings as a device can carry them: no NUL (a NUL-carrying string decodes as a flagged RawString)."""
+    return st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=n)
+
 REG = registry(
     {
         0: {3: (T.OPAQUE, SINGLE), 16: (T.UNSIGNED_INTEGER, SINGLE)},
@@ -590,8 +595,11 @@ def test_edge_cases() -> None:
         decode(CF.SENML_JSON, P(3, 0), b'[{"bn":"/3/0/4","v":0}]', REG)
     with pytest.raises(CodecError, match="carries no value"):
         decode(CF.LWM2M_CBOR, P(3, 0), cbor2.dumps({(3, 0, 4): 0}), REG)
+    # a String that is not UTF-8 is kept as its bytes, flagged (tests/test_lenient_strings.py);
+    # a number that is not UTF-8 text is still an error
+    assert decode(CF.TEXT, P(3, 0, 0), b"\xff", REG) == {P(3, 0, 0): RawString(b"\xff", "not UTF-8 at byte 0")}
     with pytest.raises(CodecError, match="UTF-8"):
-        decode(CF.TEXT, P(3, 0, 0), b"\xff", REG)
+        decode(CF.TEXT, P(3, 0, 9), b"\xff", REG)
     with pytest.raises(CodecError, match="must-understand"):
         decode(CF.SENML_JSON, P(3, 0), b'[{"bn":"/3/0/9","v":1,"x_":1}]', REG)
     with pytest.raises(CodecError, match="duplicate key"):
@@ -640,8 +648,8 @@ IDS = st.integers(0, 65535)
 
 def values_of(rtype: ResourceType) -> st.SearchStrategy[Any]:
     return {
-        T.STRING: st.text(max_size=12),
-        T.CORELNK: st.text(max_size=12),
+        T.STRING: CLEAN_TEXT(12),
+        T.CORELNK: CLEAN_TEXT(12),
         T.INTEGER: st.integers(-(2**63), 2**63 - 1),
         T.TIME: st.integers(-(2**63), 2**63 - 1),
         T.UNSIGNED_INTEGER: st.integers(0, 2**64 - 1),
@@ -713,7 +721,7 @@ def test_round_trip_opaque(data: st.DataObject) -> None:
 
 
 UNKNOWN_VALUES = st.one_of(
-    st.text(max_size=8), st.integers(-(2**63), 2**64 - 1), st.booleans(), st.binary(max_size=8),
+    CLEAN_TEXT(8), st.integers(-(2**63), 2**64 - 1), st.booleans(), st.binary(max_size=8),
     st.floats(allow_nan=False, allow_infinity=False), st.builds(ObjLink, IDS, IDS),
 )
 
@@ -771,7 +779,7 @@ SCALARS = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.sampled_from(["/3/0/", "3/0/9", "7/0", "/", "66:0", "q83v", "", "/3/0/9/0/1", "70000:1", "/323/0/15", "/1/0/6",
                      "/66/0/2", "/5/0/0", "/3/0/13", "/3/0/4", "15", "0/15", "/3/0/7/"]),
-    st.text(max_size=5),
+    CLEAN_TEXT(5),
 )
 JSON_DOCS = st.recursive(
     SCALARS,

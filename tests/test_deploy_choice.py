@@ -149,7 +149,7 @@ async def test_device_object_without_profile_is_no_capabilities(live):
     await board("nrf52840", "mystery", manufacturer="ACME Widgets", version="1.0", with_capability_object=False)
     snap = await srv.capabilities.refresh("mystery")
     assert snap is not None and snap["source"] == "device-object" and snap["data"]["manufacturer"] == "ACME Widgets"
-    with pytest.raises(NoCapabilities, match="matched no device profile") as err:
+    with pytest.raises(NoCapabilities, match="matches no device profile; missing SRAM free") as err:
         target_from_snapshot("mystery", snap["source"], snap["data"], PROFILES)
     assert str(err.value).startswith("mystery: ") and "SRAM" in str(err.value)
     with pytest.raises(NoCapabilities, match="'bluetooth' is not understood"):

@@ -103,4 +103,41 @@ def build(entry: ModelEntry, backend: str, precision: str, profile: Profile | No
     return Export(art, fit, files)
 
 
-__all__ = ["BuildError", "Export", "board_target", "build", "default_backend", "usable_backends"]
+def verdicts(entry: ModelEntry, board: Profile, precisions: list[str], only: str | None, margin: float,
+             step: Step = lambda _: None) -> list[dict[str, Any]]:
+    """Every backend the board can use at each of ``precisions``, built and judged by its fit."""
+    from compilers.errors import CompilerError
+
+    chosen = [b for b in usable_backends(board) if only is None or b.name == only]
+    if only is not None and not chosen:
+        raise BuildError(f"backend {only!r} cannot be used on {board.name} (usable: "
+                         f"{', '.join(b.name for b in usable_backends(board)) or 'none'})")
+    rows: list[dict[str, Any]] = []
+    for b in chosen:
+        for precision in (p for p in precisions if p in b.precisions):
+            step(f"building {entry.name}:{entry.version} for {board.name}: {b.name} {precision}")
+            try:
+                fit = build(entry, b.name, precision, board, refuse_early=False, margin=margin).fit
+            except (CompilerError, BuildError, ValueError) as exc:
+                rows.append({"backend": b.name, "precision": precision, "fits": False,
+                             "problems": [f"does not build: {exc}"], "latency_ms": None})
+                continue
+            assert fit is not None
+            rows.append(fit.as_json())
+    return rows
+
+
+def inspect(entry: ModelEntry, board: Profile | None, only: str | None = None, margin: float = 0.10,
+            step: Step = lambda _: None) -> dict[str, Any]:
+    """``models inspect``: ops, parameters, MACs and the planner's estimate per precision; with
+    a board, every backend it can use built for real and judged by its fit."""
+    from compilers.report import report
+
+    rep = report(load_graph(entry.path.read_bytes(), entry.format))
+    fits = verdicts(entry, board, [f.precision for f in rep.footprints], only, margin, step) if board else []
+    return {**rep.as_dict(), "model": f"{entry.name}:{entry.version}", "sha256": entry.sha256,
+            "format": entry.format, "profile": board.name if board else None, "margin": margin, "fits": fits}
+
+
+__all__ = ["BuildError", "Export", "board_target", "build", "default_backend", "inspect", "usable_backends",
+           "verdicts"]

@@ -81,6 +81,8 @@ class CoapSettings(Section):
     port: int = Field(default=5683, ge=0, le=65535, description="its UDP port (0: any free port)")
     expiry_interval_s: float = Field(default=1.0, gt=0, description="how often expired registrations are removed")
     read_capabilities: bool = Field(default=True, description="read 33100 or object 3 after each new registration")
+    lifetime_min_s: int = Field(default=1, ge=1, description="shortest registration lifetime accepted (else 4.00)")
+    lifetime_max_s: int = Field(default=10 * 365 * 86400, ge=1, description="longest registration lifetime accepted")
 
 
 class AdminSettings(Section):

@@ -6,18 +6,22 @@ their names), and records name, version, sha256 and an optional calibration set 
 stored the same way) in the database. The version defaults to the next integer for that
 name. Nothing is written unless the model imports.
 
-Works on the database directly (no server needed); the server reads the same tables.
+The running server owns the registry (its admin API: ``POST /models``, ``GET /models``,
+``DELETE /models/NAME:VERSION``, ``POST /models/NAME/inspect``); the CLI uses that API and comes
+here directly only when no server runs, with the database that server uses. ``remove`` refuses a
+model a deployment in flight uses; its files stay while another entry has the same bytes.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import desc, insert, select
+from sqlalchemy import delete, desc, insert, select
 
 from tinymlaas.store import Store
 from tinymlaas.store.tables import MODELS
@@ -27,6 +31,10 @@ FORMATS = {"onnx": ".onnx", "tflite": ".tflite"}
 
 class RegistryError(ValueError):
     """A model that cannot be added or found; the message says which and why."""
+
+
+class RegistryInUse(RegistryError):
+    """A model that cannot be removed now (a deployment in flight uses it)."""
 
 
 def model_format(data: bytes) -> str:
@@ -83,17 +91,30 @@ class ModelRegistry:
         return sha, path
 
     def add(self, file: Path, name: str | None = None, version: str | None = None,
-            calibration: Path | None = None) -> ModelEntry:
+            calibration: Path | None = None, extra: dict[str, bytes] | None = None) -> ModelEntry:
         try:
             data = file.read_bytes()
+            cal_data = calibration.read_bytes() if calibration is not None else None
         except OSError as exc:
-            raise RegistryError(f"cannot read {file}: {exc.strerror}") from None
+            raise RegistryError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        return self.add_data(data, file.name, name, version, cal_data, extra)
+
+    def add_data(self, data: bytes, filename: str, name: str | None = None, version: str | None = None,
+                 calibration: bytes | None = None, extra: dict[str, bytes] | None = None) -> ModelEntry:
+        """Add a model given as bytes (``filename`` names it in errors and is the default name).
+        ``extra``: further files of the model by name (an ONNX model's external data); this
+        registry version stores none and refuses them by name."""
+        if extra:
+            raise RegistryError(f"model {filename}: extra files ({', '.join(sorted(extra))}) are not stored by "
+                                "this registry; give a self-contained model")
         fmt = model_format(data)
         load_graph(data, fmt)  # refuse what the compiler cannot read, before storing anything
-        cal_data = calibration.read_bytes() if calibration is not None else None
+        cal_data = calibration
         if cal_data is not None and not cal_data.startswith(b"PK"):
-            raise RegistryError(f"calibration {calibration} is not an .npz file")
-        name = name or file.stem
+            raise RegistryError(f"calibration for {filename} is not an .npz file")
+        name = name or Path(filename).stem
+        if not name or len(name) > 128 or any(c in name for c in ":/\\"):
+            raise RegistryError(f"model name {name!r}: expected 1..128 characters without ':', '/' or '\\'")
         if version is None:
             versions = [e.version for e in self.list(name)]
             version = str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)
@@ -123,6 +144,33 @@ class ModelRegistry:
         q = q.where(MODELS.c.version == version) if version else q.order_by(desc(MODELS.c.added_at)).limit(1)
         row = self.store.read_sync(lambda c: c.execute(q).first())
         return self._entry(row) if row is not None else None
+
+    def remove(self, name: str, version: str | None = None) -> "builtins.list[ModelEntry]":
+        """Remove ``name:version`` (every version with ``version`` None); refuses while a
+        deployment that is not finished uses it. Returns what was removed."""
+        from tinymlaas.store.tables import DEPLOYMENTS
+
+        if version is None and ":" in name:
+            name, version = name.split(":", 1)
+        entries = [e for e in self.list(name) if version is None or e.version == version]
+        if not entries:
+            self.get(name, version)  # the error naming what is known
+        busy = self.store.read_sync(lambda c: list(c.execute(
+            select(DEPLOYMENTS.c.id, DEPLOYMENTS.c.version).where(
+                DEPLOYMENTS.c.model == name, DEPLOYMENTS.c.state.not_in(("succeeded", "failed", "cancelled"))))))
+        busy = [r for r in busy if version is None or r.version == version]
+        if busy:
+            raise RegistryInUse(f"model {name}{':' + version if version else ''} is used by deployment(s) "
+                                f"{', '.join(str(r.id) for r in busy)} in flight; cancel them first")
+        versions = [e.version for e in entries]
+        self.store.write_sync(lambda c: c.execute(delete(MODELS).where(MODELS.c.name == name,
+                                                                       MODELS.c.version.in_(versions))))
+        still = {e.sha256 for e in self.list()} | {e.calibration.stem for e in self.list() if e.calibration}
+        for e in entries:
+            for path in (e.path, e.calibration):
+                if path is not None and path.stem not in still:
+                    path.unlink(missing_ok=True)
+        return entries
 
     def get(self, name: str, version: str | None = None) -> ModelEntry:
         """``name`` or ``name:version``; a sha256 prefix also works."""

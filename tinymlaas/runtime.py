@@ -6,8 +6,9 @@ the LwM2M server, the store, the ``Deployer`` (its delivery ``Policy`` from the 
 settings), the campaigns and the admin API. ``home()`` is the data directory (``data.home``:
 ``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite database, the model registry and
 compile cache, the package-signing key, and ``api.json``, which tells the CLI where the admin
-API listens and its token (created on first start, file mode 0600). ``serve_forever`` runs until
-SIGTERM/SIGINT.
+API listens, its token (created on first start, file mode 0600), the server's pid and the
+database URL it uses (so that the CLI, when no server runs, works on that same database).
+``serve_forever`` runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -96,11 +97,13 @@ def token_for(data_dir: Path) -> str:
     return token
 
 
-def write_api_file(data_dir: Path, url: str, token: str) -> None:
+def write_api_file(data_dir: Path, url: str, token: str, db_url: str | None = None,
+                   coap: tuple[str, int] | None = None) -> None:
     path = data_dir / "api.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token, "pid": os.getpid()}, f)
+        json.dump({"url": url, "token": token, "pid": os.getpid(), "db": db_url,
+                   "coap": f"coap://{coap[0]}:{coap[1]}" if coap else None}, f)
 
 
 @dataclass
@@ -144,12 +147,14 @@ async def launch(settings: Settings) -> Running:
     data_dir.mkdir(parents=True, exist_ok=True)
     token = settings.admin.token.get_secret_value() if settings.admin.token else token_for(data_dir)
     db = settings.database
-    server = LwM2MServer(db.url or default_url(data_dir), read_capabilities=settings.coap.read_capabilities,
+    db_url = db.url or default_url(data_dir)
+    server = LwM2MServer(db_url, read_capabilities=settings.coap.read_capabilities,
                          expiry_interval_s=settings.coap.expiry_interval_s, queue_awake_s=settings.queue.awake_s,
-                         pool_size=db.pool_size, max_overflow=db.max_overflow, profile_dirs=settings.profiles.dirs)
+                         pool_size=db.pool_size, max_overflow=db.max_overflow, profile_dirs=settings.profiles.dirs,
+                         lifetime_range_s=(settings.coap.lifetime_min_s, settings.coap.lifetime_max_s))
     await server.start(settings.coap.host, settings.coap.port)
     deployer = Deployer(server, data_dir, policy=delivery_policy(settings), workers=settings.compile.workers,
-                        key_file=settings.data.signing_key_file, profile_dirs=settings.profiles.dirs)
+                        key_file=settings.data.signing_key_file)
     campaigns = Campaigns(deployer)
     api = (settings.admin.host, settings.admin.port)
     sock = socket.socket(socket.AF_INET6 if ":" in api[0] else socket.AF_INET, socket.SOCK_STREAM)
@@ -163,7 +168,7 @@ async def launch(settings: Settings) -> Running:
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
         await asyncio.sleep(0.01)
-    write_api_file(data_dir, url, token)
+    write_api_file(data_dir, url, token, db_url, server.address)
     resumed, again = await campaigns.resume_all(), await deployer.resume()
     if resumed or again:
         log.info("resumed campaigns %s and deployments %s", resumed, again)

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, SupportsInt, cast
 from lwm2m.errors import BadRequest, CodecError, NotAcceptable
 from lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
 from lwm2m.numbers.content_formats import ContentFormat
-from lwm2m.path import MAX_ID, ObjLink, Path, Value
+from lwm2m.path import MAX_ID, ObjLink, Path, RawString, Value, string_from_decoded
 
 FORMAT_NAMES: dict[ContentFormat, str] = {
     ContentFormat.TEXT: "text/plain",
@@ -83,6 +83,21 @@ def expect(pytype: type, what: str) -> Converter:
         return raw  # type: ignore[return-value]
 
     return convert
+
+
+def text(what: str) -> Converter:
+    """A converter for a String/Corelnk item from a JSON or CBOR parser run with
+    ``surrogateescape``: clean text passes, anything else becomes a ``RawString`` (lenient per value)."""
+
+    def convert(fmt: ContentFormat, path: Path, raw: Any) -> Value:
+        if not isinstance(raw, str):
+            raise error(fmt, path, f"{what} value expected, got {type(raw).__name__}")
+        return string_from_decoded(raw)
+
+    return convert
+
+
+LENIENT_TYPES = frozenset({ResourceType.STRING, ResourceType.CORELNK})
 
 
 def _check_int(fmt: ContentFormat, path: Path, value: object, bounds: tuple[int, int], what: str) -> int:
@@ -139,9 +154,17 @@ def check_value(fmt: ContentFormat, path: Path, rtype: ResourceType | None, valu
     return checker(fmt, path, value)
 
 
+def _check_string(fmt: ContentFormat, path: Path, value: object, what: str) -> str:
+    text_value = _check_type(fmt, path, value, (str,), what)
+    assert isinstance(text_value, str)
+    if "\0" in text_value:
+        raise error(fmt, path, f"{what} contains a NUL character at {text_value.index(chr(0))}: C clients end the string there")
+    return text_value
+
+
 _CHECKS = {
-    ResourceType.STRING: lambda f, p, v: _check_type(f, p, v, (str,), "String"),
-    ResourceType.CORELNK: lambda f, p, v: _check_type(f, p, v, (str,), "Corelnk"),
+    ResourceType.STRING: lambda f, p, v: _check_string(f, p, v, "String"),
+    ResourceType.CORELNK: lambda f, p, v: _check_string(f, p, v, "Corelnk"),
     ResourceType.OPAQUE: lambda f, p, v: _check_type(f, p, v, (bytes,), "Opaque"),
     ResourceType.BOOLEAN: lambda f, p, v: _check_type(f, p, v, (bool,), "Boolean"),
     ResourceType.INTEGER: lambda f, p, v: _check_int(f, p, v, INT64, "Integer"),
@@ -253,7 +276,10 @@ class Collector:
 
     def add(self, path: Path, value: object, time: float | None = None) -> None:
         model = self.check_path(path)
-        checked = check_value(self.fmt, path, model.type if model else None, value)
+        if isinstance(value, RawString) and (model is None or model.type in LENIENT_TYPES):
+            checked: Value = value  # a string that is not clean text: kept as bytes, flagged
+        else:
+            checked = check_value(self.fmt, path, model.type if model else None, value)
         if path in self.values:
             previous = self._times.get(path)
             if time is None or previous is None or time == previous:

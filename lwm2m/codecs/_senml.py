@@ -36,6 +36,7 @@ from lwm2m.codecs._common import (
     number,
     parse_objlnk,
     parse_path,
+    text,
 )
 from lwm2m.model import ObjectRegistry, ResourceType
 from lwm2m.numbers.content_formats import ContentFormat
@@ -80,8 +81,8 @@ def _out(value: Value) -> Any:
 
 # ResourceType -> converter from the raw value of its field (FIELD_FOR_TYPE).
 _FROM_FIELD: dict[ResourceType, Converter] = {
-    ResourceType.STRING: expect(str, "String"),
-    ResourceType.CORELNK: expect(str, "Corelnk"),
+    ResourceType.STRING: text("String"),
+    ResourceType.CORELNK: text("Corelnk"),
     ResourceType.INTEGER: lambda f, p, raw: integral(f, p, raw, "Integer"),
     ResourceType.UNSIGNED_INTEGER: lambda f, p, raw: integral(f, p, raw, "Unsigned Integer"),
     ResourceType.TIME: lambda f, p, raw: integral(f, p, raw, "Time"),
@@ -94,7 +95,7 @@ _FROM_FIELD: dict[ResourceType, Converter] = {
 # Field -> how an unknown resource's value is read from it.
 _UNKNOWN: dict[str, Converter] = {
     "v": lambda f, p, raw: number(f, p, raw),
-    "vs": expect(str, "String"),
+    "vs": text("String"),
     "vb": expect(bool, "Boolean"),
     "vd": expect(bytes, "Opaque"),
     "vlo": lambda f, p, raw: parse_objlnk(f, p, raw),

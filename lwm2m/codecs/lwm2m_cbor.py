@@ -36,11 +36,12 @@ from lwm2m.codecs._common import (
     number,
     parse_objlnk,
     path_from_ids,
+    text,
 )
 from lwm2m.codecs.senml_cbor import dumps, loads
 from lwm2m.model import ObjectRegistry, ResourceModel, ResourceType
 from lwm2m.numbers.content_formats import ContentFormat
-from lwm2m.path import ObjLink, Path, Value
+from lwm2m.path import ObjLink, Path, Value, string_from_decoded
 
 FMT = ContentFormat.LWM2M_CBOR
 
@@ -56,8 +57,8 @@ def _time(fmt: ContentFormat, path: Path, raw: Any) -> Value:
 
 # ResourceType -> converter from the decoded CBOR item.
 VALUES: dict[ResourceType, Converter] = {
-    ResourceType.STRING: expect(str, "String"),
-    ResourceType.CORELNK: expect(str, "Corelnk"),
+    ResourceType.STRING: text("String"),
+    ResourceType.CORELNK: text("Corelnk"),
     ResourceType.INTEGER: expect(int, "Integer"),
     ResourceType.UNSIGNED_INTEGER: expect(int, "Unsigned Integer"),
     ResourceType.TIME: _time,
@@ -69,7 +70,9 @@ VALUES: dict[ResourceType, Converter] = {
 
 
 def _unknown(fmt: ContentFormat, path: Path, raw: Any) -> Value:
-    if isinstance(raw, (str, bytes, bool)) or is_int(raw):
+    if isinstance(raw, str):
+        return string_from_decoded(raw)
+    if isinstance(raw, (bytes, bool)) or is_int(raw):
         return raw  # type: ignore[no-any-return]
     if isinstance(raw, datetime.datetime):
         return _time(fmt, path, raw)

@@ -51,11 +51,12 @@ NAMES: dict[int | str, str] = {label: name for name, label in LABELS.items()}
 
 
 def loads(fmt: ContentFormat, path: Path, payload: bytes) -> Any:
-    """Decode exactly one CBOR item; CodecError for malformed input or trailing bytes."""
+    """Decode exactly one CBOR item; CodecError for malformed input or trailing bytes. A text
+    string that is not UTF-8 is kept with ``surrogateescape`` (a ``RawString`` where it is a value)."""
     data = bytes(payload)
     stream = io.BytesIO(data)
     try:
-        item = cbor2.CBORDecoder(stream).decode()
+        item = cbor2.CBORDecoder(stream, str_errors="surrogateescape").decode()
     except Exception as e:  # cbor2 raises many types (and RecursionError) on hostile input
         raise error(fmt, path, f"invalid CBOR: {type(e).__name__}: {e}") from None
     if stream.tell() != len(data):

@@ -40,11 +40,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def loads(fmt: ContentFormat, path: Path, payload: bytes) -> Any:
-    """Strict JSON parse (UTF-8, no NaN/Infinity, no duplicate keys); CodecError otherwise."""
+    """Strict JSON parse (no NaN/Infinity, no duplicate keys); CodecError otherwise. Bytes that
+    are not UTF-8 are kept as lone surrogates (``surrogateescape``): inside a string value they
+    make that one value a ``RawString``, anywhere else the payload fails."""
     try:
-        return json.loads(bytes(payload).decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
-    except UnicodeDecodeError as e:
-        raise error(fmt, path, f"payload is not UTF-8: {e.reason}") from None
+        return json.loads(bytes(payload).decode("utf-8", "surrogateescape"), parse_constant=_no_constant,
+                          object_pairs_hook=_unique_keys)
     except (ValueError, RecursionError) as e:
         raise error(fmt, path, f"invalid JSON: {e}") from None
 

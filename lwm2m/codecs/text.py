@@ -35,7 +35,7 @@ from lwm2m.codecs._common import (
 )
 from lwm2m.model import ObjectRegistry, ResourceType
 from lwm2m.numbers.content_formats import ContentFormat
-from lwm2m.path import Path, Value
+from lwm2m.path import Path, RawString, Value, string_value
 
 FMT = ContentFormat.TEXT
 
@@ -136,6 +136,10 @@ class TextCodec:
         model = resource_model(registry, path)
         if model is None:
             return {path: bytes(payload)}
+        if model.type in (ResourceType.STRING, ResourceType.CORELNK):
+            value = string_value(bytes(payload))  # not clean text: a RawString, flagged, not an error
+            if isinstance(value, RawString):
+                return {path: value}
         try:
             text = bytes(payload).decode("utf-8")
         except UnicodeDecodeError as e:

@@ -43,7 +43,7 @@ from lwm2m.codecs._common import (
 )
 from lwm2m.model import ObjectRegistry, ResourceType
 from lwm2m.numbers.content_formats import ContentFormat
-from lwm2m.path import ObjLink, Path, Value
+from lwm2m.path import ObjLink, Path, Value, string_value
 
 FMT = ContentFormat.TLV
 MAX_LENGTH = 2**24 - 1
@@ -196,10 +196,7 @@ def _dec_objlnk(path: Path, raw: bytes) -> Value:
 
 
 def _dec_text(path: Path, raw: bytes) -> Value:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise error(FMT, path, f"string is not UTF-8: {e.reason}") from None
+    return string_value(raw)  # not clean text: a RawString for this one value, flagged
 
 
 # ResourceType -> (value to bytes, bytes to value)

@@ -30,6 +30,7 @@ from lwm2m.link_format import format_links
 from lwm2m.model.ddf import parse_ddf
 from lwm2m.model.values import parse_cli_value
 from lwm2m.path import Path
+from tinymlaas.server import operations as ops
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES, EVENTS, OBJECT_DEFINITIONS, OBSERVED_VALUES
 
@@ -46,6 +47,9 @@ class Target(BaseModel):
     path: str = Field(description="LwM2M path, e.g. /3/0/0")
     format: int | None = Field(None, description="content format number; default: chosen from the device")
     timeout: float = Field(10.0, gt=0, le=600, description="seconds to wait for the device")
+    hold: float | None = Field(None, gt=0, le=7 * 86400, description="seconds to hold the request for a sleeping "
+                               "queue-mode device (default: the timeout); held requests survive a server restart")
+    wait: bool = Field(True, description="false: answer at once with the held request's id when the device sleeps")
 
 
 class WriteBody(Target):
@@ -134,6 +138,7 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
             "observed": {o.path: {"updated_at": o.updated_at, "values": o.data} for o in obs},
             "observations": [o.summary() for o in server.observations.of(endpoint)],
             "queued_requests": server.queue.held(endpoint),
+            "settings": server.device_settings.get(endpoint).as_json(),
             "events": [{"ts": e.ts, "kind": e.kind, "detail": e.detail} for e in evs],
         }
 
@@ -156,10 +161,21 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
             raise HTTPException(404, f"no device {endpoint!r}")
         return {"endpoint": endpoint, "tags": result}
 
+    async def perform(endpoint: str, op: ops.Operation, body: Target) -> tuple[str, Any]:
+        """Run an operator's operation: ("done", result), or ("held", id) without ``wait``."""
+        if not body.wait:
+            return await server.device_client.submit(endpoint, op, fmt=body.format, timeout=body.timeout,
+                                                     hold_s=body.hold or 3600.0)
+        return "done", await server.send(endpoint, op, fmt=body.format, timeout=body.timeout,
+                                         queue_deadline=body.hold, durable=True)
+
+    def held(state: str, result: Any) -> dict[str, Any] | None:
+        return {"status": "held", "id": result} if state == "held" else None
+
     @app.post("/devices/{endpoint}/read", dependencies=[Depends(auth)])
     async def read(endpoint: str, body: Target) -> dict[str, Any]:
-        content = await server.read(endpoint, Path.parse(body.path), fmt=body.format, timeout=body.timeout)
-        return {"content": content_to_json(content)}
+        state, content = await perform(endpoint, ops.Read(Path.parse(body.path)), body)
+        return held(state, content) or {"content": content_to_json(content)}
 
     @app.post("/devices/{endpoint}/write", dependencies=[Depends(auth)])
     async def write(endpoint: str, body: WriteBody) -> dict[str, Any]:
@@ -172,13 +188,14 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
             content = {path: parse_cli_value(server.objects, path, body.text)}
         else:
             content = content_from_json(body.values or {})
-        await server.write(endpoint, path, content, body.replace, fmt=body.format, timeout=body.timeout)
-        return {"status": "changed"}
+        server.check_write(path, content)
+        state, result = await perform(endpoint, ops.Write(path, content, body.replace), body)
+        return held(state, result) or {"status": "changed"}
 
     @app.post("/devices/{endpoint}/execute", dependencies=[Depends(auth)])
     async def execute(endpoint: str, body: ExecuteBody) -> dict[str, Any]:
-        await server.execute(endpoint, Path.parse(body.path), body.arguments, timeout=body.timeout)
-        return {"status": "changed"}
+        state, result = await perform(endpoint, ops.Execute(Path.parse(body.path), body.arguments), body)
+        return held(state, result) or {"status": "changed"}
 
     @app.post("/devices/{endpoint}/discover", dependencies=[Depends(auth)])
     async def discover(endpoint: str, body: Target) -> dict[str, Any]:
@@ -208,21 +225,28 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         queue = server.observations.subscribe(obs)
 
         async def lines() -> AsyncIterator[bytes]:
-            yield _line({"endpoint": endpoint, "path": str(path), "content": content_to_json(obs.latest)})
-            sent, end = 0, (time.monotonic() + body.duration) if body.duration else None
-            while body.count is None or sent < body.count:
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    break
-                try:
-                    content = await asyncio.wait_for(queue.get(), left)
-                except asyncio.TimeoutError:
-                    break
-                if content is None:
-                    yield _line({"endpoint": endpoint, "path": str(path), "ended": True})
-                    return
-                sent += 1
-                yield _line({"endpoint": endpoint, "path": str(path), "content": content_to_json(content)})
+            """The first value, then notifications; with a count or a duration the observation is
+            cancelled on the device when they are reached (unless someone else still follows it)."""
+            try:
+                yield _line({"endpoint": endpoint, "path": str(path), "content": content_to_json(obs.latest)})
+                sent, end = 0, (time.monotonic() + body.duration) if body.duration else None
+                while body.count is None or sent < body.count:
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        break
+                    try:
+                        content = await asyncio.wait_for(queue.get(), left)
+                    except asyncio.TimeoutError:
+                        break
+                    if content is None:
+                        yield _line({"endpoint": endpoint, "path": str(path), "ended": True})
+                        return
+                    sent += 1
+                    yield _line({"endpoint": endpoint, "path": str(path), "content": content_to_json(content)})
+                if server.observations.unsubscribe(obs, queue):
+                    yield _line({"endpoint": endpoint, "path": str(path), "cancelled": True})
+            finally:  # the client went away (Ctrl-C): stop following, and cancel if it was the last
+                server.observations.unsubscribe(obs, queue)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
@@ -264,9 +288,13 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         rows = await server.store.read(lambda c: list(c.execute(q)))
         return [{"ts": r.ts, "endpoint": r.endpoint, "kind": r.kind, "detail": r.detail} for r in rows]
 
-    if deployer is not None:
-        from tinymlaas.api import deploy_routes
+    from tinymlaas.api import device_routes
 
+    device_routes.register(app, server, [Depends(auth)])
+    if deployer is not None:
+        from tinymlaas.api import deploy_routes, model_routes
+
+        model_routes.register(app, deployer, [Depends(auth)])
         deploy_routes.register(app, deployer, [Depends(auth)])
     if campaigns is not None:
         from tinymlaas.api import campaign_routes

@@ -30,6 +30,10 @@ class DeployBody(BaseModel):
     method: str = Field("pull", description="pull (Package URI, Block2) or push (Package, Block1)")
     object_id: int | None = Field(None, description="9 (Software Management) or 5 (Firmware Update)")
     margin: float = Field(0.10, ge=0, lt=1, description="safety margin on free SRAM and flash")
+    sram_free: int | None = Field(None, gt=0, description="bytes of SRAM free for ML, over what the device says")
+    flash_free: int | None = Field(None, gt=0, description="bytes of flash free for packages, over what it says")
+    runtimes: list[str] = Field(default_factory=list, description="runtimes its firmware has ('tflm', "
+                                                                  "'wasm3 0.5'), over what it says")
     wait: bool = Field(True, description="answer when the deployment ended (else at once)")
 
 
@@ -39,7 +43,10 @@ class WaitBody(BaseModel):
 
 def options_of(body: DeployBody) -> DeployOptions:
     try:
-        return DeployOptions(body.backend, body.precision, body.method, body.object_id, body.margin)
+        from tinymlaas.server.device_settings import check_runtime
+
+        return DeployOptions(body.backend, body.precision, body.method, body.object_id, body.margin,
+                             body.sram_free, body.flash_free, tuple(check_runtime(r) for r in body.runtimes))
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
 
@@ -67,7 +74,7 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
     async def plan(body: DeployBody) -> dict[str, Any]:
         e, options = await entry(body.model), options_of(body)
         deployer.server.device_client.registration(body.endpoint)  # 404 for an unknown device
-        target = await deployer.target(body.endpoint)
+        target = await deployer.target(body.endpoint, options.figures)
         chosen, candidates, built = await deployer.decide(target, e, options)
         return {"endpoint": body.endpoint, "model": f"{e.name}:{e.version}", "target": target.as_json(),
                 "chosen": chosen.as_json(), "candidates": [c.as_json() for c in candidates],

@@ -1,7 +1,10 @@
 """The CLI's side of the admin API: where it is, the token, and one-line errors.
 
 The API address and token come from ``$TINYMLAAS_API`` / ``$TINYMLAAS_TOKEN``, else from
-``api.json`` in the data directory that ``tinymlaas serve`` wrote.
+``api.json`` in the data directory that ``tinymlaas serve`` wrote. ``running()`` tells whether
+a server answers there (commands that can also work without one, such as ``models``, use it);
+``local_db()`` is the database to use directly when none runs: ``--db`` / ``$TINYMLAAS_DB``,
+else the one the server of this data directory last used (``api.json``), else the default.
 """
 
 from __future__ import annotations
@@ -34,6 +37,42 @@ def endpoint() -> tuple[str, str]:
     return url, token
 
 
+def api_file() -> dict[str, Any]:
+    try:
+        return dict(json.loads((home() / "api.json").read_text()))
+    except (OSError, ValueError):
+        return {}
+
+
+def running() -> bool:
+    """Whether a server answers at the admin API the environment or ``api.json`` names."""
+    if os.environ.get("TINYMLAAS_API") and os.environ.get("TINYMLAAS_TOKEN"):
+        url = os.environ["TINYMLAAS_API"]
+    else:
+        data = api_file()
+        pid = data.get("pid")
+        if not data.get("url") or not isinstance(pid, int):
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        url = data["url"]
+    try:
+        return httpx.get(url + "/health", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def local_db(given: str | None) -> str:
+    """The database URL to open directly (no server runs): the one given, else the server's."""
+    from tinymlaas.store.store import default_url
+
+    return given or os.environ.get("TINYMLAAS_DB") or api_file().get("db") or default_url(home())
+
+
 def _raise_for(resp: httpx.Response) -> None:
     if resp.status_code < 400:
         return
@@ -50,14 +89,15 @@ def _raise_for(resp: httpx.Response) -> None:
 
 
 def call(method: str, route: str, *, json_body: Any = None, content: str | None = None,
-         params: dict[str, Any] | None = None, timeout: float = 60.0) -> Any:
+         params: dict[str, Any] | None = None, timeout: float = 60.0, content_type: str = "application/xml",
+         files: Any = None, data: dict[str, Any] | None = None) -> Any:
     url, token = endpoint()
     headers = {"Authorization": f"Bearer {token}"}
     if content is not None:
-        headers["Content-Type"] = "application/xml"
+        headers["Content-Type"] = content_type
     try:
         resp = httpx.request(method, url + route, json=json_body, content=content, params=params,
-                             headers=headers, timeout=timeout)
+                             headers=headers, timeout=timeout, files=files, data=data)
     except httpx.HTTPError as exc:
         raise CliError(f"cannot reach the admin API at {url}: {exc}") from None
     _raise_for(resp)

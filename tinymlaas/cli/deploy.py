@@ -109,12 +109,19 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                push: bool = typer.Option(False, "--push", help="push the package (Block1) instead of a Package URI"),
                obj: Optional[int] = typer.Option(None, "--object", help="9 (Software Management) or 5 (Firmware Update)"),
                margin: float = typer.Option(10.0, help="safety margin on free SRAM and flash, percent"),
+               sram_free: Optional[int] = typer.Option(None, "--sram-free", min=1, help="bytes of SRAM free for ML "
+                                                       "(over what the device or its profile says)"),
+               flash_free: Optional[int] = typer.Option(None, "--flash-free", min=1,
+                                                        help="bytes of flash free for model packages"),
+               runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="a runtime in its firmware, "
+                                                           "'NAME' or 'NAME VERSION' (repeatable)"),
                dry_run: bool = typer.Option(False, "--dry-run", help="show the decision, deliver nothing"),
                timeout: float = typer.Option(600.0, help="seconds to follow the deployment"),
                as_json: bool = JsonOpt) -> None:
         """Deploy a registered model to a device: decide, compile, sign, deliver, verify."""
         body = {"endpoint": endpoint, "model": model, "backend": backend, "precision": precision,
-                "method": "push" if push else "pull", "object_id": obj, "margin": margin / 100, "wait": False}
+                "method": "push" if push else "pull", "object_id": obj, "margin": margin / 100, "wait": False,
+                "sram_free": sram_free, "flash_free": flash_free, "runtimes": runtime or []}
         if dry_run:
             plan = call("POST", "/deployments/plan", json_body=body, timeout=timeout)
             if as_json:

@@ -1,16 +1,14 @@
-"""CLI commands for device profiles and simulated fleets (``profiles``, ``simulate``).
+"""CLI command for simulated fleets (``simulate``).
 
-They run locally: ``profiles`` reads the profile files, ``simulate`` starts simulated devices
-in this process against any LwM2M server (ours or another) and keeps them running until
-interrupted or ``--duration`` ends. Registered on the main app by ``tinymlaas.cli.main``.
+It runs locally: it starts simulated devices in this process against any LwM2M server (ours or
+another) and keeps them running until interrupted or ``--duration`` ends. Registered on the
+main app by ``tinymlaas.cli.main``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import sys
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
@@ -18,51 +16,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from device_profiles import Profile, ProfileError, get_profile, load_profiles
+from device_profiles import Profile, ProfileError, get_profile
 
-profiles_app = typer.Typer(help="Device profiles: real MCUs and what they leave free for ML.", no_args_is_help=True)
 out = Console()
 DirsOpt = typer.Option(None, "--profiles-dir", help="another directory of profile files (repeatable)")
 
 
-def kib(n: int) -> str:
-    return f"{n / 1024:,.0f} KiB" if n < 64 * 1024 * 1024 else f"{n / 2**20:,.0f} MiB"
-
-
-def profile_row(p: Profile) -> dict[str, Any]:
-    return {"name": p.name, "title": p.title, "core": p.core, "clock_mhz": p.clock_mhz, **p.figures(),
-            "firmware": {"sram": p.firmware_sram, "flash": p.firmware_flash}, "references": list(p.references),
-            "source": str(p.source)}
-
-
-def profiles_list(dirs: Optional[list[str]], as_json: bool) -> None:
-    profiles = load_profiles(dirs or ())
-    if as_json:
-        sys.stdout.write(json.dumps([profile_row(p) for p in profiles.values()], indent=2) + "\n")
-        return
-    table = Table("name", "core", "MHz", "SRAM total/free", "flash total/free", "runtimes")
-    for p in profiles.values():
-        table.add_row(p.name, p.core, str(p.clock_mhz), f"{kib(p.sram_total)} / {kib(p.sram_free)}",
-                      f"{kib(p.flash_total)} / {kib(p.flash_free)}", ", ".join(r.name for r in p.runtimes))
-    out.print(table)
-
-
-def profiles_show(name: str, dirs: Optional[list[str]], as_json: bool) -> None:
-    p = get_profile(name, dirs or ())
-    row = profile_row(p)
-    if as_json:
-        sys.stdout.write(json.dumps(row, indent=2) + "\n")
-        return
-    table = Table("field", "value", title=escape(p.title))
-    for key, value in row.items():
-        table.add_row(key, escape(json.dumps(value) if isinstance(value, (dict, list)) else str(value)))
-    out.print(table)
-
-
 async def run_simulation(server: str, profiles: list[Profile], count: int, version: str, objects: tuple[int, ...],
-                         queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str) -> int:
+                         queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str,
+                         personality: str = "tinymlaas") -> int:
     from simulator.faults import Faults
     from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
     from simulator.runtimes import ModelRunner
@@ -74,7 +37,7 @@ async def run_simulation(server: str, profiles: list[Profile], count: int, versi
     faults = Faults.parse(faults_text)
     runner = ModelRunner()
     specs = [FleetSpec(p, count, version, objects, queue, lifetime, faults,
-                       prefix=f"{prefix}-{p.name}" if prefix else "") for p in profiles]
+                       prefix=f"{prefix}-{p.name}" if prefix else "", personality=personality) for p in profiles]
     devices = build_fleet(specs, address, runner)
     with Progress(TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as bar:
@@ -97,21 +60,8 @@ async def run_simulation(server: str, profiles: list[Profile], count: int, versi
 
 
 def register(app: typer.Typer, one_line_errors: Any) -> None:
-    """Add ``profiles`` and ``simulate`` to the main CLI."""
+    """Add ``simulate`` to the main CLI."""
 
-    @profiles_app.command("list")
-    @one_line_errors
-    def _list(dirs: Optional[list[str]] = DirsOpt, as_json: bool = typer.Option(False, "--json")) -> None:
-        """Every known profile with its SRAM and flash, total and free for ML."""
-        profiles_list(dirs, as_json)
-
-    @profiles_app.command("show")
-    @one_line_errors
-    def _show(name: str, dirs: Optional[list[str]] = DirsOpt, as_json: bool = typer.Option(False, "--json")) -> None:
-        """One profile in full, with its datasheet references."""
-        profiles_show(name, dirs, as_json)
-
-    app.add_typer(profiles_app, name="profiles")
 
     @app.command()
     @one_line_errors
@@ -126,6 +76,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         faults: str = typer.Option("", help="e.g. loss=0.1,latency=50,drop-after=5,corrupt-block=3,drift=0.05,seed=7"),
         duration: Optional[float] = typer.Option(None, help="stop after S seconds (default: until Ctrl-C)"),
         prefix: str = typer.Option("", help="endpoint name prefix"),
+        personality: str = typer.Option("tinymlaas", help="how the devices behave: tinymlaas (our firmware), "
+                                        "no-ml-objects, reregisters (queue mode, Register on wake), firmware-only"),
         dirs: Optional[list[str]] = DirsOpt,
     ) -> None:
         """Run simulated MCUs that register with SERVER and answer it like the real boards."""
@@ -136,8 +88,11 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             raise ValueError(str(exc)) from None
         if not set(objs) <= {5, 9}:
             raise ValueError(f"--objects {objects!r}: expected 9, 5 or 9,5")
+        from simulator.personality import personality as check_personality
+
+        check_personality(personality)
         raise typer.Exit(asyncio.run(run_simulation(server, chosen, count, version, objs, queue, lifetime,
-                                                    faults, duration, prefix)))
+                                                    faults, duration, prefix, personality)))
 
 
 __all__ = ["register", "ProfileError"]

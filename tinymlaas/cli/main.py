@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import campaigns, deploy, fleet, models, ops
+from tinymlaas.cli import campaigns, deploy, devices, fleet, models, ops, profiles
 from tinymlaas.cli.ops import ConfigOpt, SetOpt
 from tinymlaas.cli.client import CliError, call, stream
 from compilers.errors import CompilerError
@@ -43,6 +43,10 @@ FORMATS: dict[str, ContentFormat] = {
 FormatOpt = typer.Option(None, "--format", "-f", help=f"content format: {', '.join(FORMATS)} or a number")
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
 TimeoutOpt = typer.Option(10.0, "--timeout", help="seconds to wait for the device")
+HoldOpt = typer.Option(None, "--hold", min=0.001, help="seconds to hold the request for a sleeping queue-mode "
+                                                      "device (default: the timeout)")
+NoWaitOpt = typer.Option(False, "--no-wait", help="a sleeping device: leave the request held and return its id "
+                                                   "(tinymlaas devices queue EP shows the outcome)")
 
 
 def one_line_errors(fn: F) -> F:
@@ -96,14 +100,52 @@ def serve(
     data_dir: Optional[FsPath] = typer.Option(None, help="data directory (data.home)"),
     no_capabilities: bool = typer.Option(False, help="do not read capabilities after registration "
                                                      "(coap.read_capabilities)"),
+    profiles_dir: Optional[list[FsPath]] = typer.Option(None, "--profiles-dir", help="a directory of device "
+                                                        "profile files (*.toml) beside the shipped ones (repeatable; "
+                                                        "profiles.dirs)"),
+    awake: Optional[float] = typer.Option(None, "--awake", min=0.001, help="queue mode: seconds a device listens "
+                                          "after it spoke (queue.awake_s; default 93, CoAP MAX_TRANSMIT_WAIT); "
+                                          "per device: tinymlaas devices set-queue"),
+    lifetime_min: Optional[int] = typer.Option(None, "--lifetime-min", min=1,
+                                               help="shortest registration lifetime accepted, s (coap.lifetime_min_s)"),
+    lifetime_max: Optional[int] = typer.Option(None, "--lifetime-max", min=1, help="longest registration lifetime "
+                                               "accepted, s (coap.lifetime_max_s; others: 4.00)"),
     verbose: bool = typer.Option(False, "-v", help="log at INFO (logging.level)"),
     config_file: Optional[FsPath] = ConfigOpt,
     assignments: Optional[list[str]] = SetOpt,
 ) -> None:
-    """Run the LwM2M server and its admin API until interrupted (settings: tinymlaas config show)."""
+    """Run the LwM2M server and its admin API until interrupted (settings: tinymlaas config show).
+
+    Device profiles (the boards a device is judged as) come from these sources, a later one
+    replacing an earlier one of the same name:
+
+    1. the profiles shipped with tinymlaas (device_profiles/profiles);
+
+    2. each --profiles-dir DIR (profiles.dirs in the configuration);
+
+    3. the directories in $TINYMLAAS_PROFILES (separated by ':');
+
+    4. profiles added while the server runs and stored in its database: 'tinymlaas profiles add FILE' (POST /profiles).
+
+    A device gets one through its ML Capability object (33100, resource 13), the profile an operator
+    assigned to it ('tinymlaas devices set-profile EP BOARD'), or its Device object's manufacturer and
+    model. Without one, give its figures: 'tinymlaas devices set-figures EP --sram-free B --flash-free B
+    --runtime NAME', or the same options on 'tinymlaas deploy'.
+    """
     from tinymlaas.runtime import configure_logging, serve_forever
 
-    loaded = ops.load_for_cli(config_file, assignments, serve_flags(coap, api, db, data_dir, no_capabilities, verbose))
+    flags = serve_flags(coap, api, db, data_dir, no_capabilities, verbose)
+    if profiles_dir:
+        flags["profiles"] = {"dirs": list(profiles_dir)}
+    if awake is not None:
+        flags["queue"] = {"awake_s": awake}
+    for key, value in (("lifetime_min_s", lifetime_min), ("lifetime_max_s", lifetime_max)):
+        if value is not None:
+            flags.setdefault("coap", {})[key] = value
+    loaded = ops.load_for_cli(config_file, assignments, flags)
+    if loaded.settings.coap.lifetime_min_s > loaded.settings.coap.lifetime_max_s:
+        raise CliError(f"coap.lifetime_min_s {loaded.settings.coap.lifetime_min_s} is above "
+                       f"coap.lifetime_max_s {loaded.settings.coap.lifetime_max_s}")
     configure_logging(loaded.settings)
     asyncio.run(serve_forever(loaded.settings))
 
@@ -168,6 +210,11 @@ def devices_show(endpoint: str, as_json: bool = JsonOpt) -> None:
         out.print(f"objects: {', '.join(sorted(reg['objects'], key=int))}")
     else:
         out.print("not registered")
+    st = d.get("settings") or {}
+    set_ = {k: v for k, v in st.items() if k != "endpoint" and v not in (None, [])}
+    if set_ or d.get("queued_requests"):
+        out.print(f"operator settings: {json.dumps(set_) if set_ else 'none'}; "
+                  f"{d.get('queued_requests', 0)} request(s) held", highlight=False)
     if d["capabilities"]:
         c = d["capabilities"]
         out.print(f"capabilities (from {c['source']}, {when(c['taken_at'])}):")
@@ -193,17 +240,27 @@ def devices_tag(endpoint: str, tags: Optional[list[str]] = typer.Argument(None, 
     out.print(f"{endpoint}: tags {', '.join(r['tags']) or '(none)'}")
 
 
-def _target(path: str, fmt: str | None, timeout: float) -> dict[str, Any]:
-    return {"path": path, "format": fmt_number(fmt), "timeout": timeout}
+def _target(path: str, fmt: str | None, timeout: float, hold: float | None = None,
+            no_wait: bool = False) -> dict[str, Any]:
+    return {"path": path, "format": fmt_number(fmt), "timeout": timeout, "hold": hold, "wait": not no_wait}
+
+
+def _held(r: dict[str, Any], endpoint: str) -> bool:
+    if r.get("status") == "held":
+        out.print(f"held as request {r['id']} until {endpoint} wakes up (tinymlaas devices queue {endpoint})")
+        return True
+    return False
 
 
 @app.command()
 @one_line_errors
 def read(endpoint: str, path: str, fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt,
-         as_json: bool = JsonOpt) -> None:
+         hold: Optional[float] = HoldOpt, no_wait: bool = NoWaitOpt, as_json: bool = JsonOpt) -> None:
     """Read PATH on a device."""
-    show_content(call("POST", f"/devices/{endpoint}/read", json_body=_target(path, fmt, timeout),
-                      timeout=timeout + 5)["content"], as_json)
+    r = call("POST", f"/devices/{endpoint}/read", json_body=_target(path, fmt, timeout, hold, no_wait),
+             timeout=max(timeout, hold or 0) + 5)
+    if not _held(r, endpoint):
+        show_content(r["content"], as_json)
 
 
 @app.command()
@@ -211,27 +268,31 @@ def read(endpoint: str, path: str, fmt: Optional[str] = FormatOpt, timeout: floa
 def write(endpoint: str, path: str, value: Optional[str] = typer.Argument(None, help="the value, typed by the resource"),
           values: Optional[str] = typer.Option(None, help='JSON object of path -> value, e.g. \'{"/1/0/1": 300}\''),
           update: bool = typer.Option(False, "--update", help="partial update (POST) instead of replace (PUT)"),
-          fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt) -> None:
+          fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt, hold: Optional[float] = HoldOpt,
+          no_wait: bool = NoWaitOpt) -> None:
     """Write a value (or several with --values) to PATH on a device."""
-    body = _target(path, fmt, timeout) | {"replace": not update}
+    body = _target(path, fmt, timeout, hold, no_wait) | {"replace": not update}
     if (value is None) == (values is None):
         raise CliError("give either a VALUE or --values JSON")
     if values is not None:
         body["values"] = json.loads(values)
     else:
         body["text"] = value
-    call("POST", f"/devices/{endpoint}/write", json_body=body, timeout=timeout + 5)
-    out.print("changed")
+    if not _held(call("POST", f"/devices/{endpoint}/write", json_body=body, timeout=max(timeout, hold or 0) + 5),
+                 endpoint):
+        out.print("changed")
 
 
 @app.command("exec")
 @one_line_errors
 def execute(endpoint: str, path: str, arguments: str = typer.Argument("", help="e.g. 0='abc',1"),
-            timeout: float = TimeoutOpt) -> None:
+            timeout: float = TimeoutOpt, hold: Optional[float] = HoldOpt, no_wait: bool = NoWaitOpt) -> None:
     """Execute the resource at PATH."""
-    call("POST", f"/devices/{endpoint}/execute", json_body=_target(path, None, timeout) | {"arguments": arguments},
-         timeout=timeout + 5)
-    out.print("executed")
+    r = call("POST", f"/devices/{endpoint}/execute",
+             json_body=_target(path, None, timeout, hold, no_wait) | {"arguments": arguments},
+             timeout=max(timeout, hold or 0) + 5)
+    if not _held(r, endpoint):
+        out.print("executed")
 
 
 @app.command()
@@ -296,6 +357,8 @@ def observe(endpoint: str, path: str, count: Optional[int] = typer.Option(None, 
             sys.stdout.flush()
         elif note.get("ended"):
             out.print("observation ended by the device")
+        elif note.get("cancelled"):
+            out.print("observation cancelled on the device")
         else:
             out.print(f"{datetime.now():%H:%M:%S} " + ", ".join(f"{p}={json.dumps(v)}" for p, v in note["content"].items()),
                       highlight=False)
@@ -337,7 +400,9 @@ def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"
         out.print(f"imported object {o['id']} {o['name']} ({o['resources']} resources)")
 
 
+devices.register(devices_app, one_line_errors)
 fleet.register(app, one_line_errors)
+profiles.register(app, one_line_errors)
 models.register(app, one_line_errors)
 deploy.register(app, one_line_errors)
 campaigns.register(app, one_line_errors)

@@ -1,4 +1,10 @@
-"""``tinymlaas models``: the model registry from the command line (no server needed).
+"""``tinymlaas models``: the model registry from the command line.
+
+One source of truth: while a server runs, ``add`` (the file is uploaded), ``list``, ``rm`` and
+``inspect`` go to its admin API, exactly as the device commands do, so the server deploys what
+the CLI added. Only when no server runs do they open the registry directly, on the database
+that server uses (``--db`` / ``$TINYMLAAS_DB`` / its ``api.json`` / the default in the data
+directory); ``export`` builds locally from that same registry.
 
 ``add`` stores a model content-addressed with a name and version (and a calibration set);
 ``list`` shows them; ``inspect`` shows what a model needs — ops, parameters, MACs, the
@@ -23,7 +29,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from compilers.backends import registry
-from device_profiles import Profile, get_profile
+from tinymlaas.cli.client import call, local_db, running
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.store import Store
 
@@ -32,14 +38,45 @@ out = Console()
 
 
 def models_registry(db: str | None) -> ModelRegistry:
-    """The registry of the configured data directory and database (``--db`` over the configuration)."""
-    from tinymlaas.cli.ops import database_url, load_for_cli
+    """The registry opened directly (no server runs): ``--db``, else the configured database, else
+    the one the server of this data directory last used (its api.json), else the default."""
+    from tinymlaas.cli.ops import load_for_cli
 
     settings = load_for_cli(None, None, {"database": {"url": db}} if db else None).settings
     settings.data.home.mkdir(parents=True, exist_ok=True)
-    return ModelRegistry(settings.data.home, Store(database_url(settings),
-                                                   pool_size=settings.database.pool_size,
+    url = settings.database.url or local_db(None)  # --db, the configuration, else the server's api.json
+    return ModelRegistry(settings.data.home, Store(url, pool_size=settings.database.pool_size,
                                                    max_overflow=settings.database.max_overflow))
+
+
+def board(name: str, db: str | None) -> Any:
+    """A profile by name, from the files and the profiles stored in the server's database."""
+    from tinymlaas.cli.profiles import _book
+
+    return _book(None, db).get(name)
+
+
+def entry_json(e: Any) -> dict[str, Any]:
+    return {"name": e.name, "version": e.version, "sha256": e.sha256, "format": e.format, "size": e.size,
+            "calibration": e.calibration is not None, "added_at": e.added_at}
+
+
+def upload(file: Path, name: str | None, version: str | None, calibration: Path | None,
+           extra: list[Path]) -> dict[str, Any]:
+    """``POST /models`` with the file (and calibration set, and any extra files) as multipart."""
+    handles = []
+    try:
+        files: list[tuple[str, tuple[str, Any, str]]] = []
+        for field, path in [("model", file)] + ([("calibration", calibration)] if calibration else []) + \
+                [("extra", x) for x in extra]:
+            handle = path.open("rb")
+            handles.append(handle)
+            files.append((field, (path.name, handle, "application/octet-stream")))
+        form = {k: v for k, v in (("name", name), ("version", version)) if v}
+        return call("POST", "/models", files=files, data=form, timeout=600)  # type: ignore[no-any-return]
+    finally:
+        for handle in handles:
+            handle.close()
 
 
 def register(app: typer.Typer, one_line_errors: Any) -> None:
@@ -51,31 +88,48 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             name: Optional[str] = typer.Option(None, help="default: the file name"),
             version: Optional[str] = typer.Option(None, help="default: the next integer"),
             calibration: Optional[Path] = typer.Option(None, help=".npz of sample inputs for int8 calibration"),
+            extra: Optional[list[Path]] = typer.Option(None, "--extra", help="a further file of the model, e.g. "
+                                                       "ONNX external data (repeatable)"),
             db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
         """Store a model (content-addressed by sha256) under a name and version."""
-        entry = models_registry(db).add(file, name, version, calibration)
-        if as_json:
-            sys.stdout.write(json.dumps({"name": entry.name, "version": entry.version, "sha256": entry.sha256,
-                                         "format": entry.format, "size": entry.size}) + "\n")
+        if running():
+            entry = upload(file, name, version, calibration, extra or [])
         else:
-            out.print(f"added {entry.name}:{entry.version} ({entry.format}, {entry.size:,} bytes, "
-                      f"sha256 {entry.sha256[:16]}…)", highlight=False)
+            extras = {x.name: x.read_bytes() for x in extra or []}
+            entry = entry_json(models_registry(db).add(file, name, version, calibration, extras))
+        if as_json:
+            sys.stdout.write(json.dumps({k: entry[k] for k in ("name", "version", "sha256", "format", "size")}) + "\n")
+        else:
+            out.print(f"added {entry['name']}:{entry['version']} ({entry['format']}, {entry['size']:,} bytes, "
+                      f"sha256 {entry['sha256'][:16]}…)", highlight=False)
 
     @models_app.command("list")
     @one_line_errors
     def list_(db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
         """Every model version in the registry."""
-        entries = models_registry(db).list()
+        entries = call("GET", "/models") if running() else [entry_json(e) for e in models_registry(db).list()]
         if as_json:
-            sys.stdout.write(json.dumps([{"name": e.name, "version": e.version, "sha256": e.sha256,
-                                          "format": e.format, "size": e.size,
-                                          "calibration": e.calibration is not None} for e in entries]) + "\n")
+            sys.stdout.write(json.dumps([{k: e[k] for k in ("name", "version", "sha256", "format", "size",
+                                                            "calibration")} for e in entries]) + "\n")
             return
         table = Table("name", "version", "format", "bytes", "sha256", "calibration", "added")
         for e in entries:
-            table.add_row(escape(e.name), escape(e.version), e.format, f"{e.size:,}", e.sha256[:16],
-                          "yes" if e.calibration else "-", datetime.fromtimestamp(e.added_at).strftime("%Y-%m-%d %H:%M"))
+            table.add_row(escape(e["name"]), escape(e["version"]), e["format"], f"{e['size']:,}", e["sha256"][:16],
+                          "yes" if e["calibration"] else "-",
+                          datetime.fromtimestamp(e["added_at"]).strftime("%Y-%m-%d %H:%M"))
         out.print(table)
+
+    @models_app.command("rm")
+    @one_line_errors
+    def rm(model: str = typer.Argument(..., help="NAME:VERSION, or NAME for every version"),
+           db: Optional[str] = DbOpt) -> None:
+        """Remove a model version (refused while a deployment in flight uses it)."""
+        if running():
+            removed = call("DELETE", f"/models/{model}")["removed"]
+        else:
+            removed = [entry_json(e) for e in models_registry(db).remove(model)]
+        for e in removed:
+            out.print(f"removed {escape(e['name'])}:{escape(e['version'])}", highlight=False)
 
     @models_app.command("inspect")
     @one_line_errors
@@ -86,30 +140,33 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                 db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
         """Ops, parameters, MACs and the planner's estimate per precision; with --profile, every
         backend the board can use built for real and judged by its fit (the deploy decision's numbers)."""
-        from compilers.report import report
+        from tinymlaas.builds import inspect as run_inspect
 
-        from tinymlaas.registry import load_graph
-
-        entry = models_registry(db).get(model)
-        rep = report(load_graph(entry.path.read_bytes(), entry.format))
-        board = get_profile(profile) if profile else None
-        fits = verdicts(entry, board, [f.precision for f in rep.footprints], backend, margin) if board else []
+        status = Console(stderr=True)
+        if running():
+            with status.status(f"the server inspects {model}" + (f" for {profile}" if profile else "")):
+                rep = call("POST", f"/models/{model}/inspect",
+                           json_body={"profile": profile, "backend": backend, "margin": margin}, timeout=3600)
+        else:
+            entry = models_registry(db).get(model)
+            chosen = board(profile, db) if profile else None
+            with status.status(f"inspecting {entry.name}:{entry.version}") as spinner:
+                rep = run_inspect(entry, chosen, backend, margin, step=spinner.update)
         if as_json:
-            sys.stdout.write(json.dumps({**rep.as_dict(), "model": f"{entry.name}:{entry.version}",
-                                         "sha256": entry.sha256, "profile": profile, "margin": margin,
-                                         "fits": fits}) + "\n")
+            sys.stdout.write(json.dumps(rep) + "\n")
             return
-        out.print(f"[bold]{escape(entry.name)}:{escape(entry.version)}[/bold] ({entry.format}, sha256 "
-                  f"{entry.sha256[:16]}…): {rep.params:,} parameters, {rep.macs:,} MACs", highlight=False)
-        out.print("ops: " + ", ".join(f"{op} x{n}" for op, n in sorted(rep.ops.items())), highlight=False)
+        out.print(f"[bold]{escape(rep['model'])}[/bold] ({rep['format']}, sha256 {rep['sha256'][:16]}…): "
+                  f"{rep['params']:,} parameters, {rep['macs']:,} MACs", highlight=False)
+        out.print("ops: " + ", ".join(f"{op} x{n}" for op, n in sorted(rep["ops"].items())), highlight=False)
         table = Table("precision", "flash (weights)", "arena (planned)", "lower bound", title="planner estimate")
-        for f in rep.footprints:
-            table.add_row(f.precision, f"{f.flash_bytes:,} B", f"{f.arena:,} B", f"{f.lower_bound:,} B")
+        for precision, f in rep["footprints"].items():
+            table.add_row(precision, f"{f['flash_bytes']:,} B", f"{f['arena']:,} B", f"{f['lower_bound']:,} B")
         out.print(table)
-        if board is None:
+        if not rep["profile"]:
             return
+        fits = rep["fits"]
         built = Table("backend", "precision", "flash (need / usable)", "RAM (need / usable)", "latency est.",
-                      f"verdict on {board.name}, {margin:.0%} margin", title="built and measured")
+                      f"verdict on {rep['profile']}, {margin:.0%} margin", title="built and measured")
         for f in fits:
             built.add_row(f["backend"], f["precision"], _pair(f.get("flash_bytes"), f.get("flash_usable_bytes")),
                           _pair(f.get("ram_bytes"), f.get("ram_usable_bytes")),
@@ -131,11 +188,11 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         from tinymlaas.builds import build, default_backend
 
         entry = models_registry(db).get(model)
-        board = get_profile(profile) if profile else None
-        backend = backend or default_backend(board)
+        target_board = board(profile, db) if profile else None
+        backend = backend or default_backend(target_board)
         status = Console(stderr=True)
         with status.status(f"{entry.name}:{entry.version} -> {backend} {precision}") as spinner:
-            done = build(entry, backend, precision, board,
+            done = build(entry, backend, precision, target_board,
                          step=lambda what: spinner.update(f"{entry.name}:{entry.version}: {what}"))
         target = out_dir or Path(f"{entry.name}-{entry.version}-{backend}-{precision}")
         target.mkdir(parents=True, exist_ok=True)
@@ -178,30 +235,3 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
 
 def _pair(need: Any, usable: Any) -> str:
     return f"{need:,} / {usable:,} B" if isinstance(need, int) and isinstance(usable, int) else "-"
-
-
-def verdicts(entry: Any, board: Profile, precisions: list[str], only: str | None,
-             margin: float) -> list[dict[str, Any]]:
-    """Every backend the board can use at each of ``precisions``, built and judged by its fit."""
-    from compilers.errors import CompilerError
-    from tinymlaas.builds import BuildError, build, usable_backends
-
-    chosen = [b for b in usable_backends(board) if only is None or b.name == only]
-    if only is not None and not chosen:
-        raise BuildError(f"backend {only!r} cannot be used on {board.name} (usable: "
-                         f"{', '.join(b.name for b in usable_backends(board)) or 'none'})")
-    rows: list[dict[str, Any]] = []
-    status = Console(stderr=True)
-    with status.status(f"building {entry.name}:{entry.version} for {board.name}") as spinner:
-        for b in chosen:
-            for precision in (p for p in precisions if p in b.precisions):
-                spinner.update(f"building {entry.name}:{entry.version} for {board.name}: {b.name} {precision}")
-                try:
-                    fit = build(entry, b.name, precision, board, refuse_early=False, margin=margin).fit
-                except (CompilerError, BuildError, ValueError) as exc:
-                    rows.append({"backend": b.name, "precision": precision, "fits": False,
-                                 "problems": [f"does not build: {exc}"], "latency_ms": None})
-                    continue
-                assert fit is not None
-                rows.append(fit.as_json())
-    return rows

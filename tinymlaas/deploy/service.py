@@ -26,16 +26,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import desc, insert, select, update
 
-from device_profiles import load_profiles
 from tinymlaas.deploy import choice
 from tinymlaas.deploy.cache import Built, CompileCache, CompileFailed
 from tinymlaas.deploy.delivery import DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
 from tinymlaas.deploy.signing import ServerKey, model_version, package_version
-from tinymlaas.deploy.target import DeviceTarget, NoCapabilities, target_from_snapshot
+from tinymlaas.deploy.target import DeviceTarget, Figures, NoCapabilities, target_from_snapshot
 from lwm2m.errors import LwM2MError, NotFound
 from lwm2m.retry import Backoff, retrying
 from lwm2m.path import Path, Value
@@ -61,6 +60,9 @@ class DeployOptions:
     method: str = "pull"            # "pull" (Package URI + Block2) | "push" (Package + Block1)
     object_id: int | None = None    # 9 | 5 | None (9 when the device has it, else 5)
     margin: float = 0.10            # safety margin on free SRAM and flash (fraction)
+    sram_free: int | None = None    # explicit figures (``target.Figures``), over the device's own
+    flash_free: int | None = None
+    runtimes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in ("pull", "push"):
@@ -69,6 +71,15 @@ class DeployOptions:
             raise ValueError(f"update object {self.object_id}: expected 9 (Software Management) or 5 (Firmware Update)")
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin {self.margin}: expected a fraction in [0, 1)")
+        object.__setattr__(self, "runtimes", tuple(self.runtimes))
+        for name in ("sram_free", "flash_free"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value <= 0):
+                raise ValueError(f"{name} {value!r}: expected a positive number of bytes")
+
+    @property
+    def figures(self) -> Figures:
+        return Figures(self.sram_free, self.flash_free, self.runtimes)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,16 +107,19 @@ class Failed(Exception):
 
 class Deployer:
     def __init__(self, server: Any, data_dir: FsPath, *, registry: ModelRegistry | None = None,
-                 policy: Policy = Policy(), workers: int = 1, key_file: FsPath | None = None,
-                 profile_dirs: Sequence[FsPath] = ()) -> None:
+                 policy: Policy = Policy(), workers: int = 1, key_file: FsPath | None = None) -> None:
         self.server = server
         self.registry = registry or ModelRegistry(data_dir, server.store)
         self.cache = CompileCache(data_dir / "artifacts", server.store, workers)
         self.key = ServerKey.load_or_create(data_dir, key_file)
-        self.profiles = load_profiles(profile_dirs)
         self.policy = policy
         self.tasks: dict[int, "asyncio.Task[dict[str, Any]]"] = {}
         self._cancelled: set[int] = set()  # cancelled by the operator (a shutdown is not a cancel)
+
+    @property
+    def profiles(self) -> Any:
+        """The server's device profiles (every source, those added at run time too)."""
+        return self.server.profiles.all()
 
     def close(self) -> None:
         """Stop every deployment in flight without ending it: its row stays as it is, for ``resume``."""
@@ -206,7 +220,7 @@ class Deployer:
             entry = await asyncio.to_thread(self.registry.get, row["model"], row["version"])
             if row["kind"] == "rollback" and await self._reactivate(deployment_id, row):
                 return await self.get(deployment_id)
-            target = await self.target(ep)
+            target = await self.target(ep, options.figures)
             await self._set(deployment_id, ep, state="compiling")
             try:
                 chosen, candidates, built = await self.decide(target, entry, options)
@@ -271,18 +285,25 @@ class Deployer:
 
     # -- steps ----------------------------------------------------------------------------------
 
-    async def target(self, endpoint: str) -> DeviceTarget:
-        """The device's capabilities, read now (a stale snapshot would misjudge free flash)."""
+    def figures(self, endpoint: str, given: Figures = Figures()) -> Figures:
+        """Explicit figures: those ``given`` (a deployment's), else those stored for the device."""
+        s = self.server.device_settings.get(endpoint)
+        return given.over(Figures(s.sram_free, s.flash_free, s.runtimes))
+
+    async def target(self, endpoint: str, figures: Figures = Figures()) -> DeviceTarget:
+        """The device's capabilities, read now (a stale snapshot would misjudge free flash),
+        with explicit figures (``figures``, else the device's stored ones) over its own."""
         async def read() -> dict[str, Any] | None:
             self.server.device_client.registration(endpoint)  # NotFound when it is not registered
             return await self.server.capabilities.refresh(endpoint)  # type: ignore[no-any-return]  # None: failed (an event)
 
         snap: dict[str, Any] | None = await retrying(Backoff(*self.policy.backoff_s), until=lambda s: s is not None,
-                              deadline_s=self.policy.deadline_s)(read)
+                                                     deadline_s=self.policy.deadline_s)(read)
         if snap is None:
             raise NoCapabilities(f"{endpoint}: could not read its capabilities within "
                                  f"{self.policy.deadline_s:g} s (see its events)")
-        return target_from_snapshot(endpoint, snap["source"], snap["data"], self.profiles)
+        return target_from_snapshot(endpoint, snap["source"], snap["data"], self.profiles,
+                                    self.figures(endpoint, figures))
 
     async def decide(self, target: DeviceTarget, entry: ModelEntry,
                      options: DeployOptions) -> tuple[choice.Candidate, list[choice.Candidate], Built]:

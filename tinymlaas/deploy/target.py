@@ -10,14 +10,20 @@ its build registers). ``DeviceTarget.target(runtime, margin)`` is what it offers
 
 The ML Capability object does not carry a runtime's own RAM: it comes from the device profile
 the object names (resource 13), else from the installed backend's estimate for that runtime
-(``Backend.runtime_ram_bytes``). What it does not do: read devices (the caller refreshes the
+(``Backend.runtime_ram_bytes``).
+
+Explicit figures (``Figures``: SRAM free, flash free, runtimes), given by the operator on a
+deployment (``deploy --sram-free/--flash-free/--runtime``) or stored for the device
+(``devices set-figures``), replace what the snapshot says; for a device with neither our
+objects nor a profile they are all there is, and what is missing is named in the error with
+the commands that give it. What it does not do: read devices (the caller refreshes the
 snapshot) or decide anything (``choice``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
 from compilers.backends import registry
@@ -110,10 +116,83 @@ def _from_object(endpoint: str, data: Mapping[str, Any], profiles: Mapping[str, 
                         str(data.get("/33100/0/6") or "none"), int(need(1)), int(need(3)), max_package, runtimes)
 
 
+@dataclass(frozen=True)
+class Figures:
+    """Explicit ML figures for one device (None / (): not given)."""
+
+    sram_free: int | None = None
+    flash_free: int | None = None
+    runtimes: tuple[str, ...] = ()  # "tflm" or "tflm 2024-06"
+
+    @property
+    def given(self) -> bool:
+        return self.sram_free is not None or self.flash_free is not None or bool(self.runtimes)
+
+    def over(self, other: "Figures") -> "Figures":
+        """These figures where given, else ``other``'s."""
+        return Figures(other.sram_free if self.sram_free is None else self.sram_free,
+                       other.flash_free if self.flash_free is None else self.flash_free,
+                       self.runtimes or other.runtimes)
+
+    def missing(self) -> list[str]:
+        return [what for what, absent in (("SRAM free (--sram-free BYTES)", self.sram_free is None),
+                                          ("flash free (--flash-free BYTES)", self.flash_free is None),
+                                          ("a runtime (--runtime NAME)", not self.runtimes)) if absent]
+
+
+def _runtime_spec(text: str, profile: Profile | None) -> RuntimeSpec:
+    name, _, version = text.partition(" ")
+    known = profile.runtime(name) if profile else None
+    return RuntimeSpec(name, version or (known.version if known else "unknown"),
+                       known.features if known else (), known.ram if known else default_runtime_ram(name),
+                       known.operators if known and lists_operators(name) else ())
+
+
+def missing_figures(endpoint: str, figures: Figures, device: Mapping[str, Any]) -> NoCapabilities:
+    """The error for a device nothing describes: which figures are missing and how to give them."""
+    what = device.get("manufacturer"), device.get("model_number")
+    seen = (f"its Device object (manufacturer {_show(what[0])}, model {_show(what[1])}) matches no device profile"
+            if any(what) else "its Device object names no manufacturer and model")
+    runtimes = ", ".join(sorted(registry.runtime_names()))
+    return NoCapabilities(
+        f"{endpoint}: no ML figures: no ML Capability object (33100), no profile assigned, and {seen}; "
+        f"missing {', '.join(figures.missing())}. Give them with 'tinymlaas devices set-profile {endpoint} BOARD' "
+        f"(boards: tinymlaas profiles list; your own: tinymlaas profiles add FILE), or "
+        f"'tinymlaas deploy {endpoint} MODEL --sram-free BYTES --flash-free BYTES --runtime NAME' "
+        f"(runtimes: {runtimes}), or store them with 'tinymlaas devices set-figures {endpoint} ...'")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):  # a string the device sent that is not clean text
+        value = value.get("text")
+    return repr(value) if value else "none"
+
+
+def _from_figures(endpoint: str, data: Mapping[str, Any], figures: Figures) -> DeviceTarget:
+    if figures.missing():
+        raise missing_figures(endpoint, figures, data)
+    assert figures.sram_free is not None and figures.flash_free is not None
+    return DeviceTarget(endpoint, "figures", None, "unknown", 0, "none", figures.sram_free, figures.flash_free,
+                        figures.flash_free, tuple(_runtime_spec(r, None) for r in figures.runtimes))
+
+
+def with_figures(target: DeviceTarget, figures: Figures, profiles: Mapping[str, Profile]) -> DeviceTarget:
+    """``target`` with the explicit figures that were given in place of its own."""
+    if not figures.given:
+        return target
+    profile = profiles.get(target.profile) if target.profile else None
+    return replace(target, source=f"{target.source}+figures",
+                   sram_free=target.sram_free if figures.sram_free is None else figures.sram_free,
+                   flash_free=target.flash_free if figures.flash_free is None else figures.flash_free,
+                   max_package=target.max_package if figures.flash_free is None else
+                   min(target.max_package, figures.flash_free),
+                   runtimes=tuple(_runtime_spec(r, profile) for r in figures.runtimes) or target.runtimes)
+
+
 def _from_profile(endpoint: str, data: Mapping[str, Any], _profiles: Mapping[str, Profile]) -> DeviceTarget:
+    """A profile's figures (matched or assigned; the caller names the source)."""
     if "sram_free" not in data:
-        raise NoCapabilities(f"{endpoint}: the Device object matched no device profile, so its SRAM, "
-                             f"flash and runtimes for ML are unknown (add a profile or the ML Capability object)")
+        raise missing_figures(endpoint, Figures(), data)
     operators = tuple(data.get("operators", ()))
     runtimes = tuple(RuntimeSpec(n, r["version"], tuple(r.get("features", ())), int(r.get("ram", 0)),
                                  operators if lists_operators(n) else ())
@@ -124,14 +203,19 @@ def _from_profile(endpoint: str, data: Mapping[str, Any], _profiles: Mapping[str
 
 
 SOURCES = {"ml-capability-object": _from_object, "device-object+profile": _from_profile,
-           "device-object": _from_profile}
+           "assigned-profile": _from_profile, "device-object": _from_profile}
 
 
 def target_from_snapshot(endpoint: str, source: str, data: Mapping[str, Any],
-                         profiles: Mapping[str, Profile]) -> DeviceTarget:
+                         profiles: Mapping[str, Profile], figures: Figures = Figures()) -> DeviceTarget:
+    """The device's target from its snapshot, with explicit ``figures`` in place of its own."""
     if source not in SOURCES:
         raise NoCapabilities(f"{endpoint}: capability source {source!r} is not understood")
-    return SOURCES[source](endpoint, data, profiles)
+    if source == "device-object" and "sram_free" not in data:
+        return _from_figures(endpoint, data, figures)
+    target = SOURCES[source](endpoint, data, profiles)
+    return with_figures(replace(target, source=source), figures, profiles)
 
 
-__all__ = ["DeviceTarget", "NoCapabilities", "default_runtime_ram", "parse_runtime", "target_from_snapshot"]
+__all__ = ["DeviceTarget", "Figures", "NoCapabilities", "default_runtime_ram", "missing_figures", "parse_runtime",
+           "target_from_snapshot", "with_figures"]

@@ -8,8 +8,11 @@ observation's token, so the device stops at once; a notification still in flight
 answered with a Reset. aiocoap's request API always picks a fresh token, so that one GET goes
 through its message layer directly (``_send_deregister``).
 
-Observations end when the device de-registers or its registration expires or is replaced.
-They are not re-established after a server restart.
+Observations end when the device de-registers or its registration expires. When the device
+registers again (a new registration of the same endpoint: a client that re-registers on wake,
+or a reboot) each live observation is established again on the device with a new Observe, in
+its new awake window; subscribers keep receiving, and the old token is forgotten (a late
+notification on it gets a Reset). Observations are not re-established after a server restart.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class LiveObservation:
     notifications: int = 0
     subscribers: set["asyncio.Queue[dict[Path, Value] | None]"] = field(default_factory=set)
     task: "asyncio.Task[None] | None" = None
+    generation: int = 0  # +1 each time it is observed again (after a re-registration)
 
     def summary(self) -> dict[str, Any]:
         return {"endpoint": self.endpoint, "path": str(self.path), "content_format": self.content_format,
@@ -92,7 +96,50 @@ class Observations:
         obs.task = asyncio.create_task(self._follow(obs), name=f"observe {endpoint}{path}")
         return obs
 
+    def reestablish(self, endpoint: str) -> None:
+        """After a new registration: observe every live observation of ``endpoint`` again."""
+        for obs in self.of(endpoint):
+            obs.generation += 1  # the running follower ends without ending the observation
+            observation = obs.request.observation
+            if observation is not None and not observation.cancelled:
+                observation.cancel()  # forget the old token locally
+            if obs.task is not None:
+                obs.task.cancel()
+            self._send_deregister(obs)  # and tell the device, should it still hold the old one
+            self.server.spawn(self._renew(obs), name=f"observe again {endpoint}{obs.path}")
+
+    async def _renew(self, obs: LiveObservation, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        client = self.server.device_client
+        try:
+            reg = client.registration(obs.endpoint)
+            await self.server.queue.wait_awake(reg, timeout)
+            op = Observe(obs.path)
+            request = self.server.context.request(client.message(reg, op, obs.content_format))  # type: ignore[arg-type]
+            first = await client.await_response(reg, op, request, timeout)
+            content = op.result(first, self.server.objects)
+        except LwM2MError as exc:
+            log.info("observing %s%s again after its re-registration failed: %s", obs.endpoint, obs.path, exc)
+            self._forget(obs)
+            return
+        if self.live.get((obs.endpoint, obs.path)) is not obs:
+            return  # cancelled meanwhile
+        obs.request, obs.first, obs.latest = request, first, content
+        generation = obs.generation
+        self._publish(obs, content)
+        if first.opt.observe is None:  # the device declined this time: the observation ends
+            self._forget(obs)
+            return
+        if generation == obs.generation:
+            obs.task = asyncio.create_task(self._follow(obs), name=f"observe {obs.endpoint}{obs.path}")
+
+    def _publish(self, obs: LiveObservation, content: dict[Path, Value]) -> None:
+        for q in list(obs.subscribers):
+            if q.full():
+                q.get_nowait()  # a slow subscriber loses the oldest value, never blocks us
+            q.put_nowait(content)
+
     async def _follow(self, obs: LiveObservation) -> None:
+        generation = obs.generation
         try:
             async for response in obs.request.observation:
                 try:
@@ -104,19 +151,30 @@ class Observations:
                 obs.notifications += 1
                 await self.server.store.write(functools.partial(
                     sql_latest, endpoint=obs.endpoint, path=obs.path, fmt=obs.content_format, content=content))
-                for q in list(obs.subscribers):
-                    if q.full():
-                        q.get_nowait()  # a slow subscriber loses the oldest value, never blocks us
-                    q.put_nowait(content)
+                self._publish(obs, content)
+        except asyncio.CancelledError:
+            if obs.generation == generation:  # cancelled for good, not being observed again
+                self._forget(obs)
+            raise
         except Exception as exc:  # the device ended it (error code, reset, timeout)
             log.info("observation %s%s ended: %s", obs.endpoint, obs.path, exc)
-        finally:
+        if obs.generation == generation:
             self._forget(obs)
 
     def subscribe(self, obs: LiveObservation) -> "asyncio.Queue[dict[Path, Value] | None]":
         q: asyncio.Queue[dict[Path, Value] | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         obs.subscribers.add(q)
         return q
+
+    def unsubscribe(self, obs: LiveObservation, q: "asyncio.Queue[dict[Path, Value] | None]",
+                    cancel_if_last: bool = True) -> bool:
+        """Stop delivering to ``q``; with nobody left, cancel the observation on the device
+        (``observe --count N`` ends this way). Returns whether it was cancelled."""
+        obs.subscribers.discard(q)
+        if cancel_if_last and not obs.subscribers and self.live.get((obs.endpoint, obs.path)) is obs:
+            self._stop(obs)
+            return True
+        return False
 
     def cancel(self, endpoint: str, path: Path) -> None:
         obs = self.live.get((endpoint, path))

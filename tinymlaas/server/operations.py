@@ -18,6 +18,7 @@ from aiocoap import Code, Message
 
 from lwm2m import codecs
 from lwm2m.errors import BadRequest, LwM2MError
+from lwm2m.jsonvalues import content_from_json, content_to_json
 from lwm2m.link_format import Link, parse_links
 from lwm2m.model import ObjectRegistry
 from lwm2m.numbers import ContentFormat
@@ -43,6 +44,9 @@ class Operation:
     method: ClassVar[Code] = Code.GET
     success: ClassVar[frozenset[Code]] = frozenset({Code.CONTENT})
     name: ClassVar[str] = "operation"
+    # Device answers that mean "not in that content format": the next acceptable one is tried
+    # (only when the caller did not name a format). Empty: the format is not negotiable.
+    refusals: ClassVar[frozenset[Code]] = frozenset()
 
     def request(self, fmt: ContentFormat, registry: ObjectRegistry) -> Message:
         return Message(code=self.method)
@@ -66,9 +70,13 @@ def decode_response(response: Message, path: Path, registry: ObjectRegistry) -> 
     return codecs.decode(int(cf), path, response.payload, registry)
 
 
+FORMAT_REFUSED = frozenset({Code.NOT_ACCEPTABLE, Code.UNSUPPORTED_CONTENT_FORMAT})
+
+
 @dataclass(frozen=True)
 class Read(Operation):
     name: ClassVar[str] = "Read"
+    refusals: ClassVar[frozenset[Code]] = FORMAT_REFUSED
 
     def request(self, fmt: ContentFormat, registry: ObjectRegistry) -> Message:
         return Message(code=Code.GET, accept=int(fmt))
@@ -106,6 +114,7 @@ class Write(Operation):
     replace: bool = True
     name: ClassVar[str] = "Write"
     success: ClassVar[frozenset[Code]] = frozenset({Code.CHANGED})
+    refusals: ClassVar[frozenset[Code]] = FORMAT_REFUSED
 
     def __post_init__(self) -> None:
         if not self.replace and not self.path.is_instance:
@@ -119,6 +128,12 @@ class Write(Operation):
     def request(self, fmt: ContentFormat, registry: ObjectRegistry) -> Message:
         payload = codecs.encode(int(fmt), self.path, self.content, registry)
         return Message(code=Code.PUT if self.replace else Code.POST, content_format=int(fmt), payload=payload)
+
+    def single_opaque(self, registry: ObjectRegistry) -> bool:
+        """One Opaque value written to its own resource (a Package): carried as CF 42, raw bytes."""
+        value = self.content.get(self.path)
+        return (len(self.content) == 1 and isinstance(value, bytes)
+                and codecs.supports(int(ContentFormat.OPAQUE), self.path, registry))
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,7 @@ class Create(Operation):
     content: Content = field(default_factory=dict)
     name: ClassVar[str] = "Create"
     success: ClassVar[frozenset[Code]] = frozenset({Code.CREATED})
+    refusals: ClassVar[frozenset[Code]] = FORMAT_REFUSED
 
     def __post_init__(self) -> None:
         if not self.path.is_object:
@@ -192,3 +208,39 @@ class Delete(Operation):
 
     def request(self, fmt: ContentFormat, registry: ObjectRegistry) -> Message:
         return Message(code=Code.DELETE)
+
+
+# -- operations as JSON (held requests are stored this way) --------------------------------
+
+def to_json(op: Operation) -> dict[str, Any]:
+    """An operation as JSON: its name, path and arguments (values as ``lwm2m.jsonvalues``)."""
+    out: dict[str, Any] = {"op": op.name, "path": str(op.path)}
+    if isinstance(op, (Write, Create)):
+        out["content"] = content_to_json(op.content)
+    if isinstance(op, Write):
+        out["replace"] = op.replace
+    if isinstance(op, Execute) and op.arguments:
+        out["arguments"] = op.arguments
+    if isinstance(op, WriteAttributes):
+        out["attributes"] = dict(op.attributes)
+    return out
+
+
+def from_json(data: dict[str, Any]) -> Operation:
+    """The operation ``to_json`` wrote; BadRequest naming what is wrong."""
+    kind = OPERATIONS.get(str(data.get("op")))
+    if kind is None:
+        raise BadRequest(f"unknown operation {data.get('op')!r}: expected one of {', '.join(OPERATIONS)}")
+    path = Path.parse(str(data.get("path", "")))
+    if kind in (Write, Create):
+        content = content_from_json(data.get("content") or {})
+        return Write(path, content, bool(data.get("replace", True))) if kind is Write else Create(path, content)
+    if kind is Execute:
+        return Execute(path, str(data.get("arguments", "")))
+    if kind is WriteAttributes:
+        return WriteAttributes(path, tuple((str(k), v) for k, v in (data.get("attributes") or {}).items()))
+    return kind(path)
+
+
+OPERATIONS: dict[str, type[Operation]] = {
+    cls.name: cls for cls in (Read, Observe, Discover, Write, WriteAttributes, Execute, Create, Delete)}

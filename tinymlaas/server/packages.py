@@ -7,7 +7,9 @@ dropped transfer resumes from its last good block. Tokens expire after ``ttl`` s
 when revoked; an unknown or expired token is 4.04. Responses carry Size2 so a device can
 refuse a package its flash cannot hold before downloading it.
 
-Packages live in memory; the registry of published packages is not persisted.
+The package is served as application/octet-stream (content format 42, the bytes as they are);
+a request whose Accept names another format gets 4.06 naming the one offered. Packages live
+in memory; the registry of published packages is not persisted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiocoap import Code, Message
 
 PREFIX = "p"
 DEFAULT_TTL_S = 3600.0
+OFFERED = 42  # application/octet-stream
 
 
 @dataclass
@@ -58,10 +61,14 @@ class PackageOffers:
         offer = self.offers.get(subpath[0]) if len(subpath) == 1 else None
         if offer is None or offer.expires < time.time():
             return Message(code=Code.NOT_FOUND, payload=b"no such package (unknown or expired token)")
+        accept = request.opt.accept
+        if accept is not None and int(accept) != OFFERED:
+            return Message(code=Code.NOT_ACCEPTABLE,
+                           payload=f"package offered as application/octet-stream ({OFFERED}), not {int(accept)}".encode())
         block = request.opt.block2
         if block is None or block.block_number == 0:
             offer.downloads += 1
         offer.blocks_served += 1
-        response = Message(code=Code.CONTENT, payload=offer.data, content_format=42)
+        response = Message(code=Code.CONTENT, payload=offer.data, content_format=OFFERED)
         response.opt.size2 = len(offer.data)
         return response

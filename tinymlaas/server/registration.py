@@ -3,7 +3,9 @@
 TS Core 1.1/1.2 section 6.2 and TS Transport 6.2. What this module checks, with the code a
 client gets back:
 
-- query parameters: ``ep`` required, ``lt`` positive integer (default 86400), ``lwm2m``
+- query parameters: ``ep`` required, ``lt`` an integer within the server's lifetime range
+  (default 1 s .. 10 years; a negative, zero or absurd lifetime is 4.00 naming it; absent
+  means 86400), ``lwm2m``
   among the supported versions (absent means 1.0; unsupported -> 4.12, which clients use
   to fall back), ``b`` a binding of U/S/T/N (absent means U; a 1.0 ``UQ`` means queue
   mode), ``Q`` (queue mode), ``sms``; a malformed or repeated parameter -> 4.00;
@@ -13,8 +15,10 @@ client gets back:
 
 Nothing is half-written: the database commit happens before the in-memory table changes and
 before the 2.01/2.04/2.02 goes out; a failed commit answers 5.00 and changes nothing.
-This module does not talk to devices (see ``device_client``) nor decide what to do after a
-registration (the server's ``on_registered`` hook does).
+A Register from an endpoint that already has a registration replaces it (new id); the
+server's ``on_replaced`` keeps what was held for the device and establishes its observations
+again. This module does not talk to devices (see ``device_client``) nor decide what to do after
+a registration (the server's ``on_registered`` hook does).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import asyncio
 import functools
 import logging
 import random
+import re
 import secrets
 import time
 from dataclasses import replace
@@ -45,7 +50,9 @@ log = logging.getLogger(__name__)
 MAX_LINKS_BYTES = 16 * 1024
 MAX_ENDPOINT_LEN = 255
 MAX_LIFETIME = 2**31 - 1
+DEFAULT_LIFETIME_RANGE = (1, 10 * 365 * 86400)  # seconds; outside it a lifetime is refused (4.00)
 BINDING_LETTERS = frozenset("USTNQ")
+SMS_NUMBER = re.compile(r"\+?[0-9]{1,15}")
 
 
 class RegisterParams(NamedTuple):
@@ -60,12 +67,15 @@ class RegisterParams(NamedTuple):
     sms: str | None = None
 
 
-def _int_param(name: str, text: str | None) -> int:
-    if text is None or not text.isdigit() or not text.isascii():
-        raise BadRequest(f"invalid query parameter {name}={text!r}: expected a positive integer")
+def _int_param(name: str, text: str | None, bounds: tuple[int, int] = (1, MAX_LIFETIME)) -> int:
+    body = text[1:] if text and text[0] in "+-" else text
+    if text is None or not body or not body.isdigit() or not body.isascii():
+        raise BadRequest(f"invalid query parameter {name}={text!r}: expected a positive integer (seconds)")
     value = int(text)
-    if not 0 < value <= MAX_LIFETIME:
-        raise BadRequest(f"invalid query parameter {name}={text}: outside 1..{MAX_LIFETIME}")
+    if not bounds[0] <= value <= bounds[1]:
+        why = "not positive" if value <= 0 else "too small" if value < bounds[0] else "too long"
+        raise BadRequest(f"invalid query parameter {name}={text}: {why}; this server accepts "
+                         f"{bounds[0]}..{bounds[1]} seconds")
     return value
 
 
@@ -75,7 +85,7 @@ def _binding(text: str | None) -> str:
     return text
 
 
-def parse_query(query: tuple[str, ...]) -> RegisterParams:
+def parse_query(query: tuple[str, ...], lifetime_range: tuple[int, int] = DEFAULT_LIFETIME_RANGE) -> RegisterParams:
     """Parse Uri-Query options; raise BadRequest naming the parameter that is wrong."""
     seen: dict[str, str | None] = {}
     for item in query:
@@ -92,10 +102,13 @@ def parse_query(query: tuple[str, ...]) -> RegisterParams:
             f"unsupported LwM2M version lwm2m={version!r}: this server speaks {', '.join(sorted(SUPPORTED_VERSIONS))}")
     if "Q" in seen and seen["Q"] is not None:
         raise BadRequest(f"invalid query parameter Q={seen['Q']!r}: Q takes no value")
+    sms = seen.get("sms")
+    if "sms" in seen and (sms is None or not SMS_NUMBER.fullmatch(sms)):
+        raise BadRequest(f"invalid query parameter sms={sms!r}: expected an MSISDN (up to 15 digits, optional +)")
     binding = _binding(seen["b"]) if "b" in seen else None
     return RegisterParams(
         endpoint=ep,
-        lifetime=_int_param("lt", seen["lt"]) if "lt" in seen else None,
+        lifetime=_int_param("lt", seen["lt"], lifetime_range) if "lt" in seen else None,
         version=version,
         binding=binding,
         queue="Q" in seen or (binding is not None and "Q" in binding),
@@ -172,7 +185,7 @@ class RegistrationInterface:
             return error_response(exc)
 
     async def register(self, request: Message) -> Message:
-        params = parse_query(request.opt.uri_query)
+        params = parse_query(request.opt.uri_query, self.server.lifetime_range_s)
         if params.endpoint is None:
             raise BadRequest("Register without the mandatory query parameter ep")
         parsed = parse_payload(request)
@@ -197,7 +210,7 @@ class RegistrationInterface:
         await self.server.store.put(*rows)
         replaced = self.server.registrations.put(reg)
         if replaced is not None:
-            self.server.on_deregistered(replaced, "replaced")
+            self.server.on_replaced(replaced, reg)
         self.server.on_registered(reg, new=True)
         return Message(code=Code.CREATED, location_path=("rd", reg.id))
 
@@ -205,7 +218,7 @@ class RegistrationInterface:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
             raise NotFound(f"no registration rd/{reg_id}")
-        params = parse_query(request.opt.uri_query)
+        params = parse_query(request.opt.uri_query, self.server.lifetime_range_s)
         if params.endpoint is not None or params.version is not None:
             raise BadRequest("Update may not carry ep or lwm2m")
         parsed = parse_payload(request)

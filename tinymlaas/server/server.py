@@ -1,7 +1,8 @@
 """``LwM2MServer``: one CoAP context, one store, and the features wired together.
 
 Start-up loads the registrations from the database (a device that sends an Update with the
-registration id it got before a restart is accepted), then binds the CoAP socket and runs
+registration id it got before a restart is accepted), the operator's device settings, the
+stored device profiles and the held queue-mode requests, then binds the CoAP socket and runs
 the lifetime-expiry sweeper. All device-management requests leave through the same socket
 the registrations arrived on. The admin API and the CLI call the methods at the bottom.
 """
@@ -18,17 +19,19 @@ from aiocoap import Code, Message
 from aiocoap.resource import PathCapable, Resource
 from sqlalchemy import select
 
-from device_profiles import load_profiles
+from lwm2m.errors import BadRequest
 from lwm2m.model import ObjectRegistry, default_registry
 from lwm2m.model.ddf import parse_ddf
 from lwm2m.path import Content, Path
 from tinymlaas.server import dedup, operations as ops
 from tinymlaas.server.capabilities import Capabilities
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, DeviceClient
+from tinymlaas.server.device_settings import DeviceSettingsTable
 from tinymlaas.server.observation import Observations
 from tinymlaas.server.packages import PREFIX as PACKAGES_PREFIX, PackageOffers
+from tinymlaas.server.profiles import ProfileBook
 from tinymlaas.server.queue import QueueMode
-from tinymlaas.server.registration import RegistrationInterface
+from tinymlaas.server.registration import DEFAULT_LIFETIME_RANGE, RegistrationInterface
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
 from tinymlaas.store import Store
 from tinymlaas.store.tables import OBJECT_DEFINITIONS
@@ -57,18 +60,27 @@ class RootResource(Resource, PathCapable):
 
 
 class LwM2MServer:
+    """Settings (keyword arguments): ``read_capabilities`` after each new registration;
+    ``expiry_interval_s`` of the lifetime sweeper; ``queue_awake_s``: the awake window of
+    queue-mode devices (default CoAP MAX_TRANSMIT_WAIT, 93 s; per device in ``device_settings``);
+    ``profile_dirs``: directories of device profiles beside the shipped ones and
+    ``$TINYMLAAS_PROFILES``; ``lifetime_range_s``: the registration lifetimes accepted (others 4.00)."""
+
     def __init__(self, db_url: str, *, objects: ObjectRegistry | None = None, read_capabilities: bool = True,
                  expiry_interval_s: float = 1.0, queue_awake_s: float | None = None, pool_size: int = 5,
-                 max_overflow: int = 10, profile_dirs: Sequence[FsPath] = ()) -> None:
+                 max_overflow: int = 10, profile_dirs: Sequence[str | FsPath] = (),
+                 lifetime_range_s: tuple[int, int] = DEFAULT_LIFETIME_RANGE) -> None:
         self.store = Store(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self.objects = objects if objects is not None else default_registry()
         self.registrations = RegistrationTable()
         self.packages = PackageOffers()
-        self.queue = QueueMode() if queue_awake_s is None else QueueMode(queue_awake_s)
+        self.device_settings = DeviceSettingsTable(self.store)
+        self.profiles = ProfileBook(self.store, profile_dirs)
+        self.lifetime_range_s = lifetime_range_s
+        self.queue = QueueMode(self) if queue_awake_s is None else QueueMode(self, queue_awake_s)
         self.device_client = DeviceClient(self)
         self.observations = Observations(self)
-        self.capabilities = Capabilities(self, enabled=read_capabilities,
-                                         profiles=load_profiles(profile_dirs) if read_capabilities else None)
+        self.capabilities = Capabilities(self, enabled=read_capabilities, profiles=self.profiles.all)
         self.expiry_interval_s = expiry_interval_s
         self.context: aiocoap.Context = None  # type: ignore[assignment]
         self.address: tuple[str, int] = ("", 0)
@@ -85,14 +97,18 @@ class LwM2MServer:
         for row in await self.store.read(lambda c: list(c.execute(select(OBJECT_DEFINITIONS)))):
             for model in parse_ddf(row.xml, source=f"imported object {row.object_id}"):
                 self.objects.add(model)
+        self.device_settings.load(await self.store.read(DeviceSettingsTable.sql_load))
+        for problem in self.profiles.load(await self.store.read(ProfileBook.sql_load)):
+            log.warning("stored device profile left out: %s", problem)
+        held = await self.queue.load()
         self.context = await dedup.ServerContext.create_server_context(
             RootResource(self), bind=(host, port), transports=["udp6"])
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])
         self._expiry_task = asyncio.create_task(self._expire_forever(), name="lifetime expiry")
-        log.info("LwM2M server on coap://%s:%d with %d registrations loaded",
-                 host, self.address[1], len(self.registrations))
+        log.info("LwM2M server on coap://%s:%d with %d registrations and %d held requests loaded",
+                 host, self.address[1], len(self.registrations), held)
 
     async def stop(self) -> None:
         if self._expiry_task is not None:
@@ -130,11 +146,21 @@ class LwM2MServer:
     # -- hooks from the registration interface --------------------------------------------
 
     def on_registered(self, reg: Registration, new: bool) -> None:
+        self.device_client.refused.pop(reg.id, None) if new else None
         self.queue.woke(reg.endpoint)
         if new:
             self.capabilities.on_registered(reg)
         for listener in self.listeners:
             listener("registered" if new else "updated", reg)
+
+    def on_replaced(self, old: Registration, reg: Registration) -> None:
+        """A Register from an endpoint that had a registration (a client that re-registers on
+        wake, or rebooted): held requests stay for the new awake window, observations are
+        established again on the device (TS Core 1.1 6.5)."""
+        self.device_client.refused.pop(old.id, None)
+        self.observations.reestablish(reg.endpoint)
+        for listener in self.listeners:
+            listener("replaced", old)
 
     def on_deregistered(self, reg: Registration, why: str) -> None:
         self.observations.cancel_all(reg.endpoint)
@@ -145,15 +171,27 @@ class LwM2MServer:
     # -- device management (what the admin API calls) -------------------------------------
 
     async def send(self, endpoint: str, op: ops.Operation, fmt: int | None = None,
-                   timeout: float = DEFAULT_TIMEOUT_S) -> Any:
-        return await self.device_client.send(endpoint, op, fmt=fmt, timeout=timeout)
+                   timeout: float = DEFAULT_TIMEOUT_S, queue_deadline: float | None = None,
+                   durable: bool = False) -> Any:
+        return await self.device_client.send(endpoint, op, fmt=fmt, timeout=timeout,
+                                             queue_deadline=queue_deadline, durable=durable)
 
     async def read(self, endpoint: str, path: Path, **kw: Any) -> Content:
         return await self.send(endpoint, ops.Read(path), **kw)  # type: ignore[no-any-return]
 
-    async def write(self, endpoint: str, path: Path, content: Content, replace: bool = True, **kw: Any) -> None:
+    def check_write(self, path: Path, content: Content) -> None:
+        """Typed by the object model, plus the rules the model cannot say (a Lifetime within the
+        lifetimes this server accepts); BadRequest naming the path, before anything is sent."""
         for p, v in content.items():
             self.objects.check_value(p, v)
+            if p.object_id == 1 and p.resource_id == 1 and isinstance(v, int):
+                low, high = self.lifetime_range_s
+                if not low <= v <= high:
+                    raise BadRequest(f"{p} Lifetime {v}: expected {low}..{high} seconds (the device would "
+                                     "register with it, and this server refuses other lifetimes)")
+
+    async def write(self, endpoint: str, path: Path, content: Content, replace: bool = True, **kw: Any) -> None:
+        self.check_write(path, content)
         await self.send(endpoint, ops.Write(path, content, replace), **kw)
 
     async def execute(self, endpoint: str, path: Path, arguments: str = "", **kw: Any) -> None:

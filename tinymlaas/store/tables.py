@@ -211,3 +211,54 @@ ARTIFACTS = _table(ArtifactRecord)
 DEPLOYMENTS = _table(DeploymentRecord)
 GROUPS = _table(GroupRecord)
 CAMPAIGNS = _table(CampaignRecord)
+
+
+class DeviceSetting(SQLModel, table=True):
+    """What an operator set for one device: the board profile it is (when neither the ML
+    Capability object nor the Device object tells), explicit ML figures, and queue mode (the
+    awake window, and whether to treat it as queue mode whatever its registration said).
+    None: not set (the registration, the capability reading or the server default decides)."""
+
+    __tablename__ = "device_settings"
+    endpoint: str = Field(primary_key=True, max_length=255)
+    profile: Optional[str] = Field(default=None, max_length=64)
+    sram_free: Optional[int] = None  # bytes free for ML (runtime RAM plus the model's arena)
+    flash_free: Optional[int] = None  # bytes free for model packages
+    runtimes: list[str] = Field(default_factory=list, sa_column=Column(JSON))  # "tflm", "wasm3 0.5"
+    awake_s: Optional[float] = None
+    queue_mode: Optional[bool] = None
+    updated_at: float
+
+
+class StoredProfile(SQLModel, table=True):
+    """A device profile (the TOML text of a ``device_profiles`` file) added at run time through
+    the admin API or the CLI; validated before it is stored, loaded with the shipped ones."""
+
+    __tablename__ = "stored_profiles"
+    name: str = Field(primary_key=True, max_length=64)
+    toml: str = Field(sa_column=Column(Text))
+    updated_at: float
+
+
+class HeldRequest(SQLModel, table=True):
+    """A request for a queue-mode device, held until it is awake (TS Core 1.1 6.5), so a server
+    restart does not lose it: ``operation`` is the operation as JSON (``operations.to_json``).
+    ``state`` held -> sent -> done | failed | expired; ``result`` what the device answered."""
+
+    __tablename__ = "held_requests"
+    __table_args__ = (Index("ix_held_requests_endpoint_state", "endpoint", "state"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    endpoint: str = Field(max_length=255)
+    operation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    content_format: Optional[int] = None
+    state: str = Field(default="held", max_length=16)
+    created_at: float
+    deadline: float
+    finished_at: Optional[float] = None
+    result: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+
+
+DEVICE_SETTINGS = _table(DeviceSetting)
+STORED_PROFILES = _table(StoredProfile)
+HELD_REQUESTS = _table(HeldRequest)
