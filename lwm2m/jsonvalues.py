@@ -1,12 +1,14 @@
 """Content <-> JSON-safe dicts, for the admin API, the CLI's ``--json`` and the store.
 
 Paths become strings ("/3/0/0"); str, int, float and bool stay as they are; Opaque becomes
-``{"opaque": "<hex>"}`` and Objlnk ``{"objlnk": "3:0"}``. This is not an LwM2M content
+``{"opaque": "<hex>"}`` and Objlnk ``{"objlnk": "3:0"}``; a float JSON cannot carry (a device
+may send NaN or infinity) becomes ``{"float": "nan"}`` / ``"inf"`` / ``"-inf"``. This is not an LwM2M content
 format (see ``codecs`` for those); it is how tinymlaas shows values to people and scripts.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from lwm2m.errors import BadRequest
@@ -18,6 +20,8 @@ def value_to_json(value: Value) -> Any:
         return {"opaque": value.hex()}
     if isinstance(value, ObjLink):
         return {"objlnk": str(value)}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": str(value)}
     return value
 
 

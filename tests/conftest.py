@@ -9,6 +9,8 @@ that did not come from them.
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -107,6 +109,24 @@ async def eventually(cond: Callable[[], bool], seconds: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return cond()
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread: for synchronous tests (hypothesis, schemathesis, a
+    CLI) that drive servers living on it. ``run`` waits for a coroutine's result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ path segment carries without meaning anything else: the names are put into admin
 shown on terminals, so ``/``, ``%``, ``?``, ``#``, ``&``, ``=``, spaces, quotes, control
 characters and non-ASCII are refused (4.00 with the rule).
 
-Model, group and profile names: a letter or digit, then letters, digits, ``_``, ``.``, ``-``
+Model, group, token and profile names: a letter or digit, then letters, digits, ``_``, ``.``, ``-``
 (up to 64), not ending in ``.``; model versions the same plus ``+`` (up to 64). Campaign
 names are labels for people: 1-128 printable characters, no control characters.
 
@@ -56,6 +56,8 @@ RULES: dict[str, Rule] = {
                                          "not ending in '.'"),
     "profile": Rule(re.compile(r"[a-z0-9][a-z0-9_-]*"), 64,
                     "1-64 characters: lower-case letters, digits, '_', '-', starting with a letter or digit"),
+    "token": Rule(re.compile(_SLUG), 64, "1-64 characters: a letter or digit, then letters, digits, '_', '.', '-', "
+                                         "not ending in '.'"),
     "campaign": Rule(re.compile(r"[^\x00-\x1f\x7f-\x9f]+"), 128, "1-128 printable characters (no control characters)"),
 }
 

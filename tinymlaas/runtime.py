@@ -3,6 +3,9 @@
 ``home()`` is the data directory (``$TINYMLAAS_HOME``, default ``~/.tinymlaas``): the SQLite
 database, the model registry and compile cache, the package-signing key, and ``api.json``, which tells the CLI where the admin API listens and its token
 (created on first start, file mode 0600). ``serve`` runs until cancelled or SIGTERM/SIGINT.
+
+The admin API listens on loopback unless told otherwise; given a certificate and its key it
+speaks HTTPS only (``api.json`` then names the certificate, which the CLI verifies against).
 """
 
 from __future__ import annotations
@@ -61,11 +64,24 @@ def token_for(data_dir: Path) -> str:
     return token
 
 
-def write_api_file(data_dir: Path, url: str, token: str) -> None:
+def write_api_file(data_dir: Path, url: str, token: str, ca: Path | None = None) -> None:
     path = data_dir / "api.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "token": token, "pid": os.getpid()}, f)
+        json.dump({"url": url, "token": token, "pid": os.getpid(), **({"ca": str(ca)} if ca else {})}, f)
+
+
+@dataclass(frozen=True)
+class ApiTls:
+    """The admin API's certificate (PEM, may hold the chain) and private key (PEM)."""
+
+    certfile: Path
+    keyfile: Path
+
+    def __post_init__(self) -> None:
+        for what, p in (("certificate", self.certfile), ("key", self.keyfile)):
+            if not Path(p).is_file():
+                raise ValueError(f"API TLS {what} {p} is not a readable file")
 
 
 @dataclass
@@ -91,8 +107,9 @@ class Running:
 
 
 async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None = None,
-                data_dir: Path | None = None, token: str | None = None, **server_kw: Any) -> Running:
-    """Start the CoAP server and the admin API; write ``api.json`` into the data directory."""
+                data_dir: Path | None = None, token: str | None = None, tls: ApiTls | None = None,
+                **server_kw: Any) -> Running:
+    """Start the CoAP server and the admin API (HTTPS with ``tls``); write ``api.json``."""
     data_dir = data_dir or home()
     data_dir.mkdir(parents=True, exist_ok=True)
     token = token or token_for(data_dir)
@@ -104,14 +121,15 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(api)
     host, port = sock.getsockname()[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    config = uvicorn.Config(create_app(server, token, deployer, campaigns), log_level="warning", lifespan="off")
+    url = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
+    config = uvicorn.Config(create_app(server, token, deployer, campaigns), log_level="warning", lifespan="off",
+                            ssl_certfile=str(tls.certfile) if tls else None, ssl_keyfile=str(tls.keyfile) if tls else None)
     uv = uvicorn.Server(config)
     uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the caller handles signals
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
         await asyncio.sleep(0.01)
-    write_api_file(data_dir, url, token)
+    write_api_file(data_dir, url, token, tls.certfile.resolve() if tls else None)
     resumed, again = await campaigns.resume_all(), await deployer.resume()
     if resumed or again:
         log.info("resumed campaigns %s and deployments %s", resumed, again)
@@ -119,8 +137,8 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
 
 
 async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str | None,
-                        data_dir: Path | None, **server_kw: Any) -> None:
-    running = await start(coap, api, db_url, data_dir, **server_kw)
+                        data_dir: Path | None, tls: ApiTls | None = None, **server_kw: Any) -> None:
+    running = await start(coap, api, db_url, data_dir, tls=tls, **server_kw)
     # A server holds many long-lived small objects (registrations): freeze what start-up
     # made and collect the young generation less often, so full collections do not pause
     # the event loop for hundreds of milliseconds in a registration storm.
