@@ -1,10 +1,13 @@
 """The model registry: trained models stored content-addressed, by name and version.
 
-``add`` checks the file is a model the compiler can read (ONNX or TFLite, by content), copies
-it to ``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever
-their names), and records name, version, sha256 and an optional calibration set (an ``.npz``
-stored the same way) in the database. The version defaults to the next integer for that
-name. Nothing is written unless the model imports.
+``add`` checks the file is a model the compiler can read (ONNX or TFLite, by content) whose
+tensors are of a sane size (none over ``Limits.model_tensor_max_bytes``: a model declaring a
+16 GiB activation is refused with that figure), copies it to
+``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever their
+names: a name never becomes a path), and records name, version, sha256 and an optional
+calibration set (an ``.npz`` stored the same way) in the database. Names and versions follow
+``tinymlaas.names``. The version defaults to the next integer for that name. Nothing is
+written unless the model imports.
 
 Works on the database directly (no server needed); the server reads the same tables.
 """
@@ -12,6 +15,7 @@ Works on the database directly (no server needed); the server reads the same tab
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +23,8 @@ from typing import Any
 
 from sqlalchemy import desc, insert, select
 
+from tinymlaas import names
+from tinymlaas.server.limits import Limits
 from tinymlaas.store import Store
 from tinymlaas.store.tables import MODELS
 
@@ -44,15 +50,35 @@ def model_format(data: bytes) -> str:
     raise RegistryError(f"not an ONNX or TFLite model (first bytes {data[:8].hex()})")
 
 
-def load_graph(data: bytes, fmt: str) -> Any:
-    """Import with the compiler's frontend for ``fmt`` (its errors name what is wrong)."""
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def check_sizes(graph: Any, max_tensor_bytes: int) -> None:
+    """Refuse a graph any of whose tensors would take more than ``max_tensor_bytes``."""
+    for t in graph.tensors.values():
+        nbytes = math.prod(t.shape) * t.dtype.itemsize  # Python ints: no int64 wrap-around
+        if nbytes > max_tensor_bytes:
+            raise RegistryError(f"tensor {t.name!r} of shape {tuple(t.shape)} ({t.dtype.name.lower()}) declares "
+                                f"{_bytes(nbytes)}: the limit is {_bytes(max_tensor_bytes)}")
+
+
+def load_graph(data: bytes, fmt: str, max_tensor_bytes: int = Limits.model_tensor_max_bytes) -> Any:
+    """Import with the compiler's frontend for ``fmt`` (its errors name what is wrong), and
+    refuse absurd tensor sizes (``check_sizes``) before anything builds on them."""
     if fmt == "onnx":
         from compilers.frontends.onnx import import_onnx
 
-        return import_onnx(data)
-    from compilers.frontends import tflite
+        graph = import_onnx(data)
+    else:
+        from compilers.frontends import tflite
 
-    return tflite.import_tflite(data)
+        graph = tflite.import_tflite(data)
+    check_sizes(graph, max_tensor_bytes)
+    return graph
 
 
 @dataclass(frozen=True)
@@ -68,9 +94,10 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    def __init__(self, home: Path, store: Store) -> None:
+    def __init__(self, home: Path, store: Store, limits: Limits | None = None) -> None:
         self.dir = home / "models"
         self.store = store
+        self.max_tensor_bytes = (limits or Limits()).model_tensor_max_bytes
 
     def _stored(self, data: bytes, suffix: str) -> tuple[str, Path]:
         sha = hashlib.sha256(data).hexdigest()
@@ -88,12 +115,14 @@ class ModelRegistry:
             data = file.read_bytes()
         except OSError as exc:
             raise RegistryError(f"cannot read {file}: {exc.strerror}") from None
+        name = names.check("model", name or file.stem)
+        if version is not None:
+            names.check("version", version)
         fmt = model_format(data)
-        load_graph(data, fmt)  # refuse what the compiler cannot read, before storing anything
+        load_graph(data, fmt, self.max_tensor_bytes)  # refuse what the compiler cannot read, before storing
         cal_data = calibration.read_bytes() if calibration is not None else None
         if cal_data is not None and not cal_data.startswith(b"PK"):
             raise RegistryError(f"calibration {calibration} is not an .npz file")
-        name = name or file.stem
         if version is None:
             versions = [e.version for e in self.list(name)]
             version = str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)

@@ -15,15 +15,15 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from device_profiles import Profile, ProfileError, get_profile, load_profiles
+from tinymlaas.cli.terminal import console
 
 profiles_app = typer.Typer(help="Device profiles: real MCUs and what they leave free for ML.", no_args_is_help=True)
-out = Console()
+out = console()
 DirsOpt = typer.Option(None, "--profiles-dir", help="another directory of profile files (repeatable)")
 
 

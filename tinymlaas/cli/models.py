@@ -18,19 +18,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from compilers.backends import registry
 from device_profiles import Profile, get_profile
+from tinymlaas import names
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.runtime import home
 from tinymlaas.store import Store
 from tinymlaas.store.store import default_url
+from tinymlaas.cli.terminal import console
 
 models_app = typer.Typer(help="The model registry: add, list and inspect trained models.", no_args_is_help=True)
-out = Console()
+out = console()
 
 
 def models_registry(db: str | None) -> ModelRegistry:
@@ -130,14 +131,14 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         entry = models_registry(db).get(model)
         board = get_profile(profile) if profile else None
         backend = backend or default_backend(board)
-        status = Console(stderr=True)
+        target = out_dir or names.child(Path.cwd(), f"{entry.name}-{entry.version}-{backend}-{precision}")
+        status = console(stderr=True)
         with status.status(f"{entry.name}:{entry.version} -> {backend} {precision}") as spinner:
             done = build(entry, backend, precision, board,
                          step=lambda what: spinner.update(f"{entry.name}:{entry.version}: {what}"))
-        target = out_dir or Path(f"{entry.name}-{entry.version}-{backend}-{precision}")
         target.mkdir(parents=True, exist_ok=True)
         for name, data in done.files.items():
-            (target / name).write_bytes(data)
+            names.child(target, name).write_bytes(data)
         art = done.artifact
         if as_json:
             sys.stdout.write(json.dumps({**done.build_json, "dir": str(target), "files": sorted(done.files)}) + "\n")
@@ -188,7 +189,7 @@ def verdicts(entry: Any, board: Profile, precisions: list[str], only: str | None
         raise BuildError(f"backend {only!r} cannot be used on {board.name} (usable: "
                          f"{', '.join(b.name for b in usable_backends(board)) or 'none'})")
     rows: list[dict[str, Any]] = []
-    status = Console(stderr=True)
+    status = console(stderr=True)
     with status.status(f"building {entry.name}:{entry.version} for {board.name}") as spinner:
         for b in chosen:
             for precision in (p for p in precisions if p in b.precisions):
