@@ -34,6 +34,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"CI run without the shared models next to the checkout ({SHARED_MODELS.name} missing)", 2)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The million-input fuzz run takes many minutes: only when asked for (-m fuzz_million)."""
+    if "fuzz_million" in (config.getoption("-m") or ""):
+        return
+    million = [item for item in items if "fuzz_million" in item.keywords]
+    if million:
+        config.hook.pytest_deselected(items=million)
+        items[:] = [item for item in items if "fuzz_million" not in item.keywords]
+
+
 @dataclass
 class Seen:
     code: Code

@@ -28,6 +28,8 @@ Upstream-worthy aiocoap (0.4.17) issues, worked around here rather than patched:
    cannot stop a Block2 transfer it no longer wants. (Python 3.11's ``asyncio.wait_for`` also
    drops a cancellation that arrives as the inner future completes, so the block loop checks
    ``Task.cancelling()`` itself.)
+5. ``BlockwiseTuple.reduced_to(6)`` of a size exponent 7 (BERT) returns a plain tuple, not a
+   ``BlockwiseTuple`` (no ``.start``); BERT is refused here over UDP, where RFC 7959 reserves it.
 """
 
 from __future__ import annotations
@@ -230,6 +232,8 @@ class BoundedBlockwiseRequest(BlockwiseRequest):
             return initial_response
         if first.block_number != 0:
             raise error.UnexpectedBlock2("the first block of a block-wise answer is not block 0")
+        if first.size_exponent == BERT_EXPONENT:
+            raise error.UnexpectedBlock2("Block2 size exponent 7 (BERT) is not allowed over UDP")
         size2 = initial_response.opt.size2
         if size2 is not None and size2 > cls.max_bytes:
             cls._count("block2_too_large")
@@ -269,7 +273,8 @@ class BoundedBlockwiseRequest(BlockwiseRequest):
                 if not response.code.is_successful():
                     return response  # the device gave up: its error is the answer
                 raise error.UnexpectedBlock2("a block-wise answer continued without a Block2 option")
-            if block2.start != size or not block2.is_valid_for_payload_size(len(response.payload)):
+            if block2.size_exponent == BERT_EXPONENT or block2.start != size or \
+                    not block2.is_valid_for_payload_size(len(response.payload)):
                 raise error.UnexpectedBlock2(f"Block2 block {block2.block_number} ({len(response.payload)} "
                                              f"bytes) does not continue the answer at byte {size}")
             if response.opt.etag != initial_response.opt.etag:

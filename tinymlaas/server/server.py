@@ -108,6 +108,7 @@ class LwM2MServer:
         self.context = await server_context(RootResource(self), host, port, self.junk, self.limits.junk_log_interval_s)
         dedup.install(self.context)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
+        self.metrics.gauge("coap_datagrams", lambda: iface.received)
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])
         self._expiry_task = asyncio.create_task(self._expire_forever(), name="lifetime expiry")

@@ -72,6 +72,7 @@ class GuardedUDP6(MessageInterfaceUDP6):
     """``MessageInterfaceUDP6`` that answers or drops undecodable datagrams instead of raising."""
 
     junk: JunkLog | None = None  # set per server by ``guarded``
+    received = 0  # datagrams seen (per instance once one arrived)
 
     def _refuse(self, data: bytes, address: Any, kind: str, why: str, reply: str) -> None:
         if self.junk is not None:
@@ -91,6 +92,7 @@ class GuardedUDP6(MessageInterfaceUDP6):
             pass
 
     def datagram_msg_received(self, data: bytes, ancdata: Any, flags: int, address: Any) -> None:
+        self.received += 1
         pktinfo = None
         for level, kind, value in ancdata:  # as MessageInterfaceUDP6.datagram_msg_received
             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO:
