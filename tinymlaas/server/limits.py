@@ -171,11 +171,12 @@ class DeviceSlots:
     def __init__(self, limit: int, waiting: int, metrics: "Metrics") -> None:
         self.limit, self.waiting, self.metrics = limit, waiting, metrics
         self._sems: dict[str, asyncio.Semaphore] = {}
-        self._users: dict[str, int] = {}
+        self._users: dict[str, int] = {}  # holding or waiting for a slot
+        self._held: dict[str, int] = {}
 
-    def in_flight(self, endpoint: str) -> int:
-        sem = self._sems.get(endpoint)
-        return 0 if sem is None else self.limit - sem._value
+    def in_flight(self, endpoint: str | None = None) -> int:
+        """Requests in flight to ``endpoint`` (to every device when None)."""
+        return sum(self._held.values()) if endpoint is None else self._held.get(endpoint, 0)
 
     @contextlib.asynccontextmanager
     async def slot(self, endpoint: str, timeout_s: float) -> AsyncIterator[None]:
@@ -200,10 +201,15 @@ class DeviceSlots:
                                      f"within {timeout_s:g} s") from None
             else:
                 await sem.acquire()
+            self._held[endpoint] = self._held.get(endpoint, 0) + 1
             try:
                 yield
             finally:
                 sem.release()
+                if self._held[endpoint] > 1:
+                    self._held[endpoint] -= 1
+                else:
+                    del self._held[endpoint]
         finally:
             left = self._users[endpoint] - 1
             if left:

@@ -96,6 +96,7 @@ class LwM2MServer:
         self._expiry_task: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[str, Registration], None]] = []
         self.metrics.gauge("registrations", lambda: len(self.registrations))
+        self.metrics.gauge("device_requests_in_flight", self.slots.in_flight)
         self.metrics.gauge("rate_limited_sources", lambda: len(self.admission.registrations) + len(self.admission.unknown_ids))
 
     # -- life cycle ------------------------------------------------------------------------
