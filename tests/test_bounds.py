@@ -384,3 +384,30 @@ def test_limits_refuse_nonsense():
     with pytest.raises(ValueError, match="block2_max_s"):
         Limits(block2_max_s=float("inf"))
     assert time.monotonic() > 0
+
+
+async def test_endless_block2_stops_when_the_api_client_goes_away(tmp_path):
+    """The admin API's caller gives up (its HTTP connection closes): the device transfer stops."""
+    import httpx
+
+    from tinymlaas import runtime
+
+    running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{tmp_path / 'api.db'}",
+                                  tmp_path / "home", read_capabilities=False,
+                                  limits=replace(Limits(), block2_max_bytes=64 * 1024 * 1024))
+    dev = EndlessDevice()
+    ctx, _ = await device_of(running.server, dev)
+    try:
+        async with httpx.AsyncClient(base_url=running.api_url) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post("/devices/endless/read", json={"path": "/3/0", "format": 0, "timeout": 120},
+                                headers={"Authorization": f"Bearer {running.token}"}, timeout=1.0)
+        assert len(dev.blocks) > 10
+        await asyncio.sleep(1.0)  # the API notices within its poll interval
+        stopped_at = len(dev.blocks)
+        await asyncio.sleep(0.5)
+        assert len(dev.blocks) <= stopped_at + 1
+        assert running.server.metrics.counters["block2_abandoned"] == 1
+    finally:
+        await ctx.shutdown()
+        await running.stop()

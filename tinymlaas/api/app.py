@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, TypeVar
 
 from aiocoap import Code
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -42,6 +42,8 @@ from tinymlaas.server import objects as object_imports
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES, EVENTS, OBSERVED_VALUES
 
+T = TypeVar("T")
+DISCONNECT_POLL_S = 0.5  # how often a device operation checks that its HTTP client is still there
 MAX_PATH = 256  # characters of an LwM2M path
 MAX_TEXT = 64 * 1024  # characters of a value typed by a person, execute arguments
 MAX_VALUES = 10_000  # paths in one write
@@ -183,12 +185,13 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         return {"endpoint": endpoint, "tags": result}
 
     @app.post("/devices/{endpoint}/read")
-    async def read(endpoint: Name, body: Target) -> dict[str, Any]:
-        content = await server.read(endpoint, Path.parse(body.path), fmt=body.format, timeout=body.timeout)
+    async def read(request: Request, endpoint: Name, body: Target) -> dict[str, Any]:
+        content = await while_connected(request, server.read(endpoint, Path.parse(body.path), fmt=body.format,
+                                                             timeout=body.timeout))
         return {"content": content_to_json(content)}
 
     @app.post("/devices/{endpoint}/write")
-    async def write(endpoint: Name, body: WriteBody) -> dict[str, Any]:
+    async def write(request: Request, endpoint: Name, body: WriteBody) -> dict[str, Any]:
         path = Path.parse(body.path)
         if (body.values is None) == (body.text is None):
             raise BadRequest("write needs exactly one of 'values' or 'text'")
@@ -198,33 +201,37 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
             content = {path: parse_cli_value(server.objects, path, body.text)}
         else:
             content = content_from_json(body.values or {})
-        await server.write(endpoint, path, content, body.replace, fmt=body.format, timeout=body.timeout)
+        await while_connected(request, server.write(endpoint, path, content, body.replace, fmt=body.format,
+                                                    timeout=body.timeout))
         return {"status": "changed"}
 
     @app.post("/devices/{endpoint}/execute")
-    async def execute(endpoint: Name, body: ExecuteBody) -> dict[str, Any]:
-        await server.execute(endpoint, Path.parse(body.path), body.arguments, timeout=body.timeout)
+    async def execute(request: Request, endpoint: Name, body: ExecuteBody) -> dict[str, Any]:
+        await while_connected(request, server.execute(endpoint, Path.parse(body.path), body.arguments,
+                                                      timeout=body.timeout))
         return {"status": "changed"}
 
     @app.post("/devices/{endpoint}/discover")
-    async def discover(endpoint: Name, body: Target) -> dict[str, Any]:
-        links = await server.discover(endpoint, Path.parse(body.path), timeout=body.timeout)
+    async def discover(request: Request, endpoint: Name, body: Target) -> dict[str, Any]:
+        links = await while_connected(request, server.discover(endpoint, Path.parse(body.path), timeout=body.timeout))
         return {"links": format_links(links)}
 
     @app.post("/devices/{endpoint}/write-attributes")
-    async def write_attributes(endpoint: Name, body: AttributesBody) -> dict[str, Any]:
-        await server.write_attributes(endpoint, Path.parse(body.path), body.attributes, timeout=body.timeout)
+    async def write_attributes(request: Request, endpoint: Name, body: AttributesBody) -> dict[str, Any]:
+        await while_connected(request, server.write_attributes(endpoint, Path.parse(body.path), body.attributes,
+                                                               timeout=body.timeout))
         return {"status": "changed"}
 
     @app.post("/devices/{endpoint}/create")
-    async def create(endpoint: Name, body: WriteBody) -> dict[str, Any]:
-        location = await server.create(endpoint, Path.parse(body.path), content_from_json(body.values or {}),
-                                       fmt=body.format, timeout=body.timeout)
+    async def create(request: Request, endpoint: Name, body: WriteBody) -> dict[str, Any]:
+        location = await while_connected(request, server.create(endpoint, Path.parse(body.path),
+                                                                content_from_json(body.values or {}),
+                                                                fmt=body.format, timeout=body.timeout))
         return {"status": "created", "location": location}
 
     @app.post("/devices/{endpoint}/delete")
-    async def delete(endpoint: Name, body: Target) -> dict[str, Any]:
-        await server.delete(endpoint, Path.parse(body.path), timeout=body.timeout)
+    async def delete(request: Request, endpoint: Name, body: Target) -> dict[str, Any]:
+        await while_connected(request, server.delete(endpoint, Path.parse(body.path), timeout=body.timeout))
         return {"status": "deleted"}
 
     @app.post("/devices/{endpoint}/observe")
@@ -296,6 +303,23 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         campaign_routes.register(app, campaigns, [])
     admin_routes.register(app, server, tokens)
     return app
+
+
+async def while_connected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and the device transfer it waits on) if the HTTP client goes
+    away first: nobody would read the answer."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise HTTPException(499, "the client went away; the device operation was cancelled")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _line(obj: dict[str, Any]) -> bytes:
