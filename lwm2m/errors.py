@@ -35,6 +35,10 @@ class NotAcceptable(LwM2MError):
     code = numbers.Code.NOT_ACCEPTABLE
 
 
+class Conflict(LwM2MError):
+    code = numbers.Code.CONFLICT
+
+
 class PreconditionFailed(LwM2MError):
     """4.12: used for an unsupported LwM2M version at registration (TS Transport 6.2.1)."""
 

@@ -2,12 +2,15 @@
 
 Paths become strings ("/3/0/0"); str, int, float and bool stay as they are; Opaque becomes
 ``{"opaque": "<hex>"}`` and Objlnk ``{"objlnk": "3:0"}``; a string the device sent that is not
-clean text (``RawString``) becomes ``{"string_bytes": "<hex>", "text": ..., "problem": ...}``. This is not an LwM2M content
+clean text (``RawString``) becomes ``{"string_bytes": "<hex>", "text": ..., "problem": ...}``; a float
+JSON cannot carry (a device may send NaN or infinity) becomes ``{"float": "nan"}`` / ``"inf"`` /
+``"-inf"``. This is not an LwM2M content
 format (see ``codecs`` for those); it is how tinymlaas shows values to people and scripts.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 from lwm2m.errors import BadRequest
@@ -21,6 +24,8 @@ def value_to_json(value: Value) -> Any:
         return {"objlnk": str(value)}
     if isinstance(value, RawString):
         return {"string_bytes": value.raw.hex(), "text": value.text, "problem": value.problem}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"float": str(value)}
     return value
 
 

@@ -102,7 +102,8 @@ def open_package(blob: bytes, public_key: bytes | None) -> tuple[Manifest, bytes
         protected, _unprotected, payload, signature = sign1.value
     except (cbor2.CBORError, ValueError, TypeError) as exc:
         raise PackageError("unsupported", f"not a tinymlaas package: {exc}") from None
-    if protected != PROTECTED or not isinstance(payload, bytes) or not isinstance(artifact, bytes):
+    if protected != PROTECTED or not isinstance(payload, bytes) or not isinstance(artifact, bytes) \
+            or not isinstance(signature, bytes):
         raise PackageError("unsupported", "package is not an Ed25519 COSE_Sign1 over a manifest")
     if public_key is not None:
         try:

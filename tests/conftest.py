@@ -9,6 +9,8 @@ that did not come from them.
 from __future__ import annotations
 
 import asyncio
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
@@ -30,6 +32,16 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     if os.environ.get("CI") and not SHARED_MODELS.is_dir():
         pytest.exit(f"CI run without the shared models next to the checkout ({SHARED_MODELS.name} missing)", 2)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The million-input fuzz run takes many minutes: only when asked for (-m fuzz_million)."""
+    if "fuzz_million" in (config.getoption("-m") or ""):
+        return
+    million = [item for item in items if "fuzz_million" in item.keywords]
+    if million:
+        config.hook.pytest_deselected(items=million)
+        items[:] = [item for item in items if "fuzz_million" not in item.keywords]
 
 
 @dataclass
@@ -107,6 +119,24 @@ async def eventually(cond: Callable[[], bool], seconds: float = 5.0) -> bool:
             return True
         await asyncio.sleep(0.05)
     return cond()
+
+
+class BackgroundLoop:
+    """An event loop in a daemon thread: for synchronous tests (hypothesis, schemathesis, a
+    CLI) that drive servers living on it. ``run`` waits for a coroutine's result."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 30) -> Any:
+        fut: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,6 @@ import asyncio
 import re
 import shutil
 import socket
-import threading
-from concurrent.futures import Future
 from pathlib import Path as FsPath
 
 import aiocoap
@@ -23,7 +21,7 @@ from sqlalchemy import select
 
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.tables import Event, Registration
-from tests.conftest import CatchAll, Peer
+from tests.conftest import BackgroundLoop, CatchAll, Peer
 
 COAP_CLIENT = shutil.which("coap-client-notls")
 needs_libcoap = pytest.mark.skipif(COAP_CLIENT is None, reason="coap-client-notls (Debian libcoap3-bin) not installed")
@@ -102,13 +100,11 @@ async def test_random_datagrams_do_not_hurt(server, peer: Peer):
 
 # -- property: arbitrary registration requests --------------------------------------------
 
-class Loop:
+class Loop(BackgroundLoop):
     """A server and a peer on an event loop in a background thread, for hypothesis."""
 
     def __init__(self, tmp: FsPath) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
         self.server = LwM2MServer(f"sqlite:///{tmp / 'prop.db'}", read_capabilities=False)
         self.run(self.server.start("127.0.0.1", 0))
         self.peer = Peer(server=self.server.address)
@@ -118,15 +114,10 @@ class Loop:
                 CatchAll(self.peer), bind=("127.0.0.1", 0), transports=["udp6"])
         self.run(ctx())
 
-    def run(self, coro):
-        fut: Future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return fut.result(30)
-
     def close(self) -> None:
         self.run(self.peer.context.shutdown())
         self.run(self.server.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.stop()
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ What it does not do: watch the file (a change takes effect at the next start) or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tomllib
@@ -57,6 +58,8 @@ from pydantic_settings import (
     SettingsError,
     TomlConfigSettingsSource,
 )
+
+from tinymlaas.server.limits import Limits
 
 PREFIX = "TINYMLAAS_"
 CONFIG_ENV = "TINYMLAAS_CONFIG"
@@ -89,6 +92,8 @@ class AdminSettings(Section):
     host: str = Field(default="127.0.0.1", description="address of the admin HTTP API (keep it on loopback)")
     port: int = Field(default=8683, ge=0, le=65535, description="its TCP port (0: any free port)")
     token: SecretStr | None = Field(default=None, description="bearer token; default: created in the data dir")
+    cert_file: Path | None = Field(default=None, description="PEM certificate: serve the admin API over HTTPS")
+    key_file: Path | None = Field(default=None, description="PEM private key of cert_file")
 
 
 class DatabaseSettings(Section):
@@ -144,7 +149,7 @@ class LoggingSettings(Section):
 
 
 class MetricsSettings(Section):
-    enabled: bool = Field(default=False, description="serve Prometheus metrics at GET /metrics on the admin API")
+    enabled: bool = Field(default=True, description="serve Prometheus metrics at GET /metrics on the admin API")
 
 
 class Settings(BaseSettings):
@@ -164,6 +169,7 @@ class Settings(BaseSettings):
     compile: CompileSettings = CompileSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    limits: Limits = Field(default_factory=Limits)  # every protocol bound (tinymlaas.server.limits)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
@@ -277,9 +283,14 @@ def _known(section: str) -> str:
     field = Settings.model_fields.get(section)
     if field is None:
         return "sections: " + ", ".join(Settings.model_fields)
-    model = field.annotation
-    keys = list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-    return f"[{section}] has: " + ", ".join(keys)
+    return f"[{section}] has: " + ", ".join(_keys(field.annotation))
+
+
+def _keys(model: Any) -> list[str]:
+    """The keys of a section: a pydantic model's fields, or a frozen dataclass's (``Limits``)."""
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return [f.name for f in dataclasses.fields(model)] if dataclasses.is_dataclass(model) else []
 
 
 def load(file: Path | None = None, cli: Mapping[str, Any] | None = None, *, use_env: bool = True) -> Loaded:
@@ -345,7 +356,7 @@ def _describe(exc: ValidationError, sources: dict[str, str]) -> str:
         loc = [str(p) for p in err["loc"]]
         key = ".".join(loc[:2])
         where = sources.get(key) or next((s for k, s in sources.items() if k.startswith(key + ".")), "default")
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("extra_forbidden", "unexpected_keyword_argument"):
             problems.append(f"unknown key {key} ({where}); {_known(loc[0]) if len(loc) > 1 else _known('')}")
         else:
             problems.append(f"{key} ({where}): {err['msg']}, got {err.get('input')!r}")
@@ -379,7 +390,7 @@ def rows(loaded: Loaded) -> list[tuple[str, str, str]]:
     out = []
     for section in Settings.model_fields:
         model = getattr(loaded.settings, section)
-        for name in type(model).model_fields:
+        for name in _keys(type(model)):
             key = f"{section}.{name}"
             out.append((key, masked(key, getattr(model, name)), loaded.sources.get(key, "default")))
     return out

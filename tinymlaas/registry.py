@@ -1,10 +1,13 @@
 """The model registry: trained models stored content-addressed, by name and version.
 
-``add`` checks the file is a model the compiler can read (ONNX or TFLite, by content), copies
-it to ``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever
-their names), and records name, version, sha256 and an optional calibration set (an ``.npz``
-stored the same way) in the database. The version defaults to the next integer for that
-name. Nothing is written unless the model imports.
+``add`` checks the file is a model the compiler can read (ONNX or TFLite, by content) whose
+tensors are of a sane size (none over ``Limits.model_tensor_max_bytes``: a model declaring a
+16 GiB activation is refused with that figure), copies it to
+``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever their
+names: a name never becomes a path), and records name, version, sha256 and an optional
+calibration set (an ``.npz`` stored the same way) in the database. Names and versions follow
+``tinymlaas.names``. The version defaults to the next integer for that name. Nothing is
+written unless the model imports.
 
 The running server owns the registry (its admin API: ``POST /models``, ``GET /models``,
 ``DELETE /models/NAME:VERSION``, ``POST /models/NAME/inspect``); the CLI uses that API and comes
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,8 @@ from typing import Any
 
 from sqlalchemy import delete, desc, insert, select
 
+from tinymlaas import names
+from tinymlaas.server.limits import Limits
 from tinymlaas.store import Store
 from tinymlaas.store.tables import MODELS
 
@@ -52,15 +58,35 @@ def model_format(data: bytes) -> str:
     raise RegistryError(f"not an ONNX or TFLite model (first bytes {data[:8].hex()})")
 
 
-def load_graph(data: bytes, fmt: str) -> Any:
-    """Import with the compiler's frontend for ``fmt`` (its errors name what is wrong)."""
+def _bytes(n: int) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit} ({n:,} bytes)"
+    return f"{n:,} bytes"
+
+
+def check_sizes(graph: Any, max_tensor_bytes: int) -> None:
+    """Refuse a graph any of whose tensors would take more than ``max_tensor_bytes``."""
+    for t in graph.tensors.values():
+        nbytes = math.prod(t.shape) * t.dtype.itemsize  # Python ints: no int64 wrap-around
+        if nbytes > max_tensor_bytes:
+            raise RegistryError(f"tensor {t.name!r} of shape {tuple(t.shape)} ({t.dtype.name.lower()}) declares "
+                                f"{_bytes(nbytes)}: the limit is {_bytes(max_tensor_bytes)}")
+
+
+def load_graph(data: bytes, fmt: str, max_tensor_bytes: int = Limits.model_tensor_max_bytes) -> Any:
+    """Import with the compiler's frontend for ``fmt`` (its errors name what is wrong), and
+    refuse absurd tensor sizes (``check_sizes``) before anything builds on them."""
     if fmt == "onnx":
         from compilers.frontends.onnx import import_onnx
 
-        return import_onnx(data)
-    from compilers.frontends import tflite
+        graph = import_onnx(data)
+    else:
+        from compilers.frontends import tflite
 
-    return tflite.import_tflite(data)
+        graph = tflite.import_tflite(data)
+    check_sizes(graph, max_tensor_bytes)
+    return graph
 
 
 @dataclass(frozen=True)
@@ -76,9 +102,10 @@ class ModelEntry:
 
 
 class ModelRegistry:
-    def __init__(self, home: Path, store: Store) -> None:
+    def __init__(self, home: Path, store: Store, limits: Limits | None = None) -> None:
         self.dir = home / "models"
         self.store = store
+        self.max_tensor_bytes = (limits or Limits()).model_tensor_max_bytes
 
     def _stored(self, data: bytes, suffix: str) -> tuple[str, Path]:
         sha = hashlib.sha256(data).hexdigest()
@@ -107,14 +134,14 @@ class ModelRegistry:
         if extra:
             raise RegistryError(f"model {filename}: extra files ({', '.join(sorted(extra))}) are not stored by "
                                 "this registry; give a self-contained model")
+        name = names.check("model", name or Path(filename).stem)
+        if version is not None:
+            names.check("version", version)
         fmt = model_format(data)
-        load_graph(data, fmt)  # refuse what the compiler cannot read, before storing anything
+        load_graph(data, fmt, self.max_tensor_bytes)  # refuse what the compiler cannot read, before storing
         cal_data = calibration
         if cal_data is not None and not cal_data.startswith(b"PK"):
             raise RegistryError(f"calibration for {filename} is not an .npz file")
-        name = name or Path(filename).stem
-        if not name or len(name) > 128 or any(c in name for c in ":/\\"):
-            raise RegistryError(f"model name {name!r}: expected 1..128 characters without ':', '/' or '\\'")
         if version is None:
             versions = [e.version for e in self.list(name)]
             version = str(max((int(v) for v in versions if v.isdigit()), default=0) + 1)

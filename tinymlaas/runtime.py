@@ -9,6 +9,10 @@ compile cache, the package-signing key, and ``api.json``, which tells the CLI wh
 API listens, its token (created on first start, file mode 0600), the server's pid and the
 database URL it uses (so that the CLI, when no server runs, works on that same database).
 ``serve_forever`` runs until SIGTERM/SIGINT.
+
+The admin API listens on loopback unless told otherwise; given a certificate and its key
+(``admin.cert_file``, ``admin.key_file``) it speaks HTTPS only (``api.json`` then names the
+certificate, which the CLI verifies against).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import os
 import secrets
 import signal
 import socket
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,7 @@ from tinymlaas.config import Settings
 from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.service import Deployer
+from tinymlaas.server.limits import Limits
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.store import default_url
 
@@ -98,12 +104,25 @@ def token_for(data_dir: Path) -> str:
 
 
 def write_api_file(data_dir: Path, url: str, token: str, db_url: str | None = None,
-                   coap: tuple[str, int] | None = None) -> None:
+                   coap: tuple[str, int] | None = None, ca: Path | None = None) -> None:
     path = data_dir / "api.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"url": url, "token": token, "pid": os.getpid(), "db": db_url,
-                   "coap": f"coap://{coap[0]}:{coap[1]}" if coap else None}, f)
+                   "coap": f"coap://{coap[0]}:{coap[1]}" if coap else None, **({"ca": str(ca)} if ca else {})}, f)
+
+
+def check_tls(settings: Settings) -> tuple[Path, Path] | None:
+    """The admin API's certificate (PEM, may hold the chain) and key (PEM), when both are set."""
+    cert, key = settings.admin.cert_file, settings.admin.key_file
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ValueError("admin.cert_file and admin.key_file go together (--api-cert and --api-key)")
+    for what, p in (("certificate", cert), ("key", key)):
+        if not Path(p).is_file():
+            raise ValueError(f"API TLS {what} {p} is not a readable file")
+    return Path(cert), Path(key)
 
 
 @dataclass
@@ -130,13 +149,17 @@ class Running:
 
 async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None = None,
                 data_dir: Path | None = None, token: str | None = None, *, read_capabilities: bool | None = None,
-                expiry_interval_s: float | None = None, queue_awake_s: float | None = None) -> Running:
-    """Shorthand for ``launch``: these values over the effective configuration."""
+                expiry_interval_s: float | None = None, queue_awake_s: float | None = None,
+                tls: tuple[Path, Path] | None = None, limits: Limits | None = None) -> Running:
+    """Shorthand for ``launch``: these values over the effective configuration (``tls``: the
+    admin API's certificate and key files; ``limits``: the protocol bounds)."""
     overrides: dict[str, dict[str, Any]] = {
         "coap": {"host": coap[0], "port": coap[1], "read_capabilities": read_capabilities,
                  "expiry_interval_s": expiry_interval_s},
-        "admin": {"host": api[0], "port": api[1], "token": token},
-        "database": {"url": db_url}, "data": {"home": data_dir}, "queue": {"awake_s": queue_awake_s}}
+        "admin": {"host": api[0], "port": api[1], "token": token, "cert_file": tls[0] if tls else None,
+                  "key_file": tls[1] if tls else None},
+        "database": {"url": db_url}, "data": {"home": data_dir}, "queue": {"awake_s": queue_awake_s},
+        "limits": dataclasses.asdict(limits) if limits is not None else {}}
     cli = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
     return await launch(config.load(cli=cli).settings)
 
@@ -144,6 +167,7 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
 async def launch(settings: Settings) -> Running:
     """Start the CoAP server and the admin API; write ``api.json`` into the data directory."""
     data_dir = settings.data.home
+    tls = check_tls(settings)
     data_dir.mkdir(parents=True, exist_ok=True)
     token = settings.admin.token.get_secret_value() if settings.admin.token else token_for(data_dir)
     db = settings.database
@@ -151,7 +175,8 @@ async def launch(settings: Settings) -> Running:
     server = LwM2MServer(db_url, read_capabilities=settings.coap.read_capabilities,
                          expiry_interval_s=settings.coap.expiry_interval_s, queue_awake_s=settings.queue.awake_s,
                          pool_size=db.pool_size, max_overflow=db.max_overflow, profile_dirs=settings.profiles.dirs,
-                         lifetime_range_s=(settings.coap.lifetime_min_s, settings.coap.lifetime_max_s))
+                         lifetime_range_s=(settings.coap.lifetime_min_s, settings.coap.lifetime_max_s),
+                         limits=settings.limits)
     await server.start(settings.coap.host, settings.coap.port)
     deployer = Deployer(server, data_dir, policy=delivery_policy(settings), workers=settings.compile.workers,
                         key_file=settings.data.signing_key_file)
@@ -161,14 +186,16 @@ async def launch(settings: Settings) -> Running:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(api)
     host, port = sock.getsockname()[:2]
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    url = f"{'https' if tls else 'http'}://{'[' + host + ']' if ':' in host else host}:{port}"
     app = create_app(server, token, deployer, campaigns, metrics=settings.metrics.enabled)
-    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+    uv = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off",
+                                       ssl_certfile=str(tls[0]) if tls else None,
+                                       ssl_keyfile=str(tls[1]) if tls else None))
     uv.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # the caller handles signals
     task = asyncio.create_task(uv.serve(sockets=[sock]), name="admin api")
     while not uv.started and not task.done():
         await asyncio.sleep(0.01)
-    write_api_file(data_dir, url, token, db_url, server.address)
+    write_api_file(data_dir, url, token, db_url, server.address, tls[0].resolve() if tls else None)
     resumed, again = await campaigns.resume_all(), await deployer.resume()
     if resumed or again:
         log.info("resumed campaigns %s and deployments %s", resumed, again)

@@ -262,8 +262,8 @@ def _infer(proto: onnx.ModelProto) -> tuple[dict[str, tuple[tuple[int, ...] | No
     try:
         inferred = shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
                                                 data_prop=True)
-    except (shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as e:
-        first = str(e).strip().splitlines()[0]
+    except (shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ShapeError(f"ONNX shape inference failed: {first}") from e
     g = inferred.graph
     types: dict[str, tuple[tuple[int, ...] | None, DType | None]] = {}

@@ -139,7 +139,7 @@ def _window(ctx: NodeCtx, kernel: Sequence[int], ceil_mode: bool = False
         raise ctx.unsupported(f"kernel {tuple(kernel)}/strides/dilations do not fit input "
                               f"{ctx.shape(0)}")
     auto = ctx.attr("auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = auto.decode(errors="replace") if isinstance(auto, bytes) else auto
     if auto == "NOTSET":
         flat = tuple(ctx.attr("pads", (0,) * (2 * n)))
         if len(flat) != 2 * n:
@@ -186,7 +186,7 @@ def _conv_transpose(ctx: NodeCtx) -> None:
     kernel = _kernel(ctx, w)
     n = len(spatial)
     auto = ctx.attr("auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else auto
+    auto = auto.decode(errors="replace") if isinstance(auto, bytes) else auto
     strides = tuple(ctx.attr("strides", (1,) * n))
     dilations = tuple(ctx.attr("dilations", (1,) * n))
     out_pad = tuple(ctx.attr("output_padding", (0,) * n))
@@ -324,7 +324,7 @@ def _pad(ctx: NodeCtx) -> None:
     x = ctx.tensor(ctx.input(0))
     rank = len(x.shape)
     mode = ctx.attr("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
+    mode = mode.decode(errors="replace") if isinstance(mode, bytes) else mode
     if ctx.version < 11:
         flat, value, axes = list(ctx.attr("pads")), ctx.attr("value", 0.0), list(range(rank))
     else:

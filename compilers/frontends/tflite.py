@@ -92,7 +92,7 @@ def import_tflite(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]]
         builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
         name = BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
         if builtin == S.BuiltinOperator.CUSTOM:
-            custom = code.customCode.decode() if isinstance(code.customCode, bytes) else code.customCode
+            custom = code.customCode.decode(errors="replace") if isinstance(code.customCode, bytes) else code.customCode
             name = f"CUSTOM:{custom}"
         conv = CONVERTERS.get(builtin)
         if conv is None and builtin not in FOLDERS:
@@ -136,7 +136,7 @@ def import_tflite(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]]
             raise ModelFormatError(f"{ctx.label}: malformed operator ({type(e).__name__}: "
                                    f"{e})") from e
     outputs = [b.get(int(i), "tf") for i in (sg.outputs if sg.outputs is not None else [])]
-    name = sg.name.decode() if isinstance(sg.name, bytes) and sg.name else "tflite"
+    name = sg.name.decode(errors="replace") if isinstance(sg.name, bytes) and sg.name else "tflite"
     graph = Graph.make(name, inputs, outputs, b.nodes, b.tensors.values())
     return graph.toposorted().validate()
 

@@ -29,7 +29,7 @@ from lwm2m.errors import BadRequest
 from lwm2m.model import ObjectModel, Operations, ResourceModel, ResourceType
 from lwm2m.path import MAX_ID
 
-__all__ = ["DdfError", "parse_ddf", "load_ddf_file"]
+__all__ = ["DdfError", "parse_ddf", "split_ddf", "load_ddf_file"]
 
 
 class DdfError(BadRequest):
@@ -202,13 +202,7 @@ def _object(obj: ET.Element, where: _Where) -> ObjectModel:
     )
 
 
-def parse_ddf(data: bytes | str, source: str = "") -> list[ObjectModel]:
-    """Parse DDF XML (bytes or text) into object models, in file order.
-
-    ``source`` (a file name) is used in error messages. Raises DdfError on anything that is
-    not a well-formed, complete object definition, and on DOCTYPE/ENTITY declarations.
-    """
-    where = _Where(source)
+def _objects(data: bytes | str, where: _Where) -> list[ET.Element]:
     # Text is parsed as text (its XML declaration's encoding no longer applies); bytes as bytes.
     document: str | bytes = data if isinstance(data, str) else bytes(data)
     try:
@@ -225,14 +219,34 @@ def parse_ddf(data: bytes | str, source: str = "") -> list[ObjectModel]:
     objects = [el for el in root if isinstance(el.tag, str) and _local(el.tag) == "Object"]
     if not objects:
         raise where.error("Object", "no <Object> element in <LWM2M>")
-    models = [_object(obj, where) for obj in objects]
+    return objects
+
+
+def split_ddf(data: bytes | str, source: str = "") -> list[tuple[ObjectModel, str]]:
+    """Parse DDF XML into (object model, that object's own DDF document), in file order.
+
+    The document is the ``<Object>`` element alone in an ``<LWM2M>`` root: what to store to
+    load one object again without the rest of the file it came in. Errors as ``parse_ddf``.
+    """
+    where = _Where(source)
+    elements = _objects(data, where)
+    pairs = [(_object(el, where), f"<LWM2M>{ET.tostring(el, encoding='unicode')}</LWM2M>") for el in elements]
     seen: set[int] = set()
-    for model in models:
+    for model, _ in pairs:
         if model.id in seen:
             where.object_id, where.resource_id = str(model.id), None
             raise where.error("ObjectID", f"object {model.id} is defined twice in this file")
         seen.add(model.id)
-    return models
+    return pairs
+
+
+def parse_ddf(data: bytes | str, source: str = "") -> list[ObjectModel]:
+    """Parse DDF XML (bytes or text) into object models, in file order.
+
+    ``source`` (a file name) is used in error messages. Raises DdfError on anything that is
+    not a well-formed, complete object definition, and on DOCTYPE/ENTITY declarations.
+    """
+    return [model for model, _ in split_ddf(data, source)]
 
 
 def load_ddf_file(path: str | os.PathLike[str]) -> list[ObjectModel]:

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, Awaitable, Callable, Literal, TypeVar
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from tinymlaas.api.validation import Body, Id, Name
 from tinymlaas.deploy import groups
 from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.service import DeployOptions
@@ -21,23 +22,24 @@ from lwm2m.errors import BadRequest
 T = TypeVar("T")
 
 
-class GroupBody(BaseModel):
-    name: str = Field(description="group name: letters, digits, '_', '.', '-'")
-    tag: str | None = Field(None, description="devices with this tag (glob)")
-    profile: str | None = Field(None, description="devices of this profile (glob)")
-    query: str | None = Field(None, description="e.g. 'profile=nrf52*,runtime=tflm,registered=yes'")
+class GroupBody(Body):
+    name: str = Field(max_length=64, description="group name: letters, digits, '_', '.', '-'")
+    tag: str | None = Field(None, max_length=255, description="devices with this tag (glob)")
+    profile: str | None = Field(None, max_length=255, description="devices of this profile (glob)")
+    query: str | None = Field(None, max_length=4096, description="e.g. 'profile=nrf52*,runtime=tflm,registered=yes'")
 
 
-class CampaignBody(BaseModel):
-    name: str | None = Field(None, description="default: MODEL:VERSION to GROUP")
-    model: str = Field(description="NAME or NAME:VERSION from the model registry")
-    group: str
-    stages: list[float] = Field([0.01, 0.1, 1.0], description="cumulative fractions of the group, ending at 1.0")
+class CampaignBody(Body):
+    name: str | None = Field(None, max_length=128, description="default: MODEL:VERSION to GROUP")
+    model: str = Field(min_length=1, max_length=200, description="NAME or NAME:VERSION from the model registry")
+    group: str = Field(min_length=1, max_length=64)
+    stages: list[float] = Field([0.01, 0.1, 1.0], min_length=1, max_length=100,
+                                description="cumulative fractions of the group, ending at 1.0")
     success_threshold: float = Field(0.95, ge=0, le=1, description="succeeded/finished needed to go on")
     error_threshold: float = Field(0.05, ge=0, le=1, description="failed/finished above this halts the campaign")
     concurrency: int = Field(50, ge=1, le=10000, description="deployments in flight at most")
-    backend: str | None = None
-    precision: str | None = None
+    backend: str | None = Field(None, max_length=64)
+    precision: str | None = Field(None, max_length=16)
     method: Literal["pull", "push"] = "pull"
     object_id: Literal[9, 5] | None = None
 
@@ -70,7 +72,7 @@ def register(app: FastAPI, campaigns: Campaigns, deps: list[Any]) -> None:
         return out
 
     @app.get("/groups/{name}", dependencies=deps)
-    async def show_group(name: str) -> dict[str, Any]:
+    async def show_group(name: Name) -> dict[str, Any]:
         row = await groups.get_group(store, name)
         found = await _checked(lambda: groups.members(store, registrations, row["selector"]))
         return {**row, "members": found}
@@ -89,19 +91,19 @@ def register(app: FastAPI, campaigns: Campaigns, deps: list[Any]) -> None:
         return await campaigns.list()
 
     @app.get("/campaigns/{cid}", dependencies=deps)
-    async def show(cid: int) -> dict[str, Any]:
+    async def show(cid: Id) -> dict[str, Any]:
         return await campaigns.status(cid)
 
     @app.post("/campaigns/{cid}/pause", dependencies=deps)
-    async def pause(cid: int) -> dict[str, Any]:
+    async def pause(cid: Id) -> dict[str, Any]:
         return await campaigns.pause(cid)
 
     @app.post("/campaigns/{cid}/resume", dependencies=deps)
-    async def resume(cid: int) -> dict[str, Any]:
+    async def resume(cid: Id) -> dict[str, Any]:
         return await campaigns.resume(cid)
 
     @app.post("/campaigns/{cid}/cancel", dependencies=deps)
-    async def cancel(cid: int) -> dict[str, Any]:
+    async def cancel(cid: Id) -> dict[str, Any]:
         return await campaigns.cancel(cid)
 
 

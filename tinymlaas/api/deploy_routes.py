@@ -11,24 +11,26 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from fastapi import FastAPI, Query
+from pydantic import Field
 from sqlalchemy import select
 
 from compilers.backends import registry
+from tinymlaas.api.validation import MAX_ID, Body, Id, Limit, Name
 from tinymlaas.deploy.service import Deployer, DeployOptions
 from lwm2m.errors import BadRequest
 from tinymlaas.registry import ModelEntry, RegistryError
 from tinymlaas.store.tables import EVENTS
 
 
-class DeployBody(BaseModel):
-    endpoint: str
-    model: str = Field(description="NAME, NAME:VERSION or a sha256 prefix")
-    backend: str | None = Field(None, description="an installed deliverable backend (GET /backends); default: chosen")
-    precision: str | None = Field(None, description="float32 or int8; default: chosen")
-    method: str = Field("pull", description="pull (Package URI, Block2) or push (Package, Block1)")
-    object_id: int | None = Field(None, description="9 (Software Management) or 5 (Firmware Update)")
+class DeployBody(Body):
+    endpoint: str = Field(min_length=1, max_length=255)
+    model: str = Field(min_length=1, max_length=200, description="NAME, NAME:VERSION or a sha256 prefix")
+    backend: str | None = Field(None, max_length=64,
+                                description="an installed deliverable backend (GET /backends); default: chosen")
+    precision: str | None = Field(None, max_length=16, description="float32 or int8; default: chosen")
+    method: str = Field("pull", max_length=64, description="pull (Package URI, Block2) or push (Package, Block1)")
+    object_id: int | None = Field(None, ge=0, le=65535, description="9 (Software Management) or 5 (Firmware Update)")
     margin: float = Field(0.10, ge=0, lt=1, description="safety margin on free SRAM and flash")
     sram_free: int | None = Field(None, gt=0, description="bytes of SRAM free for ML, over what the device says")
     flash_free: int | None = Field(None, gt=0, description="bytes of flash free for packages, over what it says")
@@ -37,7 +39,7 @@ class DeployBody(BaseModel):
     wait: bool = Field(True, description="answer when the deployment ended (else at once)")
 
 
-class WaitBody(BaseModel):
+class WaitBody(Body):
     wait: bool = True
 
 
@@ -87,12 +89,13 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
         return await started(await deployer.create(body.endpoint, e, options), body.wait)
 
     @app.get("/deployments", dependencies=deps)
-    async def deployments(endpoint: str | None = None, campaign: int | None = None,
-                          limit: int = 100) -> list[dict[str, Any]]:
-        return await deployer.list(endpoint, campaign, min(max(limit, 1), 10000))
+    async def deployments(endpoint: str | None = Query(None, max_length=255),
+                          campaign: int | None = Query(None, ge=1, le=MAX_ID),
+                          limit: Limit = 100) -> list[dict[str, Any]]:
+        return await deployer.list(endpoint, campaign, limit)
 
     @app.get("/deployments/{deployment_id}", dependencies=deps)
-    async def deployment(deployment_id: int) -> dict[str, Any]:
+    async def deployment(deployment_id: Id) -> dict[str, Any]:
         row = await deployer.get(deployment_id)
         q = select(EVENTS).where(EVENTS.c.endpoint == row["endpoint"], EVENTS.c.kind == "deployment").order_by(EVENTS.c.id)
         events = await deployer.server.store.read(lambda c: list(c.execute(q)))
@@ -100,11 +103,11 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
         return row
 
     @app.post("/deployments/{deployment_id}/cancel", dependencies=deps)
-    async def cancel(deployment_id: int) -> dict[str, Any]:
+    async def cancel(deployment_id: Id) -> dict[str, Any]:
         await deployer.get(deployment_id)  # 404 when unknown
         deployer.cancel(deployment_id)
         return {"status": "cancelling"}
 
     @app.post("/devices/{endpoint}/rollback", dependencies=deps)
-    async def rollback(endpoint: str) -> dict[str, Any]:
+    async def rollback(endpoint: Name) -> dict[str, Any]:
         return await deployer.rollback(endpoint)

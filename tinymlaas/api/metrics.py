@@ -2,7 +2,8 @@
 
 Every figure is read when scraped, from the objects that keep it: live registrations
 (``RegistrationTable``), the store's committed batches and writes, the compile cache's builds and
-hits, deployments in flight. The route wants the admin token like the others (Prometheus sends
+hits, deployments in flight, and every counter and gauge of the server's ``Metrics`` (what the
+protocol bounds refused, dropped and pruned: ``tinymlaas_<name>_total`` / ``tinymlaas_<name>``). The route wants the admin token like the others (Prometheus sends
 it with ``authorization: {credentials: ...}``).
 
 Written here rather than with a client library: six values read at scrape time, each three
@@ -42,6 +43,11 @@ def exposition(server: Any, deployer: Any) -> str:
     lines = []
     for name, kind, text, read in figures(server, deployer):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {float(read()):g}"]
+    snap = server.metrics.snapshot()  # the bounds' counters and gauges (tinymlaas.server.metrics)
+    for kind, suffix in (("counters", "_total"), ("gauges", "")):
+        for key, value in snap.get(kind, {}).items():
+            name = f"tinymlaas_{key}{suffix}"
+            lines += [f"# TYPE {name} {'counter' if suffix else 'gauge'}", f"{name} {float(value):g}"]
     return "\n".join(lines) + "\n"
 
 

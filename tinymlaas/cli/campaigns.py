@@ -19,15 +19,15 @@ from datetime import datetime
 from typing import Any, Callable, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from tinymlaas.cli import client
 from tinymlaas.cli.client import CliError
+from tinymlaas.cli.terminal import console
 
-out = Console()
+out = console()
 POLL_S = 0.5
 JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
 
@@ -86,7 +86,7 @@ def summary_line(c: dict[str, Any]) -> str:
 
 def watch(cid: int, timeout: float, poll: Callable[[int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Progress bars until the campaign leaves ``running`` (or ``timeout`` s pass); its last status."""
-    fetch = poll or (lambda i: client.call("GET", f"/campaigns/{i}"))
+    fetch = poll or (lambda i: client.call("GET", client.api_path("campaigns", i)))
     status = fetch(cid)
     deadline = time.monotonic() + timeout
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -151,7 +151,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def groups_show(name: str, as_json: bool = JsonOpt) -> None:
         """A group and its current members."""
-        row = client.call("GET", f"/groups/{name}")
+        row = client.call("GET", client.api_path("groups", name))
         if as_json:
             show_json(row)
             return
@@ -210,7 +210,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def show(cid: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
         """A campaign: stages, per-device states and its history."""
-        c = client.call("GET", f"/campaigns/{cid}")
+        c = client.call("GET", client.api_path("campaigns", cid))
         if as_json:
             show_json(c)
             return
@@ -229,7 +229,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
 
     def control(action: str) -> Callable[..., None]:
         def command(cid: int = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
-            row = client.call("POST", f"/campaigns/{cid}/{action}")
+            row = client.call("POST", client.api_path("campaigns", cid, action))
             if as_json:
                 show_json(row)
             else:

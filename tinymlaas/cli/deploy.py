@@ -15,15 +15,15 @@ from datetime import datetime
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compilers.backends import registry
-from tinymlaas.cli.client import CliError, call
+from tinymlaas.cli.client import CliError, api_path, call
+from tinymlaas.cli.terminal import console
 
-out = Console()
+out = console()
 deployments_app = typer.Typer(help="Model deployments: decisions, deliveries, results.", no_args_is_help=True)
 STEPS = ("pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -80,13 +80,13 @@ def show_deployment(d: dict[str, Any]) -> None:
 
 def follow(deployment_id: int, timeout: float) -> dict[str, Any]:
     """Poll the deployment and show its step as a progress bar until it ends (or ``timeout``)."""
-    status = Console(stderr=True)
+    status = console(stderr=True)
     end = time.monotonic() + timeout
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[step]}"),
                   TimeElapsedColumn(), console=status, transient=True) as bar:
         task = bar.add_task(f"deployment {deployment_id}", total=len(STEPS) - 1, step="pending")
         while True:
-            d = call("GET", f"/deployments/{deployment_id}")
+            d = call("GET", api_path("deployments", deployment_id))
             step = STEPS.index(d["state"]) if d["state"] in STEPS else bar.tasks[0].completed
             bar.update(task, completed=step, step=d["state"])
             if d["state"] in TERMINAL:
@@ -144,7 +144,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def rollback(endpoint: str, as_json: bool = JsonOpt) -> None:
         """Re-activate the model that ran before the current one on a device."""
-        d = call("POST", f"/devices/{endpoint}/rollback", timeout=600)
+        d = call("POST", api_path("devices", endpoint, "rollback"), timeout=600)
         if as_json:
             sys.stdout.write(json.dumps(d, default=str) + "\n")
         else:
@@ -177,7 +177,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def show(deployment_id: int, as_json: bool = JsonOpt) -> None:
         """One deployment: the decision with every candidate, the delivery, the inference, its history."""
-        d = call("GET", f"/deployments/{deployment_id}")
+        d = call("GET", api_path("deployments", deployment_id))
         if as_json:
             sys.stdout.write(json.dumps(d, default=str) + "\n")
             return
@@ -187,7 +187,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def cancel(deployment_id: int) -> None:
         """Cancel a deployment in flight (the device keeps the model it runs)."""
-        call("POST", f"/deployments/{deployment_id}/cancel")
+        call("POST", api_path("deployments", deployment_id, "cancel"))
         out.print("cancelling")
 
     app.add_typer(deployments_app, name="deployments")

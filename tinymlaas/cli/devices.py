@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli.client import CliError, call
+from tinymlaas.cli.client import CliError, api_path, call
 
 out = Console()
 
@@ -51,7 +51,7 @@ def register(devices_app: typer.Typer, one_line_errors: Any) -> None:
         object matches no profile); stored by the server, used by every deployment decision."""
         if (board is None) != clear:
             raise CliError("give a BOARD, or --clear")
-        _show(endpoint, call("PATCH", f"/devices/{endpoint}/settings", json_body={"profile": board}), as_json)
+        _show(endpoint, call("PATCH", api_path("devices", endpoint, "settings"), json_body={"profile": board}), as_json)
 
     @devices_app.command("set-figures")
     @one_line_errors
@@ -71,7 +71,7 @@ def register(devices_app: typer.Typer, one_line_errors: Any) -> None:
                                       ("runtimes", runtime)) if v}
             if not body:
                 raise CliError("give --sram-free, --flash-free and/or --runtime (or --clear)")
-        _show(endpoint, call("PATCH", f"/devices/{endpoint}/settings", json_body=body), as_json)
+        _show(endpoint, call("PATCH", api_path("devices", endpoint, "settings"), json_body=body), as_json)
 
     @devices_app.command("set-queue")
     @one_line_errors
@@ -92,13 +92,13 @@ def register(devices_app: typer.Typer, one_line_errors: Any) -> None:
             body["queue_mode"] = None if as_registered else queue
         if not body:
             raise CliError("give --awake S, --queue/--no-queue, --as-registered or --default-awake")
-        _show(endpoint, call("PATCH", f"/devices/{endpoint}/settings", json_body=body), as_json)
+        _show(endpoint, call("PATCH", api_path("devices", endpoint, "settings"), json_body=body), as_json)
 
     @devices_app.command("queue")
     @one_line_errors
     def queue(endpoint: str, limit: int = 20, as_json: bool = JsonOpt) -> None:
         """Requests held for a sleeping device, and what became of the recent ones."""
-        q = call("GET", f"/devices/{endpoint}/queue", params={"limit": limit})
+        q = call("GET", api_path("devices", endpoint, "queue"), params={"limit": limit})
         if as_json:
             sys.stdout.write(json.dumps(q) + "\n")
             return

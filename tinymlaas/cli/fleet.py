@@ -13,13 +13,13 @@ from typing import Any, Optional
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from device_profiles import Profile, ProfileError, get_profile
+from tinymlaas.cli.terminal import console
 
-out = Console()
+out = console()
 DirsOpt = typer.Option(None, "--profiles-dir", help="another directory of profile files (repeatable)")
 
 

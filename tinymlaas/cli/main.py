@@ -14,16 +14,16 @@ from pathlib import Path as FsPath
 from typing import Any, Callable, Optional, TypeVar
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import campaigns, deploy, devices, fleet, models, ops, profiles
+from tinymlaas.cli import admin, campaigns, deploy, devices, fleet, models, ops, profiles
 from tinymlaas.cli.ops import ConfigOpt, SetOpt
-from tinymlaas.cli.client import CliError, call, stream
+from tinymlaas.cli.client import CliError, api_path, call, stream
 from compilers.errors import CompilerError
 from lwm2m.errors import LwM2MError
 from lwm2m.numbers import ContentFormat
+from tinymlaas.cli.terminal import console
 
 app = typer.Typer(help="TinyML-as-a-Service: an LwM2M server that compiles models for MCUs.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -31,8 +31,8 @@ devices_app = typer.Typer(help="Devices the server knows.", no_args_is_help=True
 objects_app = typer.Typer(help="LwM2M object models (DDF).", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 app.add_typer(objects_app, name="objects")
-out = Console()
-err = Console(stderr=True)
+out = console()
+err = console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 FORMATS: dict[str, ContentFormat] = {
@@ -110,6 +110,9 @@ def serve(
                                                help="shortest registration lifetime accepted, s (coap.lifetime_min_s)"),
     lifetime_max: Optional[int] = typer.Option(None, "--lifetime-max", min=1, help="longest registration lifetime "
                                                "accepted, s (coap.lifetime_max_s; others: 4.00)"),
+    api_cert: Optional[FsPath] = typer.Option(None, help="PEM certificate: serve the admin API over HTTPS, with "
+                                              "--api-key (admin.cert_file)"),
+    api_key: Optional[FsPath] = typer.Option(None, help="PEM private key of --api-cert (admin.key_file)"),
     verbose: bool = typer.Option(False, "-v", help="log at INFO (logging.level)"),
     config_file: Optional[FsPath] = ConfigOpt,
     assignments: Optional[list[str]] = SetOpt,
@@ -142,7 +145,12 @@ def serve(
     for key, value in (("lifetime_min_s", lifetime_min), ("lifetime_max_s", lifetime_max)):
         if value is not None:
             flags.setdefault("coap", {})[key] = value
+    for key, path in (("cert_file", api_cert), ("key_file", api_key)):
+        if path is not None:
+            flags.setdefault("admin", {})[key] = path
     loaded = ops.load_for_cli(config_file, assignments, flags)
+    if (loaded.settings.admin.cert_file is None) != (loaded.settings.admin.key_file is None):
+        raise CliError("give both admin.cert_file and admin.key_file (--api-cert and --api-key), or neither")
     if loaded.settings.coap.lifetime_min_s > loaded.settings.coap.lifetime_max_s:
         raise CliError(f"coap.lifetime_min_s {loaded.settings.coap.lifetime_min_s} is above "
                        f"coap.lifetime_max_s {loaded.settings.coap.lifetime_max_s}")
@@ -198,11 +206,11 @@ def devices_list(as_json: bool = JsonOpt) -> None:
 @one_line_errors
 def devices_show(endpoint: str, as_json: bool = JsonOpt) -> None:
     """One device: registration, capabilities, observed values, recent events."""
-    d = call("GET", f"/devices/{endpoint}")
+    d = call("GET", api_path("devices", endpoint))
     if as_json:
         return show_json(d)
     reg = d["registration"]
-    out.print(f"[bold]{endpoint}[/bold]  first seen {when(d['first_seen'])}, last seen {when(d['last_seen'])}")
+    out.print(f"[bold]{escape(endpoint)}[/bold]  first seen {when(d['first_seen'])}, last seen {when(d['last_seen'])}")
     if reg:
         out.print(f"registered as rd/{reg['id']} from {reg['address']}, LwM2M {reg['lwm2m_version']}, "
                   f"binding {reg['binding']}{' (queue mode)' if reg['queue_mode'] else ''}, "
@@ -236,7 +244,7 @@ def devices_tag(endpoint: str, tags: Optional[list[str]] = typer.Argument(None, 
     if not tags and not remove:
         raise CliError("give tags to add and/or --remove TAG")
     body = {"add": tags or [], "remove": remove or []}
-    r = call("POST", f"/devices/{endpoint}/tags", json_body=body)
+    r = call("POST", api_path("devices", endpoint, "tags"), json_body=body)
     out.print(f"{endpoint}: tags {', '.join(r['tags']) or '(none)'}")
 
 
@@ -257,7 +265,7 @@ def _held(r: dict[str, Any], endpoint: str) -> bool:
 def read(endpoint: str, path: str, fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt,
          hold: Optional[float] = HoldOpt, no_wait: bool = NoWaitOpt, as_json: bool = JsonOpt) -> None:
     """Read PATH on a device."""
-    r = call("POST", f"/devices/{endpoint}/read", json_body=_target(path, fmt, timeout, hold, no_wait),
+    r = call("POST", api_path("devices", endpoint, "read"), json_body=_target(path, fmt, timeout, hold, no_wait),
              timeout=max(timeout, hold or 0) + 5)
     if not _held(r, endpoint):
         show_content(r["content"], as_json)
@@ -278,7 +286,7 @@ def write(endpoint: str, path: str, value: Optional[str] = typer.Argument(None, 
         body["values"] = json.loads(values)
     else:
         body["text"] = value
-    if not _held(call("POST", f"/devices/{endpoint}/write", json_body=body, timeout=max(timeout, hold or 0) + 5),
+    if not _held(call("POST", api_path("devices", endpoint, "write"), json_body=body, timeout=max(timeout, hold or 0) + 5),
                  endpoint):
         out.print("changed")
 
@@ -288,7 +296,7 @@ def write(endpoint: str, path: str, value: Optional[str] = typer.Argument(None, 
 def execute(endpoint: str, path: str, arguments: str = typer.Argument("", help="e.g. 0='abc',1"),
             timeout: float = TimeoutOpt, hold: Optional[float] = HoldOpt, no_wait: bool = NoWaitOpt) -> None:
     """Execute the resource at PATH."""
-    r = call("POST", f"/devices/{endpoint}/execute",
+    r = call("POST", api_path("devices", endpoint, "execute"),
              json_body=_target(path, None, timeout, hold, no_wait) | {"arguments": arguments},
              timeout=max(timeout, hold or 0) + 5)
     if not _held(r, endpoint):
@@ -299,7 +307,7 @@ def execute(endpoint: str, path: str, arguments: str = typer.Argument("", help="
 @one_line_errors
 def discover(endpoint: str, path: str, timeout: float = TimeoutOpt, as_json: bool = JsonOpt) -> None:
     """Discover the resources and attributes under PATH."""
-    links = call("POST", f"/devices/{endpoint}/discover", json_body=_target(path, None, timeout),
+    links = call("POST", api_path("devices", endpoint, "discover"), json_body=_target(path, None, timeout),
                  timeout=timeout + 5)["links"]
     if as_json:
         return show_json(links)
@@ -316,7 +324,7 @@ def attributes(endpoint: str, path: str, attrs: list[str] = typer.Argument(..., 
     for a in attrs:
         k, sep, v = a.partition("=")
         parsed[k] = float(v) if sep else None
-    call("POST", f"/devices/{endpoint}/write-attributes",
+    call("POST", api_path("devices", endpoint, "write-attributes"),
          json_body=_target(path, None, timeout) | {"attributes": parsed}, timeout=timeout + 5)
     out.print("changed")
 
@@ -326,7 +334,7 @@ def attributes(endpoint: str, path: str, attrs: list[str] = typer.Argument(..., 
 def create(endpoint: str, path: str, values: str = typer.Option(..., help='JSON object path -> value, e.g. \'{"/1/2/0": 2}\''),
            fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt) -> None:
     """Create an object instance under the object PATH."""
-    r = call("POST", f"/devices/{endpoint}/create", json_body=_target(path, fmt, timeout) | {"values": json.loads(values)},
+    r = call("POST", api_path("devices", endpoint, "create"), json_body=_target(path, fmt, timeout) | {"values": json.loads(values)},
              timeout=timeout + 5)
     out.print(f"created {r['location'] or ''}")
 
@@ -335,7 +343,7 @@ def create(endpoint: str, path: str, values: str = typer.Option(..., help='JSON 
 @one_line_errors
 def delete(endpoint: str, path: str, timeout: float = TimeoutOpt) -> None:
     """Delete the object instance PATH."""
-    call("POST", f"/devices/{endpoint}/delete", json_body=_target(path, None, timeout), timeout=timeout + 5)
+    call("POST", api_path("devices", endpoint, "delete"), json_body=_target(path, None, timeout), timeout=timeout + 5)
     out.print("deleted")
 
 
@@ -347,11 +355,11 @@ def observe(endpoint: str, path: str, count: Optional[int] = typer.Option(None, 
             fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt, as_json: bool = JsonOpt) -> None:
     """Observe PATH and print each notification (or --cancel it)."""
     if cancel:
-        call("DELETE", f"/devices/{endpoint}/observations", params={"path": path})
+        call("DELETE", api_path("devices", endpoint, "observations"), params={"path": path})
         out.print("cancelled")
         return
     body = _target(path, fmt, timeout) | {"count": count, "duration": duration}
-    for note in stream(f"/devices/{endpoint}/observe", body):
+    for note in stream(api_path("devices", endpoint, "observe"), body):
         if as_json:
             sys.stdout.write(json.dumps(note) + "\n")
             sys.stdout.flush()
@@ -393,9 +401,11 @@ def objects_list(as_json: bool = JsonOpt) -> None:
 
 @objects_app.command("import")
 @one_line_errors
-def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file")) -> None:
+def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"),
+                   force: bool = typer.Option(False, "--force", help="replace built-in objects (OMA 0-7, 9; 33100, 33101)")
+                   ) -> None:
     """Import a vendor object model (DDF XML) into the running server."""
-    r = call("POST", "/objects", content=file.read_text(encoding="utf-8"))
+    r = call("POST", "/objects", content=file.read_text(encoding="utf-8"), params={"force": "true"} if force else None)
     for o in r["imported"]:
         out.print(f"imported object {o['id']} {o['name']} ({o['resources']} resources)")
 
@@ -407,6 +417,7 @@ models.register(app, one_line_errors)
 deploy.register(app, one_line_errors)
 campaigns.register(app, one_line_errors)
 ops.register(app, one_line_errors)
+admin.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()

@@ -24,17 +24,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from compilers.backends import registry
-from tinymlaas.cli.client import call, local_db, running
+from tinymlaas import names
+from tinymlaas.cli.client import api_path, call, local_db, running
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.store import Store
+from tinymlaas.cli.terminal import console
 
 models_app = typer.Typer(help="The model registry: add, list and inspect trained models.", no_args_is_help=True)
-out = Console()
+out = console()
 
 
 def models_registry(db: str | None) -> ModelRegistry:
@@ -125,7 +126,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
            db: Optional[str] = DbOpt) -> None:
         """Remove a model version (refused while a deployment in flight uses it)."""
         if running():
-            removed = call("DELETE", f"/models/{model}")["removed"]
+            removed = call("DELETE", api_path("models", model))["removed"]
         else:
             removed = [entry_json(e) for e in models_registry(db).remove(model)]
         for e in removed:
@@ -142,10 +143,10 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         backend the board can use built for real and judged by its fit (the deploy decision's numbers)."""
         from tinymlaas.builds import inspect as run_inspect
 
-        status = Console(stderr=True)
+        status = console(stderr=True)
         if running():
             with status.status(f"the server inspects {model}" + (f" for {profile}" if profile else "")):
-                rep = call("POST", f"/models/{model}/inspect",
+                rep = call("POST", api_path("models", model, "inspect"),
                            json_body={"profile": profile, "backend": backend, "margin": margin}, timeout=3600)
         else:
             entry = models_registry(db).get(model)
@@ -190,14 +191,14 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         entry = models_registry(db).get(model)
         target_board = board(profile, db) if profile else None
         backend = backend or default_backend(target_board)
-        status = Console(stderr=True)
+        target = out_dir or names.child(Path.cwd(), f"{entry.name}-{entry.version}-{backend}-{precision}")
+        status = console(stderr=True)
         with status.status(f"{entry.name}:{entry.version} -> {backend} {precision}") as spinner:
             done = build(entry, backend, precision, target_board,
                          step=lambda what: spinner.update(f"{entry.name}:{entry.version}: {what}"))
-        target = out_dir or Path(f"{entry.name}-{entry.version}-{backend}-{precision}")
         target.mkdir(parents=True, exist_ok=True)
         for name, data in done.files.items():
-            (target / name).write_bytes(data)
+            names.child(target, name).write_bytes(data)
         art = done.artifact
         if as_json:
             sys.stdout.write(json.dumps({**done.build_json, "dir": str(target), "files": sorted(done.files)}) + "\n")

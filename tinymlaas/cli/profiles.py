@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli.client import CliError, call, local_db, running
+from tinymlaas.cli.client import CliError, api_path, call, local_db, running
 
 profiles_app = typer.Typer(help="Device profiles: real MCUs and what they leave free for ML.", no_args_is_help=True)
 out = Console()
@@ -107,7 +107,7 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     def rm(name: str, db: Optional[str] = DbOpt) -> None:
         """Remove a profile that was added (shipped ones and profile directories stay)."""
         if running():
-            call("DELETE", f"/profiles/{name}")
+            call("DELETE", api_path("profiles", name))
         else:
             _book(None, db).remove_sync(name)
         out.print(f"removed profile {name}")

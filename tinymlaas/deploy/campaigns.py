@@ -48,6 +48,7 @@ from typing import Any, Protocol, Sequence
 
 from sqlalchemy import Connection, func, insert, select, update
 
+from tinymlaas import names
 from tinymlaas.deploy.groups import get_group, members
 from tinymlaas.deploy.service import TERMINAL, DeployOptions
 from lwm2m.errors import BadRequest, NotFound
@@ -202,6 +203,8 @@ class Campaigns:
                     options: DeployOptions | None = None) -> int:
         """Freeze the group's members, write the campaign row, start its runner; its id."""
         stages = check_stages(stages)
+        if name is not None:
+            names.check("campaign", name)
         for label, value in (("success threshold", success_threshold), ("error threshold", error_threshold)):
             if not 0 <= value <= 1:
                 raise ValueError(f"{label} must be a fraction in [0, 1], got {value}")

@@ -31,7 +31,6 @@ deploy anything and keeps no state of its own.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -40,10 +39,10 @@ from typing import Any, Callable, Iterable, Mapping
 from sqlalchemy import Connection, delete, func, insert, select
 
 from lwm2m.errors import NotFound
+from tinymlaas import names
 from tinymlaas.store.store import Store
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES, GROUPS
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 SELECTOR_KEYS = ("tag", "profile", "query")
 
 
@@ -217,10 +216,8 @@ async def members(store: Store, registrations: Any, selector: Mapping[str, Any] 
 # -- stored groups ---------------------------------------------------------------------------
 
 def check_name(name: str) -> str:
-    if not NAME.fullmatch(name or ""):
-        raise ValueError(f"group name {name!r}: 1-64 characters, letters, digits, '_', '.', '-', "
-                         "starting with a letter or digit")
-    return name
+    """The group name rule (``tinymlaas.names``; a ValueError naming it)."""
+    return names.check("group", name)
 
 
 async def save_group(store: Store, name: str, selector: Mapping[str, Any] | Selector) -> dict[str, Any]:

@@ -1,10 +1,13 @@
 """Sends device-management operations to registered devices.
 
 For each operation: find the registration (not registered -> NotFound), hold it while a
-queue-mode device sleeps (``queue``), choose the content format, address the request to where
-the device registered from (through the server's own socket, so NATs and firewalls that opened
-for the device's registration let it through), apply a timeout, and turn the response into a
-result or a ``DeviceError``.
+queue-mode device sleeps (``queue``), choose the content format (an explicit one, else from what
+the device advertised, negotiated when it refuses one), address the request to where the device
+registered from (through the server's own socket, so NATs and firewalls that opened for the
+device's registration let it through), apply a timeout, and turn the response into a result or a
+``DeviceError``. Each request holds one of the device's in-flight slots (``limits.DeviceSlots``)
+and is a ``blockwise.BoundedBlockwiseRequest``: an answer in blocks is cut at the byte and time
+limits and stopped when the caller times out or is cancelled.
 
 Content-format choice (always sent as Accept / Content-Format; some clients answer 5.00
 without one): an LwM2M 1.0 device gets TLV (the legacy 1542 if that is what it advertised);
@@ -97,6 +100,10 @@ class DeviceClient:
         msg.opt.uri_path = root + op.path.uri_path
         return msg
 
+    def request(self, message: Message) -> Any:
+        """Send ``message`` as a block-wise request bounded by the server's Block2 limits."""
+        return self.server.blockwise(self.server.context, message)
+
     async def send(self, endpoint: str, op: Operation, *, fmt: int | None = None,
                    timeout: float = DEFAULT_TIMEOUT_S, queue_deadline: float | None = None,
                    durable: bool = False) -> Any:
@@ -132,10 +139,13 @@ class DeviceClient:
         registry = self.server.objects
         refused = self.refused.setdefault(reg.id, set())
         formats = [ContentFormat(fmt)] if fmt is not None else candidate_formats(reg, op, registry, refused)
+        began = time.monotonic()
         for i, chosen in enumerate(formats):
-            request = self.server.context.request(self.message(reg, op, chosen))
             try:
-                response = await self.await_response(reg, op, request, timeout)
+                async with self.server.slots.slot(reg.endpoint, timeout):
+                    request = self.request(self.message(reg, op, chosen))
+                    left = max(timeout - (time.monotonic() - began), 0.001)
+                    response = await self.await_response(reg, op, request, left)
             except DeviceError as exc:
                 if fmt is None and exc.code in op.refusals and i + 1 < len(formats):
                     refused.add(int(chosen))
@@ -148,9 +158,19 @@ class DeviceClient:
         try:
             response = await response_within(request, timeout)
         except asyncio.TimeoutError:
-            raise DeviceTimeout(f"{op.name} {op.path} on {reg.endpoint}: no response within {timeout:g} s") from None
+            _abandon(request)
+            raise DeviceTimeout(f"{op.name} {op.path} on {reg.endpoint}: no response within {timeout:.3g} s") from None
         except coap_error.Error as exc:
             raise DeviceTimeout(f"{op.name} {op.path} on {reg.endpoint}: {type(exc).__name__} {exc}") from None
+        except BaseException:  # cancelled: whoever wanted the answer is gone
+            _abandon(request)
+            raise
         reg.last_seen = time.time()
         op.check(response)
         return response
+
+
+def _abandon(request: Any) -> None:
+    abandon = getattr(request, "abandon", None)
+    if abandon is not None:
+        abandon()

@@ -85,7 +85,7 @@ class Observations:
         await self.server.queue.wait_awake(reg, timeout)
         op = Observe(path)
         chosen = fmt if fmt is not None else int(preferred_format(reg))
-        request = self.server.context.request(client.message(reg, op, chosen))  # type: ignore[arg-type]
+        request = client.request(client.message(reg, op, chosen))  # type: ignore[arg-type]
         first = await client.await_response(reg, op, request, timeout)
         content = op.result(first, self.server.objects)
         obs = LiveObservation(endpoint, path, chosen, request, first, content)

@@ -3,15 +3,17 @@
 TS Core 1.1/1.2 section 6.2 and TS Transport 6.2. What this module checks, with the code a
 client gets back:
 
-- query parameters: ``ep`` required, ``lt`` an integer within the server's lifetime range
-  (default 1 s .. 10 years; a negative, zero or absurd lifetime is 4.00 naming it; absent
-  means 86400), ``lwm2m``
+- query parameters: ``ep`` required (a name by ``tinymlaas.names``' endpoint rule), ``lt`` an
+  integer within the server's lifetime range (default 1 s .. 10 years; a negative, zero or
+  absurd lifetime is 4.00 naming it; absent means 86400), ``lwm2m``
   among the supported versions (absent means 1.0; unsupported -> 4.12, which clients use
   to fall back), ``b`` a binding of U/S/T/N (absent means U; a 1.0 ``UQ`` means queue
   mode), ``Q`` (queue mode), ``sms``; a malformed or repeated parameter -> 4.00;
 - payload: CoRE link format (content format 40 or none; another format -> 4.15), parsed
   before anything is stored (malformed -> 4.00 with the parser's diagnostic); larger than
-  ``MAX_LINKS_BYTES`` -> 4.13. Block1 transfers are assembled by aiocoap before we see them.
+  ``MAX_LINKS_BYTES`` -> 4.13. Block1 transfers are assembled (and bounded: 4.13 before the
+  buffer grows past the limit) by ``blockwise.BoundedBlock1Spool`` before we see them;
+- rate limits and who may change a registration: ``limits.Admission`` (4.29 with Max-Age).
 
 Nothing is half-written: the database commit happens before the in-memory table changes and
 before the 2.01/2.04/2.02 goes out; a failed commit answers 5.00 and changes nothing.
@@ -26,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import re
 import secrets
 import time
@@ -40,6 +41,7 @@ from lwm2m.errors import BadRequest, LwM2MError, NotFound, PreconditionFailed, \
 from lwm2m.link_format import parse_links, registration_objects
 from lwm2m.numbers import ContentFormat
 from lwm2m.numbers.versions import DEFAULT_BINDING, DEFAULT_LIFETIME, SUPPORTED_VERSIONS
+from tinymlaas import names
 from tinymlaas.server.registrations import Registration, event_row, registration_rows, removal_rows
 
 if TYPE_CHECKING:
@@ -48,7 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LINKS_BYTES = 16 * 1024
-MAX_ENDPOINT_LEN = 255
 MAX_LIFETIME = 2**31 - 1
 DEFAULT_LIFETIME_RANGE = (1, 10 * 365 * 86400)  # seconds; outside it a lifetime is refused (4.00)
 BINDING_LETTERS = frozenset("USTNQ")
@@ -94,8 +95,8 @@ def parse_query(query: tuple[str, ...], lifetime_range: tuple[int, int] = DEFAUL
             raise BadRequest(f"query parameter {key!r} given twice")
         seen[key] = value if sep else None
     ep = seen.get("ep")
-    if "ep" in seen and (not ep or len(ep) > MAX_ENDPOINT_LEN):
-        raise BadRequest(f"invalid query parameter ep={ep!r}: expected 1..{MAX_ENDPOINT_LEN} characters")
+    if "ep" in seen:
+        names.check("endpoint", ep)
     version = seen.get("lwm2m")
     if "lwm2m" in seen and version not in SUPPORTED_VERSIONS:
         raise PreconditionFailed(
@@ -141,7 +142,10 @@ def link_summary(text: str) -> tuple[str, tuple[int, ...]]:
 
 
 def error_response(exc: LwM2MError) -> Message:
-    return Message(code=exc.code, payload=exc.message.encode("utf-8")[:1024])
+    msg = Message(code=exc.code, payload=exc.message.encode("utf-8")[:1024])
+    if getattr(exc, "retry_after_s", None):
+        msg.opt.max_age = exc.retry_after_s  # type: ignore[attr-defined]  # 4.29: when to come back (RFC 8516)
+    return msg
 
 
 def address_of(remote: Any) -> str:
@@ -156,12 +160,10 @@ def address_of(remote: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-_ids = random.Random(secrets.randbits(64))
-
-
 def new_registration_id() -> str:
-    """10 hex digits; unique enough across restarts, cheap enough for a registration storm."""
-    return f"{_ids.getrandbits(40):010x}"
+    """20 hex digits: 80 bits from the OS's CSPRNG (an id is what a NoSec Update or De-register
+    proves, so it must not be guessable or predictable from other ids)."""
+    return secrets.token_hex(10)
 
 
 class RegistrationInterface:
@@ -177,7 +179,7 @@ class RegistrationInterface:
             if request.code == Code.POST and len(subpath) == 1:
                 return await self.update(request, subpath[0])
             if request.code == Code.DELETE and len(subpath) == 1:
-                return await self.deregister(subpath[0])
+                return await self.deregister(request, subpath[0])
             if len(subpath) > 1:
                 raise NotFound(f"no resource at /rd/{'/'.join(subpath)}")
             return Message(code=Code.METHOD_NOT_ALLOWED, payload=f"{request.code} not allowed on /rd".encode())
@@ -185,6 +187,7 @@ class RegistrationInterface:
             return error_response(exc)
 
     async def register(self, request: Message) -> Message:
+        self.server.admission.register(request)
         params = parse_query(request.opt.uri_query, self.server.lifetime_range_s)
         if params.endpoint is None:
             raise BadRequest("Register without the mandatory query parameter ep")
@@ -217,7 +220,8 @@ class RegistrationInterface:
     async def update(self, request: Message, reg_id: str) -> Message:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
-            raise NotFound(f"no registration rd/{reg_id}")
+            raise self.server.admission.unknown(request, reg_id)
+        self.server.admission.changing(request, reg, "update")
         params = parse_query(request.opt.uri_query, self.server.lifetime_range_s)
         if params.endpoint is not None or params.version is not None:
             raise BadRequest("Update may not carry ep or lwm2m")
@@ -256,10 +260,11 @@ class RegistrationInterface:
         self.server.on_registered(reg, new=False)
         return Message(code=Code.CHANGED)
 
-    async def deregister(self, reg_id: str) -> Message:
+    async def deregister(self, request: Message, reg_id: str) -> Message:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
-            raise NotFound(f"no registration rd/{reg_id}")
+            raise self.server.admission.unknown(request, reg_id)
+        self.server.admission.changing(request, reg, "deregister")
         await self.server.store.put(*removal_rows(reg, "deregistered"))
         self.server.registrations.remove(reg)
         self.server.on_deregistered(reg, "deregistered")

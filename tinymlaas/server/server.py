@@ -2,8 +2,9 @@
 
 Start-up loads the registrations from the database (a device that sends an Update with the
 registration id it got before a restart is accepted), the operator's device settings, the
-stored device profiles and the held queue-mode requests, then binds the CoAP socket and runs
-the lifetime-expiry sweeper. All device-management requests leave through the same socket
+stored device profiles and the held queue-mode requests, then binds the CoAP socket (a guarded
+transport, ``transport``) and runs the lifetime-expiry and retention sweepers. Every bound
+comes from one ``limits.Limits`` and every refusal is counted in ``metrics``. All device-management requests leave through the same socket
 the registrations arrived on. The admin API and the CLI call the methods at the bottom.
 """
 
@@ -17,43 +18,56 @@ from typing import Any, Callable, Sequence
 import aiocoap
 from aiocoap import Code, Message
 from aiocoap.resource import PathCapable, Resource
-from sqlalchemy import select
 
 from lwm2m.errors import BadRequest
 from lwm2m.model import ObjectRegistry, default_registry
-from lwm2m.model.ddf import parse_ddf
 from lwm2m.path import Content, Path
-from tinymlaas.server import dedup, operations as ops
+from tinymlaas.server import objects as object_imports, operations as ops
+from tinymlaas.server.blockwise import BoundedBlock1Spool, bounded_request_class
 from tinymlaas.server.capabilities import Capabilities
 from tinymlaas.server.device_client import DEFAULT_TIMEOUT_S, DeviceClient
 from tinymlaas.server.device_settings import DeviceSettingsTable
+from tinymlaas.server.limits import Admission, DeviceSlots, Limits, source_of
+from tinymlaas.server.metrics import JunkLog, Metrics
 from tinymlaas.server.observation import Observations
 from tinymlaas.server.packages import PREFIX as PACKAGES_PREFIX, PackageOffers
 from tinymlaas.server.profiles import ProfileBook
 from tinymlaas.server.queue import QueueMode
 from tinymlaas.server.registration import DEFAULT_LIFETIME_RANGE, RegistrationInterface
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
+from tinymlaas.server.retention import Retention
+from tinymlaas.server.transport import server_context
 from tinymlaas.store import Store
-from tinymlaas.store.tables import OBJECT_DEFINITIONS
 
 log = logging.getLogger(__name__)
 
 
 class RootResource(Resource, PathCapable):
-    """Routes ``/rd...`` to the registration interface; everything else is 4.04."""
+    """Routes ``/rd...`` to the registration interface; everything else is 4.04.
+
+    Requests sent in blocks are assembled by ``BoundedBlock1Spool`` (aiocoap's ``Resource``
+    assembles through ``_block1``). A failure of ours is 5.00 with one rate-limited log line,
+    never a traceback per datagram."""
 
     def __init__(self, server: "LwM2MServer") -> None:
         super().__init__()
+        self._block1 = BoundedBlock1Spool(server.limits, server.metrics)
         self.rd = RegistrationInterface(server)
         self.packages = server.packages
+        self.junk = server.junk
 
     async def render(self, request: Message) -> Message:
         path = request.opt.uri_path
-        if path and path[0] == "rd":
-            return await self.rd.handle(request, tuple(path[1:]))
-        if path and path[0] == PACKAGES_PREFIX:
-            return self.packages.handle(request, tuple(path[1:]))
-        return Message(code=Code.NOT_FOUND, payload=f"no resource at /{'/'.join(path)}".encode())
+        try:
+            if path and path[0] == "rd":
+                return await self.rd.handle(request, tuple(path[1:]))
+            if path and path[0] == PACKAGES_PREFIX:
+                return self.packages.handle(request, tuple(path[1:]))
+        except Exception as exc:
+            self.junk.note("render", source_of(request.remote), f"{type(exc).__name__}: {exc}")
+            log.debug("rendering %s failed", request, exc_info=True)
+            return Message(code=Code.INTERNAL_SERVER_ERROR, payload=b"internal error")
+        return Message(code=Code.NOT_FOUND, payload=f"no resource at /{'/'.join(path)}"[:256].encode())
 
     def get_link_description(self) -> dict[str, str]:
         return {"rt": "core.rd"}
@@ -69,7 +83,14 @@ class LwM2MServer:
     def __init__(self, db_url: str, *, objects: ObjectRegistry | None = None, read_capabilities: bool = True,
                  expiry_interval_s: float = 1.0, queue_awake_s: float | None = None, pool_size: int = 5,
                  max_overflow: int = 10, profile_dirs: Sequence[str | FsPath] = (),
-                 lifetime_range_s: tuple[int, int] = DEFAULT_LIFETIME_RANGE) -> None:
+                 lifetime_range_s: tuple[int, int] = DEFAULT_LIFETIME_RANGE, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self.metrics = Metrics()
+        self.junk = JunkLog(self.metrics, self.limits.junk_log_interval_s)
+        self.admission = Admission(self.limits, self.metrics)
+        self.slots = DeviceSlots(self.limits.device_in_flight, self.limits.device_waiting, self.metrics)
+        self.blockwise = bounded_request_class(self.limits, self.metrics)
+        self.retention = Retention(self)
         self.store = Store(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self.objects = objects if objects is not None else default_registry()
         self.registrations = RegistrationTable()
@@ -87,6 +108,9 @@ class LwM2MServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry_task: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[str, Registration], None]] = []
+        self.metrics.gauge("registrations", lambda: len(self.registrations))
+        self.metrics.gauge("device_requests_in_flight", self.slots.in_flight)
+        self.metrics.gauge("rate_limited_sources", lambda: len(self.admission.registrations) + len(self.admission.unknown_ids))
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -94,19 +118,18 @@ class LwM2MServer:
         self.store.start()
         for reg in await self.store.read(sql_load):
             self.registrations.put(reg)
-        for row in await self.store.read(lambda c: list(c.execute(select(OBJECT_DEFINITIONS)))):
-            for model in parse_ddf(row.xml, source=f"imported object {row.object_id}"):
-                self.objects.add(model)
+        await object_imports.load(self.store, self.objects)
         self.device_settings.load(await self.store.read(DeviceSettingsTable.sql_load))
         for problem in self.profiles.load(await self.store.read(ProfileBook.sql_load)):
             log.warning("stored device profile left out: %s", problem)
         held = await self.queue.load()
-        self.context = await dedup.ServerContext.create_server_context(
-            RootResource(self), bind=(host, port), transports=["udp6"])
+        self.context = await server_context(RootResource(self), host, port, self.junk, self.limits.junk_log_interval_s)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
+        self.metrics.gauge("coap_datagrams", lambda: iface.received)
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])
         self._expiry_task = asyncio.create_task(self._expire_forever(), name="lifetime expiry")
+        self.spawn(self.retention.forever(), name="retention")
         log.info("LwM2M server on coap://%s:%d with %d registrations and %d held requests loaded",
                  host, self.address[1], len(self.registrations), held)
 

@@ -78,13 +78,44 @@ class Event(SQLModel, table=True):
 
 
 class ObjectDefinition(SQLModel, table=True):
-    """A DDF XML file an operator imported; loaded into the object registry at start."""
+    """An object definition an operator imported: that object's own ``<Object>`` element (in an
+    ``<LWM2M>`` root), once per object id whatever file it came in; loaded into the object
+    registry at start."""
 
     __tablename__ = "object_definitions"
     object_id: int = Field(primary_key=True)
     name: str
     xml: str = Field(sa_column=Column(Text))
     imported_at: float
+
+
+class ApiToken(SQLModel, table=True):
+    """An admin-API bearer token: only its sha256 is stored; ``scopes`` is comma-separated
+    (read, operate, deploy, admin); a revoked token keeps its row (the audit refers to it)."""
+
+    __tablename__ = "api_tokens"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    scopes: str = Field(max_length=64)
+    sha256: str = Field(max_length=64, unique=True)
+    created_at: float
+    revoked_at: Optional[float] = None
+
+
+class AuditRecord(SQLModel, table=True):
+    """One state-changing admin-API call (or a refused attempt at one): who, what, when, result."""
+
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_token_ts", "token_id", "ts"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    ts: float = Field(index=True)
+    token_id: Optional[int] = None
+    token_name: Optional[str] = Field(default=None, max_length=64)
+    method: str = Field(max_length=8)
+    route: str = Field(max_length=255)  # the route's template, e.g. /devices/{endpoint}/write
+    path: str = Field(sa_column=Column(Text))  # the path called, percent-encoded as sent
+    status: int
+    result: str = Field(sa_column=Column(Text))  # "ok" or the error message
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -98,6 +129,8 @@ CAPABILITY_SNAPSHOTS = _table(CapabilitySnapshot)
 OBSERVED_VALUES = _table(ObservedValue)
 EVENTS = _table(Event)
 OBJECT_DEFINITIONS = _table(ObjectDefinition)
+API_TOKENS = _table(ApiToken)
+AUDIT = _table(AuditRecord)
 
 
 class ModelRecord(SQLModel, table=True):
