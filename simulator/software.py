@@ -415,11 +415,11 @@ class FirmwareSlot(_Slot):
             return
         try:
             await client.update(with_links=True)
-        except (LwM2MError, asyncio.TimeoutError) as exc:
+        except (LwM2MError, TimeoutError) as exc:
             log.info("%s: registration update after the firmware update failed: %s", self.owner, exc)
 
 
-def real_client_names(device: "SimulatedDevice", how: PkgNames = PkgNames.DEVICE) -> None:
+def real_client_names(device: SimulatedDevice, how: PkgNames = PkgNames.DEVICE) -> None:
     """Make every update slot of a built device show PkgName / PkgVersion as a real client does."""
     for slot in [*device.software, *([device.firmware] if device.firmware is not None else [])]:
         slot.pkg_names = how

@@ -62,7 +62,16 @@ from urllib.parse import urlsplit
 
 from lwm2m.errors import LwM2MError, NotFound
 from lwm2m.path import Path, Value
-from lwm2m.updates import FIRMWARE_ROUTE, SOFTWARE_ROUTE, Event5, Event9, Reconciler, Report, Route, Verdict
+from lwm2m.updates import (
+    FIRMWARE_ROUTE,
+    SOFTWARE_ROUTE,
+    Event5,
+    Event9,
+    Reconciler,
+    Report,
+    Route,
+    Verdict,
+)
 from lwm2m.updates.firmware import Res5
 from lwm2m.updates.software import Res9
 from tinymlaas.server.device_client import DeviceTimeout
@@ -119,7 +128,7 @@ class Policy:
                 raise ValueError(f"delivery policy {f.name}={value!r}: expected a positive number")
         for name in ("download_attempts", "install_attempts", "op_attempts", "max_reports"):
             if not isinstance(getattr(self, name), int):
-                raise ValueError(f"delivery policy {name}={getattr(self, name)!r}: expected a whole number")
+                raise TypeError(f"delivery policy {name}={getattr(self, name)!r}: expected a whole number")
         if self.backoff_s[0] > self.backoff_s[1]:
             raise ValueError(f"delivery policy backoff_s={self.backoff_s}: the first delay bound exceeds the longest")
 
@@ -272,7 +281,7 @@ class Registrations:
 
     async def wait_since(self, t: float, timeout_s: float) -> str | None:
         end = time.monotonic() + timeout_s
-        while (kind := self.since(t)) is None and (left := end - time.monotonic()) > 0:
+        while self.since(t) is None and (left := end - time.monotonic()) > 0:
             self.arrived.clear()
             try:
                 await asyncio.wait_for(self.arrived.wait(), left)
@@ -365,7 +374,8 @@ async def _deliver(session: Session, route: Route[Any, Any], instance: int, ship
             fresh = False
             if plan.last != before:
                 clock.restart()
-            if decision.verdict is Verdict.WAIT and clock.idle_s >= allowance_s():
+            # the device stayed put for the whole allowance, whatever was sent: the STALE row decides
+            if decision.verdict in (Verdict.WAIT, Verdict.SEND) and clock.idle_s >= allowance_s():
                 decision = plan.stale()
                 log.info("%s: no progress for %.0f s in %s: %s", what, clock.idle_s,
                          obj.describe(report.state, report.result), decision.verdict.value)

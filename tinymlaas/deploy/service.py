@@ -48,7 +48,7 @@ from tinymlaas.deploy.delivery import Delivered, DeliveryFailed, Policy, Session
 from tinymlaas.deploy.signing import ServerKey, model_version, package_version
 from tinymlaas.deploy.target import DeviceTarget, NoCapabilities, target_from_snapshot
 from lwm2m.errors import LwM2MError, NotFound
-from lwm2m.path import Path, Value
+from lwm2m.path import Path
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
 
@@ -395,10 +395,11 @@ class Deployer:
                 ours = [i] + [j for j in ours if j != i]
         free = [i for i, s in found.items() if not s.active and s.state == 0]
         idle = [i for i in found if i != active]
-        pick = (ours or free or idle or [None])[0]
-        if pick is None:
+        candidates = ours or free or idle
+        if not candidates:
             raise Failed(f"{session.endpoint}: no object 9 instance to deliver into without removing the active "
                          f"model (/9/{active}); the device needs a second instance")
+        pick = candidates[0]
         return pick, None if active is None else f"/9/{active}", pick in ours
 
     async def _verify(self, session: Session, sha256: str, delivered: Delivered) -> dict[str, Any]:

@@ -111,4 +111,4 @@ async def wait_turn(deployer: Any, deployment_id: int, endpoint: str) -> None:
                       "(policy queue_wait_s)")
 
 
-__all__ = ["DeploymentConflict", "QUEUED", "TERMINAL", "TurnExpired", "claim", "conflict", "describe", "wait_turn"]
+__all__ = ["QUEUED", "TERMINAL", "DeploymentConflict", "TurnExpired", "claim", "conflict", "describe", "wait_turn"]
