@@ -28,6 +28,7 @@ from simulator.download import DownloadError
 from simulator.faults import Faults
 from simulator.software import Failure
 from tests.deploy_helpers import Env, bounded, check_running
+from tests.test_deploy_faults import track_offers
 from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.service import DeployOptions
 from tinymlaas.deploy.turns import DeploymentConflict
@@ -216,3 +217,45 @@ async def events(env: Env, endpoint: str) -> list[dict[str, Any]]:
     q = select(EVENTS).where(EVENTS.c.endpoint == endpoint, EVENTS.c.kind == "deployment").order_by(EVENTS.c.id)
     return [{"ts": e.ts, **e.detail} for e in await env.server.store.read(lambda c: list(c.execute(q)))]
 
+
+
+async def test_time_the_device_cannot_be_reached_is_not_stale(tmp_path, shared, runner):
+    """The stale clock counts only time in which the device answers: an install that takes 5 s
+    in the background (Update State DELIVERED all along), during the first 4 s of which the
+    server gets no answer at all, is not stale with a 3 s allowance; it succeeds, one download."""
+    from tinymlaas.server.device_client import DeviceTimeout
+
+    env = Env(tmp_path / "t.db", shared, runner, Policy(stale_s=3.0, backoff_s=(0.1, 0.4)))
+    await env.start()
+    try:
+        d = await env.device("naps")
+        offers = track_offers(env)
+        for slot in d.software:
+            real = slot._install
+
+            async def background(real=real) -> None:
+                async def later() -> None:
+                    await asyncio.sleep(5)
+                    await real()
+                d.spawn(later(), "install in the background")
+            slot._install = background
+        srv, outage = env.server, []
+        read, execute = srv.read, srv.execute
+
+        async def no_answer_read(endpoint, path, **kw):
+            if outage and time.monotonic() < outage[0]:
+                await asyncio.sleep(0.2)
+                raise DeviceTimeout(f"test: {endpoint} does not answer")
+            return await read(endpoint, path, **kw)
+
+        async def recording_execute(endpoint, path, *a, **kw):
+            await execute(endpoint, path, *a, **kw)
+            if str(path) == "/9/0/4" and not outage:
+                outage.append(time.monotonic() + 4.0)
+        srv.read, srv.execute = no_answer_read, recording_execute
+        row = await bounded(env.dep.deploy("naps", env.entry, INT8), 60)
+        assert row["state"] == "succeeded", row["error"]
+        assert outage and [o.downloads for o in offers] == [1]
+        await check_running(env, d, row)
+    finally:
+        await env.stop()
