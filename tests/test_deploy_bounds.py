@@ -199,6 +199,11 @@ async def test_one_deployment_per_device_refused_or_queued(env):
     assert [r["id"] for r in await env.rows("one")] == [first]  # nothing was written for the refused one
     queued = await env.dep.create("one", env.model("2"), INT8, after_current=True)
     assert (await env.dep.get(queued))["state"] == "queued"
+    by_campaign = await env.dep.create("one", env.model("2"), INT8, campaign_id=7)  # a campaign's: queued too
+    assert (await env.dep.get(by_campaign))["state"] == "queued"
+    await env.dep.cancel_row(by_campaign)  # nothing runs it: the operator's cancel ends the row
+    gone = await env.dep.get(by_campaign)
+    assert (gone["state"], gone["error"]) == ("cancelled", "cancelled by the operator (it was not running)")
     second = await bounded(env.dep.run(queued), 90)
     done = await bounded(job, 30)
     assert (done["state"], second["state"]) == ("succeeded", "succeeded"), (done["error"], second["error"])

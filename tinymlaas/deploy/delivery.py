@@ -410,6 +410,8 @@ async def _deliver(session: Session, route: Route[Any, Any], instance: int, ship
                 if step is not None:
                     await on_step(step, {"object_path": str(base), "attempt": decision.attempt}
                                   if step == "delivering" else {})
+                if event is route.install:  # a Register / Update from here on may be the new firmware's
+                    updated_at = time.monotonic()
                 try:
                     if op.execute:
                         await session.execute(base.child(op.resource), op.argument)
@@ -425,8 +427,6 @@ async def _deliver(session: Session, route: Route[Any, Any], instance: int, ship
                 if event in (route.push, route.pull):  # a new attempt: the device's time starts now
                     fetches_at_delivery = offer.downloads if offer is not None else 0
                     clock.restart()
-                if event is route.install:
-                    updated_at = time.monotonic()
                 fresh = True
         raise DeliveryFailed(f"{what}: no end after {policy.max_reports} reports (last: "
                              f"{obj.describe(plan.last.state, plan.last.result) if plan.last else 'none'})",
