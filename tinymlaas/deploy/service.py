@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
@@ -443,9 +444,14 @@ class Deployer:
         if not found[i].active:
             await session.execute(Path(9, i, 10))
         await self._set(deployment_id, ep, state="verifying")
-        now = (await self._slots(session))[i]
-        if not now.active:
-            raise Failed(f"rollback on {ep}: Execute Activate on /9/{i} succeeded but Activation State is false")
+        for _ in range(max(1, math.ceil(self.policy.stale_s / self.policy.poll_s))):  # the device's turn, bounded
+            now = (await self._slots(session))[i]
+            if now.active:
+                break
+            await asyncio.sleep(self.policy.poll_s)
+        else:
+            raise Failed(f"rollback on {ep}: Execute Activate on /9/{i} succeeded but Activation State stayed false "
+                         f"for {self.policy.stale_s:g} s (Update State {now.state})")
         evidence: dict[str, Any] = {"slot": {"path": now.path, "state": now.state, "active": now.active,
                                              "pkg_name": now.pkg_name, "pkg_version": now.pkg_version}}
         if self._announced(ep, ML_INFERENCE):
