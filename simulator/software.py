@@ -18,11 +18,19 @@ verifies, installs, activates, releases the flash, or refuses the operation with
 CoAP code (as Anjay does: 4.05 for an operation the state does not allow). Flash survives a
 reboot (DELIVERED / INSTALLED / Downloaded packages, which model is active); RAM does not (a
 download in progress, an install or update in progress): the tables say what a reboot does.
+
+PkgName / PkgVersion (``PkgNames``): our firmware shows the verified package's own name and
+version (``MANIFEST``); a real client fills them from its own metadata (``DEVICE``: a name of
+the slot's and the count of packages it took, never the manifest's) or leaves them empty
+(``EMPTY``). A constructor flag of the slots (``real_client_names`` sets it on a built device).
+After a successful object 5 Update the device updates its registration (with its object links),
+as a device that booted into new firmware registers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -155,6 +163,14 @@ ANSWERS: dict[Answer, type[LwM2MError]] = {Answer.BAD_REQUEST: BadRequest, Answe
 VERIFY_REASONS = frozenset({Outcome.INTEGRITY, Outcome.UNSUPPORTED})  # Packages.receive fails these after the transfer
 
 
+class PkgNames(enum.Enum):
+    """What a slot shows as PkgName / PkgVersion once it holds a package."""
+
+    MANIFEST = "manifest"  # our firmware: the verified package's own name and version
+    DEVICE = "device"  # a real client: its own ("pkg<instance>", the count of packages the slot took)
+    EMPTY = "empty"  # a real client that leaves them empty
+
+
 class _Slot:
     """One instance of an update object on the device: the table decides, the slot does the I/O."""
 
@@ -167,8 +183,9 @@ class _Slot:
     verify_failed: Any
     rebooted: Any
 
-    def __init__(self, device: SimulatedDevice, instance: int) -> None:
-        self.device, self.instance = device, instance
+    def __init__(self, device: SimulatedDevice, instance: int, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
+        self.device, self.instance, self.pkg_names = device, instance, pkg_names
+        self.taken = 0  # packages this slot verified and named
         self.owner = f"{self.obj.object_id}/{instance}"
         self.path = Path(self.obj.object_id, instance)
         self.phase: Any = self.obj.initial
@@ -253,9 +270,14 @@ class _Slot:
             self.report(self.verify_failed, self.received.outcome, str(self.received))
 
     def _name_package(self) -> None:
-        if self.artifact is not None:
-            self.device.tree.set(self.path.child(self.names[0]), self.artifact.name)
-            self.device.tree.set(self.path.child(self.names[1]), self.artifact.version)
+        if self.artifact is None:
+            return
+        self.taken += 1
+        name, version = {PkgNames.MANIFEST: (self.artifact.name, self.artifact.version),
+                         PkgNames.DEVICE: (f"pkg{self.instance}", str(self.taken)),
+                         PkgNames.EMPTY: ("", "")}[self.pkg_names]
+        self.device.tree.set(self.path.child(self.names[0]), name)
+        self.device.tree.set(self.path.child(self.names[1]), version)
 
     def _release(self) -> None:
         self.artifact = None
@@ -301,8 +323,8 @@ class SoftwareSlot(_Slot):
     download_finished, download_failed = Event9.DOWNLOAD_FINISHED, Event9.DOWNLOAD_FAILED
     verified, verify_failed, rebooted = Event9.VERIFIED, Event9.VERIFY_FAILED, Event9.REBOOT
 
-    def __init__(self, device: SimulatedDevice, instance: int) -> None:
-        super().__init__(device, instance)
+    def __init__(self, device: SimulatedDevice, instance: int, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
+        super().__init__(device, instance, pkg_names)
         tree, child = device.tree, self.path.child
         tree.add_instance(9, instance, {0: "", 1: "", 7: 0, 8: False, 9: 0, 12: False, 16: ""})
         tree.on_write(child(Res9.PACKAGE), lambda v: self._write(Event9.WRITE_PACKAGE, package=_bytes(v)))
@@ -349,8 +371,8 @@ class FirmwareSlot(_Slot):
     download_finished, download_failed = Event5.DOWNLOAD_FINISHED, Event5.DOWNLOAD_FAILED
     verified, verify_failed, rebooted = Event5.VERIFIED, Event5.VERIFY_FAILED, Event5.REBOOT
 
-    def __init__(self, device: SimulatedDevice) -> None:
-        super().__init__(device, 0)
+    def __init__(self, device: SimulatedDevice, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
+        super().__init__(device, 0, pkg_names)
         tree, child = device.tree, self.path.child
         tree.add_instance(5, 0, {1: "", 3: 0, 5: 0, 6: "", 7: "", 8: [0], 9: 2})
         tree.on_write(child(Res5.PACKAGE), self._write_package)
@@ -384,6 +406,23 @@ class FirmwareSlot(_Slot):
             return
         if self._current(generation, boot):
             self.report(Event5.UPDATE_OK)
+            self.device.spawn(self._announce(), "registration update after the firmware update")
+
+    async def _announce(self) -> None:
+        """Running the new firmware: tell the server (a registration Update with the links)."""
+        client = self.device.client
+        if client is None:
+            return
+        try:
+            await client.update(with_links=True)
+        except (LwM2MError, TimeoutError) as exc:
+            log.info("%s: registration update after the firmware update failed: %s", self.owner, exc)
+
+
+def real_client_names(device: SimulatedDevice, how: PkgNames = PkgNames.DEVICE) -> None:
+    """Make every update slot of a built device show PkgName / PkgVersion as a real client does."""
+    for slot in [*device.software, *([device.firmware] if device.firmware is not None else [])]:
+        slot.pkg_names = how
 
 
 def _bytes(value: Value) -> bytes:

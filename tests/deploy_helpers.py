@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -68,11 +69,14 @@ class Env:
         return found or self.dep.registry.add(tinymlaas.bundled.MNIST, name="mnist", version=version)
 
     async def device(self, ep: str, profile: str | Profile = "nrf52840", objects: tuple[int, ...] = (9,),
-                     faults: Faults | None = None, register: bool = True) -> SimulatedDevice:
+                     faults: Faults | None = None, register: bool = True,
+                     before_start: Callable[[SimulatedDevice], None] | None = None) -> SimulatedDevice:
         assert self.server is not None
         prof = get_profile(profile) if isinstance(profile, str) else profile
         d = SimulatedDevice(prof, ep, self.server.address, self.runner, update_objects=objects, faults=faults)
         self.devices.append(d)
+        if before_start is not None:  # a personality the constructor does not take
+            before_start(d)
         await d.start()
         if register:
             await self.registered(ep)

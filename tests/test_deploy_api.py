@@ -23,6 +23,7 @@ from tinymlaas.bundled import MNIST
 from tinymlaas.cli.main import app
 from lwm2m.path import Path
 from simulator.device import SimulatedDevice
+from tests.deploy_helpers import bounded
 
 STEPS = ["pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded"]
 
@@ -162,3 +163,48 @@ async def test_cli_deploy_show_rollback(live):
     r = await cli(running, "rollback", "samd")
     assert r.exit_code == 1 and r.stderr.strip().startswith("error:") and r.stderr.strip().count("\n") == 0
     assert "no successful deployment" in r.stderr
+
+
+async def test_one_deployment_per_device_409_or_after_current(live):
+    """A second deployment to a device with one in progress: 409 (CoAP 4.09) naming the running
+    one, nothing written; with after_current (API) / --after-current (CLI) it is queued and runs
+    after it."""
+    running, http, boards, entry = live
+    gate, install = asyncio.Event(), boards[0].packages.install
+
+    async def held_install(artifact):  # the first deployment stays in progress until the gate opens
+        await gate.wait()
+        return await install(artifact)
+    boards[0].packages.install = held_install
+    r = await http.post("/deployments", json={"endpoint": "nrf", "model": "mnist", "wait": False})
+    assert r.status_code == 200, r.text
+    first = r.json()["id"]
+    r = await http.post("/deployments", json={"endpoint": "nrf", "model": "mnist", "precision": "int8"})
+    assert r.status_code == 409, r.text
+    assert r.json()["coap_code"] == "4.09"
+    assert f"nrf has deployment {first} (mnist:1, " in r.json()["error"] and "after_current" in r.json()["error"]
+    assert [x["id"] for x in (await http.get("/deployments", params={"endpoint": "nrf"})).json()] == [first]
+
+    r = await cli(running, "deploy", "nrf", "mnist", "--precision", "int8")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.stderr.strip().startswith("error:") and r.stderr.strip().count("\n") == 0, r.output
+    assert f"deployment {first}" in r.stderr and "--after-current" in r.stderr
+
+    queued = asyncio.ensure_future(cli(running, "deploy", "nrf", "mnist", "--precision", "int8", "--after-current",
+                                       "--json"))
+    for _ in range(200):
+        rows = (await http.get("/deployments", params={"endpoint": "nrf"})).json()
+        if len(rows) == 2:
+            break
+        await asyncio.sleep(0.05)
+    assert [x["state"] for x in rows][0] == "queued"
+    gate.set()
+    r = await bounded(queued, 60)
+    assert r.exit_code == 0, r.output
+    second = json.loads(r.stdout)
+    assert second["state"] == "succeeded" and second["precision"] == "int8" and second["object_path"] == "/9/1"
+    shown = (await http.get(f"/deployments/{second['id']}")).json()
+    states = [h["state"] for h in shown["history"] if "state" in h]
+    assert states[:3] == ["queued", "deciding", "compiling"] and states[-1] == "succeeded"
+    done = (await http.get(f"/deployments/{first}")).json()
+    assert done["state"] == "succeeded" and done["finished_at"] <= shown["history"][1]["ts"]

@@ -397,3 +397,103 @@ def test_arbitrary_reports_never_make_a_success(reports, oid):
         if d.verdict is Verdict.FAIL:
             return
 
+
+
+def test_install_failures_are_retried_in_place_within_the_bound():
+    """Object 9: a failed Install leaves the package DELIVERED (the definition: "the state remains
+    at DELIVERED"), so it is executed again, no new download; the report right after the second
+    Install still shows the old result (Update Result is reset only for a download) and is the
+    device's turn; after ``installs`` executions the failure is the device's, with the count."""
+    plan = Reconciler(SOFTWARE_ROUTE, "dev", "/9/0", push=False, installs=3)
+    assert plan.observe(Report(0, 0), fresh=True).event is Event9.WRITE_PACKAGE_URI
+    plan.sent(Event9.WRITE_PACKAGE_URI)
+    installs = 0
+    d = plan.observe(Report(3, 3), fresh=True)
+    for _ in range(3):
+        assert (d.verdict, d.event) == (Verdict.SEND, Event9.EXECUTE_INSTALL)
+        plan.sent(d.event)
+        installs += 1
+        d = plan.observe(Report(3, 58), fresh=True)
+        if installs > 1:  # the old failure right after the Install: wait for the next report
+            assert d.verdict is Verdict.WAIT
+            d = plan.observe(Report(3, 58), fresh=False)
+        if d.verdict is Verdict.BACKOFF:
+            assert d.attempt == installs and d.result == 58
+            d = plan.observe(Report(3, 58), fresh=True)
+    assert installs == 3 and d.verdict is Verdict.FAIL and d.result == 58
+    assert d.message == "Install on dev/9/0 failed: Update Result 58 (software installation failure) after 3 attempts"
+    assert plan.attempt == 1  # one delivery: the package was never sent again
+
+
+def test_update_failures_object5():
+    """Object 5: "firmware update failed" in Downloaded is retried in place; in Idle (the device
+    dropped the image) by a new delivery, within both bounds; an integrity failure is not retried."""
+    plan = Reconciler(FIRMWARE_ROUTE, "dev", "/5/0", push=True, installs=2)
+    plan.observe(Report(0, 0), fresh=True)
+    plan.sent(Event5.WRITE_PACKAGE)
+    assert plan.observe(Report(2, 0), fresh=True).event is Event5.EXECUTE_UPDATE
+    plan.sent(Event5.EXECUTE_UPDATE)
+    d = plan.observe(Report(2, 8), fresh=True)
+    assert (d.verdict, d.attempt) == (Verdict.BACKOFF, 1)
+    assert plan.observe(Report(2, 8), fresh=True).event is Event5.EXECUTE_UPDATE
+    plan.sent(Event5.EXECUTE_UPDATE)
+    assert plan.observe(Report(3, 0), fresh=True).verdict is Verdict.WAIT
+    d = plan.observe(Report(2, 8), fresh=False)
+    assert d.verdict is Verdict.FAIL and d.message.endswith("(firmware update failed) after 2 attempts")
+
+    plan = Reconciler(FIRMWARE_ROUTE, "dev", "/5/0", push=False, installs=2, attempts=2)
+    plan.observe(Report(0, 0), fresh=True)
+    plan.sent(Event5.WRITE_PACKAGE_URI)
+    plan.observe(Report(2, 0), fresh=True)
+    plan.sent(Event5.EXECUTE_UPDATE)
+    d = plan.observe(Report(0, 8), fresh=True)  # failed, and the image is gone: deliver again
+    assert d.verdict is Verdict.BACKOFF and plan.attempt == 2
+    assert plan.observe(Report(0, 8), fresh=True).event is Event5.WRITE_PACKAGE_URI
+    plan.sent(Event5.WRITE_PACKAGE_URI)
+    plan.observe(Report(2, 0), fresh=True)
+    plan.sent(Event5.EXECUTE_UPDATE)
+    d = plan.observe(Report(0, 8), fresh=True)
+    assert d.verdict is Verdict.FAIL and d.result == 8 and "after 2 attempts" in d.message
+
+    plan = Reconciler(FIRMWARE_ROUTE, "dev", "/5/0", installs=5)
+    plan.observe(Report(0, 0), fresh=True)
+    plan.sent(Event5.WRITE_PACKAGE)
+    plan.observe(Report(2, 0), fresh=True)
+    plan.sent(Event5.EXECUTE_UPDATE)
+    d = plan.observe(Report(0, 5), fresh=True)
+    assert d.verdict is Verdict.FAIL and d.message == "Update on dev failed: Update Result 5 (integrity check failure)"
+
+
+@pytest.mark.parametrize("oid", [9, 5])
+@pytest.mark.parametrize("push", [True, False])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_reconciler_with_install_retries_stays_within_both_bounds(oid, push, data):
+    """The random device of the test above, with installs retried: deliveries and Install /
+    Update executions both stay within their bounds, failures name the device's result."""
+    obj, route = OBJECTS[oid]
+    device = TableDevice(oid)
+    plan: Reconciler[Any, Any] = Reconciler(route, "dev", f"/{oid}/0", push=push, attempts=3, installs=3)
+    executed, same, seen = 0, 0, None
+    for _ in range(400):
+        report = device.report()
+        same = same + 1 if report == seen else 0
+        seen = report
+        decision = plan.stale() if same >= 6 else plan.observe(report, fresh=True)
+        same = 0 if same >= 6 else same
+        if decision.verdict in (Verdict.DONE, Verdict.FAIL):
+            break
+        if decision.verdict is Verdict.SEND:
+            if device.apply(decision.event) is None:
+                plan.sent(decision.event)
+                executed += decision.event is route.install
+            elif plan.refused(decision.event, "refused").verdict is Verdict.FAIL:
+                break
+        options = device.possible()
+        if options:
+            device.apply(data.draw(st.sampled_from(options)), data.draw(reasons))
+    else:
+        raise AssertionError("no end in 400 steps")
+    assert device.deliveries <= 3 and executed <= 3 * 3
+    if decision.verdict is Verdict.FAIL and "protocol error" not in decision.message and decision.result is not None:
+        assert f"Update Result {decision.result}" in decision.message

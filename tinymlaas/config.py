@@ -122,9 +122,22 @@ class DeliverySettings(Section):
     op_timeout_s: float = Field(default=10.0, gt=0, description="one LwM2M operation of a delivery")
     push_timeout_s: float = Field(default=120.0, gt=0, description="a Block1 write of a whole package")
     deadline_s: float = Field(default=300.0, gt=0, description="a whole delivery")
-    download_attempts: int = Field(default=3, ge=1, description="downloads that ended in 'connection lost'")
+    download_attempts: int = Field(default=3, ge=1, description="deliveries of one package (connection lost, "
+                                   "stale-state retries): bytes sent <= this x the package size")
+    install_attempts: int = Field(default=2, ge=1, description="Install/Update executions after a retryable "
+                                  "install failure")
+    op_attempts: int = Field(default=12, ge=1, description="tries of one operation (timeouts, not registered, asleep)")
     poll_s: float = Field(default=1.0, gt=0, description="re-read interval when the device cannot be observed")
     observed_poll_s: float = Field(default=5.0, gt=0, description="re-read interval while observing")
+    stale_s: float = Field(default=60.0, gt=0, description="no change in what the device reports this long, while "
+                           "it answers: the state machine's stale rule (reset, retry or fail naming the state)")
+    download_min_Bps: float = Field(default=256.0, gt=0, description="a pull being fetched may take "
+                                    "package size / this longer before it is stale")
+    reregister_s: float = Field(default=60.0, gt=0, description="object 5: wait for the device's Register/Update "
+                                "after Update Result 1")
+    max_reports: int = Field(default=5000, ge=1, description="device reports handled per delivery")
+    queue_wait_s: float = Field(default=1800.0, gt=0, description="a deployment queued behind the device's "
+                                "running one waits at most this long")
 
 
 class RetrySettings(Section):

@@ -73,7 +73,9 @@ def delivery_policy(settings: Settings) -> Policy:
     d, r = settings.delivery, settings.retry
     return Policy(op_timeout=d.op_timeout_s, push_timeout=d.push_timeout_s, deadline_s=d.deadline_s,
                   download_attempts=d.download_attempts, poll_s=d.poll_s, observed_poll_s=d.observed_poll_s,
-                  backoff_s=(r.first_s, r.longest_s))
+                  backoff_s=(r.first_s, r.longest_s), install_attempts=d.install_attempts,
+                  op_attempts=d.op_attempts, stale_s=d.stale_s, download_min_Bps=d.download_min_Bps,
+                  reregister_s=d.reregister_s, max_reports=d.max_reports, queue_wait_s=d.queue_wait_s)
 
 
 def parse_hostport(text: str, default_port: int) -> tuple[str, int]:

@@ -19,12 +19,22 @@ failed. It decides by consulting the object's transition table:
   same state, as Anjay installing in the background or Wakaama's object 5, is not answered
   with a busy loop; ``stale`` ends it);
 * success is judged by the object: object 9 Update State INSTALLED with Activation State true,
-  object 5 Idle with Update Result 1 after the server's Update; never by PkgName / PkgVersion,
-  which only serve as the caller's hint that a slot found at the start holds this package;
+  object 5 Idle with Update Result 1 after the server's Update (and then, ``Route.reregisters``,
+  the device's Register or registration Update, which the adapter waits for: it runs the new
+  firmware); never by PkgName / PkgVersion. ``hint_ours`` is the caller's own evidence that a
+  slot found at the start holds this package (its record of what it delivered where);
 * a failure is the device's own Update Result after the server's delivery or install; a result
-  the route may retry (connection lost) is retried up to ``attempts`` deliveries;
+  the route may retry (connection lost) is retried up to ``attempts`` deliveries, an install
+  result it may retry (installation failure, out of memory, device error; object 5 "firmware
+  update failed", out of RAM) up to ``installs`` Install / Update executions - in place while the
+  device keeps the package (object 9 DELIVERED, object 5 Downloaded), by a new delivery (within
+  ``attempts``) when it dropped it (object 5 Idle). The report right after a repeated Install
+  still shows the last failure (object 9 resets Update Result only for a download): it is the
+  device's turn, judged on the next report;
 * ``stale()`` is the table's ``STALE`` row: deliver again, reset then deliver again, or fail
-  naming the state. Nothing calls it on a timer yet: that is the adapter's job.
+  naming the state; a reset or a new delivery counts against ``attempts``. The clock that calls
+  it is the adapter's (``tinymlaas.deploy.delivery``); ``Route.downloading`` names the phase in
+  which the device may be making progress that no report shows (a download in progress).
 
 What it does not do: I/O, timers, sleeping, logging; the adapter (``tinymlaas.deploy.delivery``)
 performs the operations, waits, and turns ``FAIL`` into an exception.
@@ -59,22 +69,29 @@ class Route(Generic[P, E]):
     failures: frozenset[int]  # Update Results that end a delivery or an install as failed
     download_failed: E  # the device event whose results ``retry`` picks from
     retry: frozenset[Reason]  # failures worth delivering again
+    install_failed: E  # the device event whose results ``install_retry`` picks from
+    install_retry: frozenset[Reason]  # install failures worth another Install / Update
+    downloading: P  # the phase of a download in progress (its progress shows in no resource)
+    reregisters: bool  # the goal also needs the device's Register or registration Update after it
 
 
+INSTALL_RETRY = frozenset({Reason.INSTALL_FAILURE, Reason.OUT_OF_MEMORY, Reason.DEVICE_ERROR})
 SOFTWARE_ROUTE: Route[Phase9, Event9] = Route(
     SOFTWARE, push=Event9.WRITE_PACKAGE, pull=Event9.WRITE_PACKAGE_URI,
     steps=(Event9.EXECUTE_INSTALL, Event9.EXECUTE_ACTIVATE), resets=(Event9.EXECUTE_UNINSTALL,),
     install=Event9.EXECUTE_INSTALL, install_label="Install on {endpoint}{base}", install_phase=Phase9.DELIVERED,
     goal=Phase9.ACTIVE, goal_result=None, goal_needs_install=False,
     failures=frozenset(r for r in SOFTWARE.results if r >= 50), download_failed=Event9.DOWNLOAD_FAILED,
-    retry=frozenset({Reason.CONNECTION_LOST}))
+    retry=frozenset({Reason.CONNECTION_LOST}), install_failed=Event9.INSTALL_FAILED,
+    install_retry=INSTALL_RETRY, downloading=Phase9.DOWNLOAD_STARTED, reregisters=False)
 FIRMWARE_ROUTE: Route[Phase5, Event5] = Route(
     FIRMWARE, push=Event5.WRITE_PACKAGE, pull=Event5.WRITE_PACKAGE_URI,
     steps=(Event5.EXECUTE_UPDATE,), resets=(Event5.WRITE_EMPTY_URI,),
     install=Event5.EXECUTE_UPDATE, install_label="Update on {endpoint}", install_phase=Phase5.DOWNLOADED,
     goal=Phase5.IDLE, goal_result=1, goal_needs_install=True,
     failures=frozenset(r for r in FIRMWARE.results if 2 <= r <= 10), download_failed=Event5.DOWNLOAD_FAILED,
-    retry=frozenset({Reason.CONNECTION_LOST}))
+    retry=frozenset({Reason.CONNECTION_LOST}), install_failed=Event5.UPDATE_FAILED,
+    install_retry=INSTALL_RETRY, downloading=Phase5.DOWNLOADING, reregisters=True)
 
 
 class Verdict(enum.Enum):
@@ -110,6 +127,8 @@ class Reconciler(Generic[P, E]):
     push: bool = True
     attempts: int = 3  # deliveries at most, when a delivery fails in a way worth retrying
     attempt: int = 1
+    installs: int = 1  # Install / Update executions at most, when an install fails in a way worth retrying
+    install_attempt: int = 1
     last: Report | None = None
     phases: frozenset[P] = frozenset()  # the phases the last accepted report can be in
     sent_since: list[E] = field(default_factory=list)  # operations since the last accepted report
@@ -152,8 +171,8 @@ class Reconciler(Generic[P, E]):
             return Decision(Verdict.DONE)
         failed = result in route.failures
         if self.pending and phase == obj.initial and failed:
-            if installed:  # Idle after a failed Update (object 5)
-                return self._install_failed(result)
+            if installed:  # Idle after a failed Update (object 5): the package is gone
+                return self._install_failed(result, redeliver=True)
             if result in self._retryable() and self.attempt < self.attempts:
                 self.attempt, self.pending = self.attempt + 1, False
                 return Decision(Verdict.BACKOFF, attempt=self.attempt - 1, result=result,
@@ -162,7 +181,10 @@ class Reconciler(Generic[P, E]):
                               f"({obj.results[result]})" + (f" after {self.attempt} attempts" if self.attempt > 1 else ""),
                               result)
         if installed and phase == route.install_phase and failed:
-            return self._install_failed(result)
+            if self.acted == (self.last, route.install):  # the old failure, right after a repeated Install
+                self.acted = None
+                return Decision(Verdict.WAIT)
+            return self._install_failed(result, redeliver=False)
         if phase == obj.initial:
             if self.pending:
                 return Decision(Verdict.WAIT)
@@ -224,9 +246,25 @@ class Reconciler(Generic[P, E]):
         table = self.route.obj.failure_results[self.route.download_failed]
         return frozenset(table[r] for r in self.route.retry)
 
-    def _install_failed(self, result: int) -> Decision[E]:
+    def _retryable_install(self) -> frozenset[int]:
+        table = self.route.obj.failure_results[self.route.install_failed]
+        return frozenset(table[r] for r in self.route.install_retry)
+
+    def _install_failed(self, result: int, redeliver: bool) -> Decision[E]:
+        """Install / Update ``install_attempt`` failed with ``result``: again (in place, or after a
+        new delivery when the device dropped the package) within the bounds, else fail."""
         what = self.route.install_label.format(endpoint=self.endpoint, base=self.base)
-        return self._fail(f"{what} failed: Update Result {result} ({self.route.obj.results[result]})", result)
+        failure = f"{what} failed: Update Result {result} ({self.route.obj.results[result]})"
+        again = result in self._retryable_install() and self.install_attempt < self.installs
+        if again and (not redeliver or self.attempt < self.attempts):
+            self.install_attempt += 1
+            self.asked.discard(self.route.install)
+            self.acted = None
+            if redeliver:
+                self.attempt, self.pending = self.attempt + 1, False
+            return Decision(Verdict.BACKOFF, attempt=self.install_attempt - 1, result=result, message=failure)
+        tries = self.install_attempt
+        return self._fail(failure + (f" after {tries} attempts" if tries > 1 else ""), result)
 
     @staticmethod
     def _fail(message: str, result: int | None) -> Decision[E]:

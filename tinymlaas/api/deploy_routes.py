@@ -3,7 +3,9 @@ cancel, rollback.
 
 Translation only: every route calls the ``Deployer``. A model the registry does not know is a
 400 naming it; a device that fits no candidate is a 412 whose message lists every candidate
-and its shortfall (``choice.NoFit``); an unknown deployment is a 404.
+and its shortfall (``choice.NoFit``); an unknown deployment is a 404; a deployment to a device
+that has one in progress is a 409 naming it (CoAP 4.09), unless the body says ``after_current``
+(then it is queued behind it).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from tinymlaas.store.tables import EVENTS
 class DeployBody(Body):
     endpoint: str = Field(min_length=1, max_length=255)
     model: str = Field(min_length=1, max_length=200, description="NAME, NAME:VERSION or a sha256 prefix")
+    after_current: bool = Field(False, description="the device has a deployment in progress: queue this one "
+                                                   "behind it (else the request is refused with 409)")
     backend: str | None = Field(None, max_length=64,
                                 description="an installed deliverable backend (GET /backends); default: chosen")
     precision: str | None = Field(None, max_length=16, description="float32 or int8; default: chosen")
@@ -86,7 +90,8 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
     async def deploy(body: DeployBody) -> dict[str, Any]:
         e, options = await entry(body.model), options_of(body)
         deployer.server.device_client.registration(body.endpoint)  # 404 for an unknown device, before a row
-        return await started(await deployer.create(body.endpoint, e, options), body.wait)
+        return await started(await deployer.create(body.endpoint, e, options, after_current=body.after_current),
+                             body.wait)
 
     @app.get("/deployments", dependencies=deps)
     async def deployments(endpoint: str | None = Query(None, max_length=255),
@@ -104,8 +109,7 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
 
     @app.post("/deployments/{deployment_id}/cancel", dependencies=deps)
     async def cancel(deployment_id: Id) -> dict[str, Any]:
-        await deployer.get(deployment_id)  # 404 when unknown
-        deployer.cancel(deployment_id)
+        await deployer.cancel_row(deployment_id)  # 404 when unknown
         return {"status": "cancelling"}
 
     @app.post("/devices/{endpoint}/rollback", dependencies=deps)

@@ -1,8 +1,9 @@
 """CLI: ``tinymlaas deploy``, ``tinymlaas deployments list|show``, ``tinymlaas rollback``.
 
 ``deploy ENDPOINT MODEL`` asks the running server to deploy (``--dry-run``: only show the
-decision), then follows the deployment's state with a progress bar until it ends; the exit
-code is 0 only when it succeeded. ``deployments show`` prints the decision with every
+decision; ``--after-current``: queue it behind the device's deployment in progress, which is
+otherwise a one-line error naming it), then follows the deployment's state with a progress bar
+until it ends; the exit code is 0 only when it succeeded. ``deployments show`` prints the decision with every
 candidate's numbers, the delivery and the inference the device reported.
 """
 
@@ -25,7 +26,7 @@ from tinymlaas.cli.terminal import console
 
 out = console()
 deployments_app = typer.Typer(help="Model deployments: decisions, deliveries, results.", no_args_is_help=True)
-STEPS = ("pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded")
+STEPS = ("pending", "queued", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -66,6 +67,14 @@ def show_deployment(d: dict[str, Any]) -> None:
                       highlight=False)
         out.print(candidates_table(d["decision"]))
     inf = d.get("inference") or {}
+    slot = inf.get("slot") or {}
+    if slot:
+        seen = "".join(f", {label} {slot[k]!r}" for k, label in (("pkg_name", "PkgName"), ("pkg_version", "PkgVersion"))
+                       if slot.get(k))
+        out.print(f"  device reports {slot.get('path')}: state {slot.get('state')}, Update Result "
+                  f"{slot.get('update_result', '-')}" + (", active" if slot.get("active") else "")
+                  + (f", {slot['registration']} after the update" if slot.get("registration") else "")
+                  + escape(seen), highlight=False)
     if inf.get("count"):
         out.print(f"  inference: {inf['count']} run(s), latency {inf.get('latency_us')} µs, arena {kb(inf.get('arena'))}, "
                   f"output {str(inf.get('output'))[:48]}", highlight=False)
@@ -106,6 +115,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                backend: Optional[str] = typer.Option(None, help="an installed deliverable backend: "
                                                         f"{', '.join(registry.deliverable())} (default: chosen to fit)"),
                precision: Optional[str] = typer.Option(None, help="float32 or int8 (default: chosen to fit)"),
+               after_current: bool = typer.Option(False, "--after-current", help="the device has a deployment in "
+                                                  "progress: queue this one behind it (else refused)"),
                push: bool = typer.Option(False, "--push", help="push the package (Block1) instead of a Package URI"),
                obj: Optional[int] = typer.Option(None, "--object", help="9 (Software Management) or 5 (Firmware Update)"),
                margin: float = typer.Option(10.0, help="safety margin on free SRAM and flash, percent"),
@@ -132,7 +143,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                       f"({kb(c.get('flash_bytes'))} package, {kb(c.get('ram_bytes'))} SRAM)", highlight=False)
             out.print(candidates_table(plan))
             return
-        d = follow(call("POST", "/deployments", json_body=body, timeout=60)["id"], timeout)
+        d = follow(call("POST", "/deployments", json_body=body | {"after_current": after_current}, timeout=60)["id"],
+                   timeout)
         if as_json:
             sys.stdout.write(json.dumps(d, default=str) + "\n")
         else:

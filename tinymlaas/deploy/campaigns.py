@@ -26,6 +26,10 @@ new devices; in-flight ones are cancelled through ``Deployer.cancel``; the campa
 ``cancelled``). Every state change is persisted in ``campaigns`` and appended to ``events``
 (endpoint = the campaign's name, kind ``campaign``, detail ``{id, state, note}``).
 
+A device that has a deployment in progress when the campaign reaches it gets the campaign's
+queued behind that one (``Deployer.create`` queues a campaign's deployments: one deployment per
+device at a time, and the campaign chose the device).
+
 Crash safety: the campaign row is written before its runner starts, and each deployment row
 (by ``Deployer.create``) before its work starts. ``stop()`` ends the runners without touching
 persisted state; ``resume_all()`` at the next start re-runs every non-terminal deployment of

@@ -10,11 +10,21 @@ row (and an ``events`` row) before it starts, so a restart knows where every dep
 device reports). Failures end in state ``failed`` with a one-line ``error`` (and the device's
 Update Result); ``run`` never raises for them.
 
+One deployment per device at a time (``turns``): ``create`` refuses a second one with a 4.09
+naming the running one, or queues it behind (``after_current``; campaigns always queue), and
+``run`` waits its turn. The device's ML objects are evidence where it announced them at
+registration, never required: without 33101 a delivery is verified by the update object alone
+(object 9 INSTALLED and Activation State true; object 5 Update Result 1 and then a Register or
+registration Update), and 33101 is not read at all. Which object 9 instance holds what is the
+server's own record of what it delivered where, checked against what the device reports
+(``slots``); PkgName / PkgVersion are the device's words, shown and kept, never compared with
+the manifest.
+
 If the new model is active but does not run (no inference, errors, another sha256), the
 previously active object 9 instance is activated again, so a device that had a runnable model
 keeps one. ``rollback`` activates the previous model on demand: the installed but inactive
-object 9 instance, or (object 5 devices, or nothing left installed) the previous successful
-deployment delivered again.
+object 9 instance our record says holds it, or (object 5 devices, or nothing left installed)
+the previous successful deployment delivered again.
 
 What it does not do: choose which devices (``campaigns``), or talk HTTP (``tinymlaas.api``).
 """
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path as FsPath
@@ -32,19 +43,20 @@ from sqlalchemy import desc, insert, select, update
 
 from tinymlaas.deploy import choice
 from tinymlaas.deploy.cache import Built, CompileCache, CompileFailed
-from tinymlaas.deploy.delivery import DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
+from tinymlaas.deploy import slots, turns
+from tinymlaas.deploy.delivery import Delivered, DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
 from tinymlaas.deploy.signing import ServerKey, model_version, package_version
 from tinymlaas.deploy.target import DeviceTarget, Figures, NoCapabilities, target_from_snapshot
 from lwm2m.errors import LwM2MError, NotFound
 from lwm2m.retry import Backoff, retrying
-from lwm2m.path import Path, Value
+from lwm2m.path import Path
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-STATES = ("pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying",
+TERMINAL = turns.TERMINAL
+STATES = ("pending", "queued", "deciding", "compiling", "delivering", "installing", "activating", "verifying",
           "succeeded", "failed", "cancelled")
 ML_CAPABILITY, ML_INFERENCE = 33100, 33101
 KEY = Path(ML_CAPABILITY, 0, 12)
@@ -130,18 +142,18 @@ class Deployer:
     # -- rows ---------------------------------------------------------------------------------
 
     async def create(self, endpoint: str, entry: ModelEntry, options: DeployOptions,
-                     campaign_id: int | None = None, kind: str = "install") -> int:
+                     campaign_id: int | None = None, kind: str = "install", after_current: bool = False) -> int:
+        """A ``pending`` row; ``DeploymentConflict`` (4.09) when the device has a deployment in
+        progress, unless ``after_current`` (or a campaign's): then ``queued`` behind it."""
         now = time.time()
         row = {"endpoint": endpoint, "campaign_id": campaign_id, "kind": kind, "model": entry.name,
                "version": entry.version, "model_sha256": entry.sha256, "options": options.as_json(),
                "state": "pending", "created_at": now, "updated_at": now}
-
-        def save(c: Any) -> int:
-            new_id = int(c.execute(insert(DEPLOYMENTS).values(**row)).inserted_primary_key[0])
-            c.execute(insert(EVENTS).values(ts=now, endpoint=endpoint, kind="deployment",
-                                            detail={"id": new_id, "state": "pending", "model": f"{entry.name}:{entry.version}"}))
-            return new_id
-        return await self.server.store.write(save)
+        queue = after_current or campaign_id is not None
+        new_id, running = await self.server.store.write(lambda c: turns.claim(c, row, queue))
+        if not new_id:
+            raise turns.conflict(endpoint, running)
+        return new_id
 
     async def get(self, deployment_id: int) -> dict[str, Any]:
         row = await self.server.store.read(
@@ -208,6 +220,16 @@ class Deployer:
             self._cancelled.add(deployment_id)
             task.cancel()
 
+    async def cancel_row(self, deployment_id: int) -> None:
+        """The operator's cancel: the running task, or a row that nothing runs (left in flight by
+        a stop) that would otherwise hold its device's turn."""
+        row = await self.get(deployment_id)
+        if deployment_id in self.tasks:
+            self.cancel(deployment_id)
+        elif row["state"] not in TERMINAL:
+            await self._set(deployment_id, row["endpoint"], state="cancelled",
+                            error="cancelled by the operator (it was not running)")
+
     async def _run(self, deployment_id: int) -> dict[str, Any]:
         row = await self.get(deployment_id)
         if row["state"] in TERMINAL:
@@ -215,6 +237,7 @@ class Deployer:
         ep = row["endpoint"]
         offer: str | None = None
         try:
+            await turns.wait_turn(self, deployment_id, ep)
             await self._set(deployment_id, ep, state="deciding", attempts=row["attempts"] + 1, error=None)
             options = DeployOptions.from_json(row["options"])
             entry = await asyncio.to_thread(self.registry.get, row["model"], row["version"])
@@ -249,16 +272,19 @@ class Deployer:
                 fields = {"object_path": extra["object_path"]} if "object_path" in extra else {}
                 await self._set(deployment_id, ep, state=state, **fields)
 
+            # our own steps before a restart: the package this row delivered is in its slot
+            resumed = row["object_path"] if row["state"] in ("installing", "activating", "verifying") \
+                and row["artifact_sha256"] == built.sha256 else None
             if obj == 9:
-                instance, prev_path = await self._pick_instance(session, shipment)
+                instance, prev_path, ours = await self._pick_instance(session, row, built.sha256, resumed)
                 previous["object_path"] = prev_path
                 await self._set(deployment_id, ep, previous=previous, object_path=f"/9/{instance}")
-                await deliver9(session, instance, shipment, step)
+                delivered = await deliver9(session, instance, shipment, step, ours=ours)
             else:
                 await self._set(deployment_id, ep, previous=previous, object_path="/5/0")
-                await deliver5(session, shipment, step)
+                delivered = await deliver5(session, shipment, step, ours=resumed == "/5/0")
             await self._set(deployment_id, ep, state="verifying")
-            inference = await self._verify(session, built.sha256)
+            inference = await self._verify(session, built.sha256, delivered)
             if "problem" in inference:
                 note = await self._restore(session, previous) if obj == 9 else ""
                 raise Failed(f"{entry.name}:{entry.version} is active on {ep} but {inference['problem']}{note}",
@@ -355,39 +381,56 @@ class Deployer:
         out["name"] = out["name"] or None
         return out
 
+    def _announced(self, endpoint: str, object_id: int) -> bool:
+        """Whether the device announced ``object_id`` in its registration (else it is not read)."""
+        return object_id in self.server.device_client.registration(endpoint).objects()
+
     async def _running(self, session: Session) -> dict[str, Any]:
         """What the device runs now, or {} when it has no ML Inference object."""
+        if not self._announced(session.endpoint, ML_INFERENCE):
+            return {}
         try:
             inf = await self._inference(session)
         except LwM2MError:
             return {}
         return {k: inf[k] for k in ("name", "version", "package_version", "sha256")}
 
-    async def _instances(self, session: Session) -> dict[int, dict[int, Value]]:
-        content = await session.read(Path(9))
-        out: dict[int, dict[int, Value]] = {}
-        for p, value in content.items():
-            if p.depth == 3:
-                out.setdefault(p.instance_id, {})[p.resource_id] = value  # type: ignore[arg-type,index]
-        return out
+    async def _slots(self, session: Session) -> dict[int, slots.Slot]:
+        return slots.slots_of(await session.read(Path(9)))
 
-    async def _pick_instance(self, session: Session, shipment: Shipment) -> tuple[int, str | None]:
-        """The object 9 instance to deliver into: one that holds this very build already (the
-        package version names the artifact), else never the active one; and the active one's path."""
-        slots = await self._instances(session)
-        active = next((i for i, v in slots.items() if v.get(12)), None)
-        ours = [i for i, v in slots.items() if v.get(0) == shipment.name and v.get(1) == shipment.version]
-        free = [i for i, v in sorted(slots.items()) if not v.get(12) and int(v.get(7, 0)) == 0]  # type: ignore[call-overload]
-        idle = [i for i in sorted(slots) if i != active]
-        pick = (ours or free or idle or [None])[0]
-        if pick is None:
+    async def _records(self, endpoint: str, skip: int | None = None) -> dict[str, slots.Held | None]:
+        return slots.record(await self.list(endpoint=endpoint, limit=10_000), skip=skip)
+
+    async def _pick_instance(self, session: Session, row: dict[str, Any], sha256: str,
+                             resumed: str | None) -> tuple[int, str | None, bool]:
+        """The object 9 instance to deliver into, the active one's path, and whether the chosen
+        one holds this very build already (our record, or this deployment's own steps before a
+        restart): that one, else a free one, else one that is not active - never the active one
+        unless it runs this build."""
+        found = await self._slots(session)
+        active = next((i for i, s in found.items() if s.active), None)
+        records = await self._records(session.endpoint, skip=row["id"])
+        ours = slots.holding(found, records, row["model"], row["version"], sha256)
+        if resumed is not None and resumed.startswith("/9/"):
+            i = int(resumed.rsplit("/", 1)[1])
+            if i in found and found[i].state in slots.HOLDING:
+                ours = [i] + [j for j in ours if j != i]
+        free = [i for i, s in found.items() if not s.active and s.state == 0]
+        idle = [i for i in found if i != active]
+        candidates = ours or free or idle
+        if not candidates:
             raise Failed(f"{session.endpoint}: no object 9 instance to deliver into without removing the active "
                          f"model (/9/{active}); the device needs a second instance")
-        return pick, None if active is None else f"/9/{active}"
+        pick = candidates[0]
+        return pick, None if active is None else f"/9/{active}", pick in ours
 
-    async def _verify(self, session: Session, sha256: str) -> dict[str, Any]:
-        """Read the ML Inference object: the new sha256 must run and have produced an inference."""
-        out = await self._inference(session)
+    async def _verify(self, session: Session, sha256: str, delivered: Delivered) -> dict[str, Any]:
+        """The update object's report is the verdict; the ML Inference object, where the device
+        has it, adds evidence that must agree: the new sha256 runs and produced an inference."""
+        slot = {"slot": delivered.as_json()}
+        if not self._announced(session.endpoint, ML_INFERENCE):
+            return slot  # verified by the update object alone
+        out = await self._inference(session) | slot
         count, errors = out["count"], out["errors"]
         if out["sha256"] != sha256:
             out["problem"] = f"reports model sha256 {str(out['sha256'])[:16]}, not the delivered {sha256[:16]}"
@@ -406,26 +449,40 @@ class Deployer:
         return f"; the previous model ({previous.get('name')}:{previous.get('version')} at {path}) is active again"
 
     async def _reactivate(self, deployment_id: int, row: dict[str, Any]) -> bool:
-        """Rollback through an installed, inactive object 9 instance holding the model; False if none."""
+        """Rollback through an installed, inactive object 9 instance that our record says holds
+        the model (the device reporting it as it did after that delivery); False if none."""
         ep = row["endpoint"]
-        if 9 not in self.server.device_client.registration(ep).objects():
+        if not self._announced(ep, 9):
             return False
         session = Session(self.server, ep, self.policy)
-        slots = await self._instances(session)
-        match = next((i for i, v in slots.items() if v.get(0) == row["model"] and model_version(v.get(1)) == row["version"]
-                      and int(v.get(7, 0)) == 4), None)  # type: ignore[call-overload]
+        found = await self._slots(session)
+        match = slots.holding_version(found, await self._records(ep, skip=deployment_id), row["model"], row["version"])
         if match is None:
             return False
-        await self._set(deployment_id, ep, state="activating", object_path=f"/9/{match}", method="activate",
+        i, held = match
+        await self._set(deployment_id, ep, state="activating", object_path=f"/9/{i}", method="activate",
                         previous=await self._running(session))
-        if not slots[match].get(12):
-            await session.execute(Path(9, match, 10))
+        if not found[i].active:
+            await session.execute(Path(9, i, 10))
         await self._set(deployment_id, ep, state="verifying")
-        inf = await self._inference(session)
-        if inf["name"] != row["model"] or not isinstance(inf["count"], int) or inf["count"] < 1:
-            raise Failed(f"rollback on {ep}: /9/{match} activated but the device runs "
-                         f"{inf['name']!r} with {inf['count']} inferences")
-        await self._set(deployment_id, ep, state="succeeded", artifact_sha256=inf["sha256"], inference=inf)
+        for _ in range(max(1, math.ceil(self.policy.stale_s / self.policy.poll_s))):  # the device's turn, bounded
+            now = (await self._slots(session))[i]
+            if now.active:
+                break
+            await asyncio.sleep(self.policy.poll_s)
+        else:
+            raise Failed(f"rollback on {ep}: Execute Activate on /9/{i} succeeded but Activation State stayed false "
+                         f"for {self.policy.stale_s:g} s (Update State {now.state})")
+        evidence: dict[str, Any] = {"slot": {"path": now.path, "state": now.state, "active": now.active,
+                                             "pkg_name": now.pkg_name, "pkg_version": now.pkg_version}}
+        if self._announced(ep, ML_INFERENCE):
+            inf = await self._inference(session)
+            if inf["name"] != row["model"] or inf["sha256"] != held.sha256 or not isinstance(inf["count"], int) \
+                    or inf["count"] < 1:
+                raise Failed(f"rollback on {ep}: /9/{i} activated but the device runs "
+                             f"{inf['name']!r} ({str(inf['sha256'])[:16]}) with {inf['count']} inferences")
+            evidence = inf | evidence
+        await self._set(deployment_id, ep, state="succeeded", artifact_sha256=held.sha256, inference=evidence)
         return True
 
     async def rollback(self, endpoint: str) -> dict[str, Any]:
