@@ -10,8 +10,8 @@ sleeps (SIGSTOP) and delivered when it updates, or when it registers again as a 
 Wakaama cannot announce queue mode from its example's command line (the ``Q`` parameter comes
 from its Server object's Binding, fixed to "U"), so the operator's per-device queue mode
 (``device_settings``) makes the server treat it as sleeping; the delivery on wake is the
-server's side of 6.5 either way. The object 5 delivery to its stub firmware object comes with
-the delivery rework (its State never leaves 1).
+server's side of 6.5 either way. A model delivery to its stub Firmware Update object (State 1
+from birth, never changing) ends by the stale-state rule within its bound, naming that state.
 """
 
 from __future__ import annotations
@@ -200,3 +200,37 @@ def _read(path: Path):
     from tinymlaas.server.operations import Read
 
     return Read(path)
+
+
+async def test_object_5_delivery_to_a_client_that_never_progresses_ends_within_the_bound(tmp_path, runner):
+    """Wakaama's Firmware Update object is a stub: it starts in State 1 (Downloading) and stays
+    there whatever it is told (its write handler answers 2.04 and changes nothing). The server
+    never finds it Idle, so it never offers the package; the delivery's stale rule (no change in
+    what the device reports for ``stale_s`` while it answers) resets it per the object 5 table
+    (an empty Package URI) up to ``download_attempts`` times and ends the deployment as failed,
+    naming the client's own State and Update Result, well within the deadline."""
+    from tests.deploy_helpers import Env, Shared
+    from tinymlaas.deploy.delivery import Policy
+    from tinymlaas.deploy.service import DeployOptions
+
+    policy = Policy(stale_s=1.5, deadline_s=120.0, download_attempts=2, observed_poll_s=0.5, poll_s=0.5)
+    env = await Env(tmp_path / "t.db", Shared(tmp_path / "data"), runner, policy=policy).start()
+    client = Wakaama(env.server.address[1], f"wakaama-fw-{os.getpid()}").start()
+    try:
+        assert await eventually(lambda: client.endpoint in env.server.registrations.by_endpoint, 10), client.output()
+        assert (await env.server.read(client.endpoint, Path(5, 0, 3)))[Path(5, 0, 3)] == 1  # the stub, from birth
+        started = time.monotonic()
+        row = await env.dep.deploy(client.endpoint, env.entry, DeployOptions(
+            backend="tflm", precision="int8", object_id=5, sram_free=200_000, flash_free=400_000,
+            runtimes=("tflm",)))
+        took = time.monotonic() - started
+        assert row["state"] == "failed" and row["object_path"] == "/5/0", row
+        assert row["error"].endswith("made no progress in State 1 (Downloading), Update Result 0 (initial)"), \
+            row["error"]
+        assert took < policy.deadline_s / 4, took  # ended by the stale rule, not by the deadline
+        states = [e.detail.get("state") for e in stored(env.server, EVENTS) if e.kind == "deployment"]
+        assert "delivering" not in states and states[-1] == "failed"  # nothing was ever offered to it
+        assert (await env.server.read(client.endpoint, Path(5, 0, 3)))[Path(5, 0, 3)] == 1  # it is still answering
+    finally:
+        client.stop()
+        await env.stop()
