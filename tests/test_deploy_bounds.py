@@ -230,7 +230,8 @@ async def test_time_the_device_cannot_be_reached_is_not_stale(tmp_path, shared, 
     server gets no answer at all, is not stale with a 3 s allowance; it succeeds, one download."""
     from tinymlaas.server.device_client import DeviceTimeout
 
-    env = Env(tmp_path / "t.db", shared, runner, Policy(stale_s=3.0, backoff_s=(0.1, 0.4)))
+    # op_attempts: enough tries to outlast the 4 s outage whatever the jitter draws (the bound is not under test)
+    env = Env(tmp_path / "t.db", shared, runner, Policy(stale_s=3.0, backoff_s=(0.1, 0.4), op_attempts=60))
     await env.start()
     try:
         d = await env.device("naps")
