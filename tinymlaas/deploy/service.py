@@ -226,7 +226,7 @@ class Deployer:
             uri = None
             if options.method == "pull":
                 offer = self.server.packages.publish(package)
-                uri = self.server.package_uri(offer)
+                uri = self.server.package_uri(offer, ep)
             shipment = Shipment(ep, entry.name, package_version(entry, built), package, uri)
 
             async def step(state: str, extra: dict[str, Any]) -> None:

@@ -164,7 +164,7 @@ class RegistrationInterface:
             if request.code == Code.POST and len(subpath) == 1:
                 return await self.update(request, subpath[0])
             if request.code == Code.DELETE and len(subpath) == 1:
-                return await self.deregister(subpath[0])
+                return await self.deregister(subpath[0], request)
             if len(subpath) > 1:
                 raise NotFound(f"no resource at /rd/{'/'.join(subpath)}")
             return Message(code=Code.METHOD_NOT_ALLOWED, payload=f"{request.code} not allowed on /rd".encode())
@@ -175,6 +175,7 @@ class RegistrationInterface:
         params = parse_query(request.opt.uri_query)
         if params.endpoint is None:
             raise BadRequest("Register without the mandatory query parameter ep")
+        self.server.security.authorize("register", request, params.endpoint)
         parsed = parse_payload(request)
         if parsed is None:
             raise BadRequest("Register without a link payload")
@@ -205,6 +206,7 @@ class RegistrationInterface:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
             raise NotFound(f"no registration rd/{reg_id}")
+        self.server.security.authorize("update", request, reg.endpoint, reg)
         params = parse_query(request.opt.uri_query)
         if params.endpoint is not None or params.version is not None:
             raise BadRequest("Update may not carry ep or lwm2m")
@@ -243,10 +245,11 @@ class RegistrationInterface:
         self.server.on_registered(reg, new=False)
         return Message(code=Code.CHANGED)
 
-    async def deregister(self, reg_id: str) -> Message:
+    async def deregister(self, reg_id: str, request: Message) -> Message:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
             raise NotFound(f"no registration rd/{reg_id}")
+        self.server.security.authorize("deregister", request, reg.endpoint, reg)
         await self.server.store.put(*removal_rows(reg, "deregistered"))
         self.server.registrations.remove(reg)
         self.server.on_deregistered(reg, "deregistered")

@@ -29,6 +29,8 @@ from tinymlaas.server.packages import PREFIX as PACKAGES_PREFIX, PackageOffers
 from tinymlaas.server.queue import QueueMode
 from tinymlaas.server.registration import RegistrationInterface
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
+from tinymlaas.security.service import Security
+from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.store import Store
 from tinymlaas.store.tables import OBJECT_DEFINITIONS
 
@@ -57,7 +59,8 @@ class RootResource(Resource, PathCapable):
 
 class LwM2MServer:
     def __init__(self, db_url: str, *, objects: ObjectRegistry | None = None, read_capabilities: bool = True,
-                 expiry_interval_s: float = 1.0, queue_awake_s: float | None = None) -> None:
+                 expiry_interval_s: float = 1.0, queue_awake_s: float | None = None,
+                 security: SecuritySettings | None = None) -> None:
         self.store = Store(db_url)
         self.objects = objects if objects is not None else default_registry()
         self.registrations = RegistrationTable()
@@ -73,6 +76,7 @@ class LwM2MServer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry_task: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[str, Registration], None]] = []
+        self.security = Security(self, security or SecuritySettings())
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -86,6 +90,7 @@ class LwM2MServer:
         self.context = await aiocoap.Context.create_server_context(
             RootResource(self), bind=(host, port), transports=["udp6"])
         dedup.install(self.context)
+        await self.security.start(self.context, host)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])
@@ -112,10 +117,11 @@ class LwM2MServer:
             except Exception:
                 log.exception("lifetime expiry failed")
 
-    def package_uri(self, path: str) -> str:
-        """The coap:// URI of an offered package, as devices reach this server."""
+    def package_uri(self, path: str, endpoint: str | None = None) -> str:
+        """The URI of an offered package, as ``endpoint`` reaches this server (coaps:// over DTLS)."""
         host, port = self.address
-        return f"coap://{'[' + host + ']' if ':' in host else host}:{port}{path}"
+        base = self.security.package_base(endpoint) or f"coap://{'[' + host + ']' if ':' in host else host}:{port}"
+        return f"{base}{path}"
 
     @property
     def registration_interface(self) -> RegistrationInterface:
