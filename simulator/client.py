@@ -7,9 +7,11 @@ Execute, Create, Delete and Observe, in every content format its LwM2M version h
 1.0 -> text, opaque, TLV, LwM2M JSON; 1.1 adds SenML JSON and CBOR; 1.2 adds LwM2M CBOR.
 An Accept it does not have gets 4.06; a Content-Format it does not have gets 4.15.
 
-Requests arrive on the socket the client registered from (one aiocoap context per client).
-It does not implement bootstrap, Send, composite operations, or notification attributes
-beyond storing them.
+Requests arrive on the socket the client registered from (one aiocoap context per client);
+with a PSK (``ClientConfig.psk``) that socket carries one DTLS session to the server
+(``lwm2m.dtls.coaps``) and nothing else. ``guard``, when set, sees every write before the tree
+does (the device's trust-anchor rule). Bootstrap is ``simulator.bootstrap``; Send, composite
+operations and notification attributes beyond storing them are not implemented.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from aiocoap.interfaces import ObservableResource
 from aiocoap.resource import PathCapable, Resource
 
 from lwm2m import codecs
+from lwm2m.dtls import coaps
 from lwm2m.errors import LwM2MError, MethodNotAllowed, NotAcceptable, UnsupportedContentFormat
 from lwm2m.link_format import Link, format_links
 from lwm2m.numbers import ContentFormat
@@ -54,6 +57,7 @@ class ClientConfig:
     bind: tuple[str, int] = ("127.0.0.1", 0)
     update_margin: float = 0.8  # send an Update when this share of the lifetime has passed
     awake_s: float = 10.0  # queue mode: how long the device listens after it spoke to the server
+    psk: tuple[bytes, bytes] | None = field(default=None, repr=False)  # (identity, key): DTLS to the server
 
 
 class ClientRoot(Resource, PathCapable, ObservableResource):
@@ -97,6 +101,8 @@ class LwM2MClient:
     registrations: int = 0
     updates: int = 0
     sleep: Any = None  # queue mode: called with True (radio off) / False (radio on)
+    guard: Any = None  # called with (request, path, content) before a write; raises to refuse it
+    coaps: Any = None  # the DTLS session's interface when the client has a PSK
     _task: "asyncio.Task[None] | None" = None
     _nap: Any = None
 
@@ -109,7 +115,12 @@ class LwM2MClient:
     async def start(self) -> None:
         root = ClientRoot(self)
         self.tree.listeners.append(root.changed)
-        self.context = await aiocoap.Context.create_server_context(root, bind=self.config.bind, transports=["udp6"])
+        if self.config.psk is not None:
+            self.context, self.coaps = await coaps.client_context(root, self.config.server, *self.config.psk,
+                                                                  bind=self.config.bind, name=self.config.endpoint)
+        else:
+            self.context = await aiocoap.Context.create_server_context(root, bind=self.config.bind,
+                                                                       transports=["udp6"])
         await self.register()
         self._task = asyncio.create_task(self._update_loop(), name=f"{self.config.endpoint} updates")
 
@@ -134,7 +145,7 @@ class LwM2MClient:
 
     async def _request(self, code: Code, path: tuple[str, ...], query: tuple[str, ...], payload: bytes = b"") -> Message:
         host, port = self.config.server
-        msg = Message(code=code, uri=f"coap://{host}:{port}", payload=payload)
+        msg = Message(code=code, uri=f"{'coaps' if self.config.psk else 'coap'}://{host}:{port}", payload=payload)
         msg.opt.uri_path = path
         msg.opt.uri_query = query
         if payload:
@@ -173,6 +184,8 @@ class LwM2MClient:
                 await self.update()
             except (LwM2MError, asyncio.TimeoutError, aiocoap.error.Error) as exc:
                 log.info("%s: update failed: %s", self.config.endpoint, exc)
+                if self.coaps is not None:
+                    self.coaps.reset()  # the server may have lost the session (restart): shake hands again
             self._doze()
 
     def _wake(self) -> None:
@@ -229,6 +242,8 @@ class LwM2MClient:
         if code in (Code.PUT, Code.POST) and path.depth >= 2 and not (code == Code.POST and path.depth >= 3):
             fmt = self._payload_format(request)
             content = codecs.decode(int(fmt), path, request.payload, self.tree.registry)
+            if self.guard is not None:
+                self.guard(request, path, content)
             self.tree.write(path, content, replace=code == Code.PUT)
             return Message(code=Code.CHANGED)
         if code == Code.POST and path.depth == 3:

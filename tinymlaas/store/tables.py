@@ -256,6 +256,7 @@ class PackageSequence(SQLModel, table=True):
     name: str = Field(max_length=128)
     version: str = Field(max_length=64)
     artifact_key: str = Field(max_length=64)
+    artifact_sha256: str = Field(max_length=64)
     seq: int
     sealed_at: float
 
