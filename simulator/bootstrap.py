@@ -94,6 +94,8 @@ class BootstrapSite(Resource, PathCapable):  # type: ignore[misc]
     def read(self, request: Message, path: Path) -> Message:
         fmt = int(request.opt.accept) if request.opt.accept is not None else int(ContentFormat.TLV)
         content = {p: v for p, v in self.tree.values.items() if p.startswith(path)}
+        if not content and path.depth == 1:  # an object without instances: an empty read
+            return Message(code=Code.CONTENT, content_format=fmt, payload=b"")
         if not content:
             raise NotFound(f"nothing at {path}")
         return Message(code=Code.CONTENT, content_format=fmt,

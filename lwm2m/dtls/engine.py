@@ -27,6 +27,15 @@ HelloVerifyRequest and tinydtls keeps nothing. This module adds what the binding
   start a client handshake towards it);
 - a cap on established sessions (least recently active evicted).
 
+Memory safety with the binding: its ``Connection`` objects reset their peer in ``__dealloc__``
+through a reference to the context that the garbage collector may already have cleared (a
+segfault when a session is collected in a reference cycle), and a context freed while it
+still has peers calls back into Python from its own deallocation. So no ``Connection`` is ever
+made (a client handshake starts with an empty ``write`` to the server's plain ``Session``,
+which tinydtls turns into a ClientHello), the context's callbacks hold only a weak reference
+to the endpoint (no cycle through the context), and the endpoint's finalizer resets every
+peer before the context goes.
+
 tinydtls' clock: ``dtls_init`` (run by every new context) resets tinydtls' global clock
 offset, which delays retransmissions of handshakes in flight in other contexts of the same
 process; handshake deadlines here use Python's monotonic clock and are not affected.
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -126,16 +136,17 @@ class _KeyLookup:
     """The dict-like object the binding asks for PSKs (``in`` then ``[]``), reporting each lookup."""
 
     def __init__(self, endpoint: "DtlsEndpoint") -> None:
-        self.endpoint = endpoint
+        self._endpoint = weakref.ref(endpoint)
         self._last: tuple[bytes, bytes | None] | None = None
 
     def keys(self) -> "_KeyLookup":
         return self
 
     def __contains__(self, identity: object) -> bool:
-        if not isinstance(identity, bytes):
+        endpoint = self._endpoint()
+        if not isinstance(identity, bytes) or endpoint is None:
             return False
-        key = self.endpoint._lookup(identity)
+        key = endpoint._lookup(identity)
         self._last = (identity, key)
         return key is not None
 
@@ -169,8 +180,9 @@ class DtlsEndpoint:
             store: Any = {identity: key}
         else:
             store = _KeyLookup(self)
-        self._ctx = dtls.DTLS(read=self._read, write=self._write, event=self._event,
-                              pskId=identity or b"", pskStore=store)
+        me = weakref.ref(self)
+        self._ctx = dtls.DTLS(read=_trampoline(me, "_read"), write=_trampoline(me, "_write"),
+                              event=_trampoline(me, "_event"), pskId=identity or b"", pskStore=store)
         self._identity = identity
         self.peers: OrderedDict[Addr, Peer] = OrderedDict()  # established ones in activity order
         self.handshakes = 0
@@ -320,10 +332,11 @@ class DtlsEndpoint:
             return old
         self._current = addr
         try:
-            session = self._ctx.connect(addr[0], addr[1])
-            if session is None:
-                raise ConnectionError(f"tinydtls refused to connect to {addr}")
+            session = self._dtls.Session(addr[0], addr[1])
             peer = self._new_peer(addr, session)
+            if self._ctx.write(session, b"") < 0:  # no peer yet: tinydtls starts the handshake
+                self._forget(peer, "tinydtls refused to start a handshake", notify=False)
+                raise ConnectionError(f"tinydtls refused to start a handshake with {addr}")
         finally:
             self._current = None
         return peer
@@ -367,3 +380,22 @@ class DtlsEndpoint:
     @property
     def sessions(self) -> int:
         return len(self.peers) - self.handshakes
+
+    def __del__(self) -> None:
+        """Reset every peer while the context is intact (see the module docstring)."""
+        ctx = getattr(self, "_ctx", None)
+        for peer in list(getattr(self, "peers", {}).values()):
+            try:
+                ctx.resetPeer(peer.session)  # type: ignore[union-attr]
+            except Exception:
+                pass
+
+
+def _trampoline(endpoint: "weakref.ref[DtlsEndpoint]", method: str) -> Callable[[Any, Any], int]:
+    """A tinydtls callback that reaches the endpoint through a weak reference."""
+    def call(a: Any, b: Any) -> int:
+        target = endpoint()
+        if target is None:
+            return len(b) if isinstance(b, bytes) else 0
+        return int(getattr(target, method)(a, b))
+    return call
