@@ -16,6 +16,7 @@ from device_profiles import Profile
 from simulator.device import SimulatedDevice
 from simulator.faults import Faults
 from simulator.runtimes import ModelRunner
+from simulator.security import DeviceSecurity
 
 
 @dataclass(frozen=True)
@@ -32,15 +33,19 @@ class FleetSpec:
 
 
 def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRunner,
-                signing_key: bytes | None = None) -> list[SimulatedDevice]:
+                signing_key: bytes | None = None,
+                security: Callable[[str], DeviceSecurity] | None = None) -> list[SimulatedDevice]:
+    """The devices; ``security`` gives each endpoint its credentials / bootstrap server."""
     devices = []
     for spec in specs:
         prefix = spec.prefix or f"sim-{spec.profile.name}"
         for i in range(spec.count):
+            endpoint = f"{prefix}-{i:04d}"
             devices.append(SimulatedDevice(
-                spec.profile, f"{prefix}-{i:04d}", server, runner, version=spec.version, lifetime=spec.lifetime,
+                spec.profile, endpoint, server, runner, version=spec.version, lifetime=spec.lifetime,
                 queue_mode=spec.queue_mode, update_objects=spec.update_objects, faults=spec.faults,
-                signing_key=signing_key, with_capability_object=spec.with_capability_object))
+                signing_key=signing_key, with_capability_object=spec.with_capability_object,
+                security=security(endpoint) if security is not None else None))
     return devices
 
 

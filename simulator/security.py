@@ -15,8 +15,10 @@ at bootstrap). Anyone else gets 4.01 Unauthorized and the anchor does not change
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from lwm2m.bootstrap import TRUST_ANCHOR, Account, SecurityMode, security_values
 from lwm2m.dtls.coaps import CoapsAddress
@@ -64,3 +66,29 @@ def anchor_write_allowed(request: Any, server: tuple[str, int], secured_by: Any)
     if sockaddr is None or isinstance(remote, CoapsAddress):
         return False
     return (unmapped(str(sockaddr[0])), int(sockaddr[1])) == (unmapped(server[0]), server[1])
+
+
+def read_credentials_csv(text: str) -> dict[str, dict[str, Psk]]:
+    """endpoint -> purpose ("dm" | "bootstrap") -> Psk, from the CSV a production batch is
+    imported with on the server (``endpoint,identity,key[,purpose]``, keys in hex)."""
+    out: dict[str, dict[str, Psk]] = {}
+    for row in csv.DictReader(io.StringIO(text)):
+        endpoint = (row.get("endpoint") or "").strip()
+        if not endpoint:
+            continue
+        purpose = (row.get("purpose") or "dm").strip()
+        out.setdefault(endpoint, {})[purpose] = Psk((row.get("identity") or endpoint).strip().encode(),
+                                                    bytes.fromhex((row.get("key") or "").strip()))
+    return out
+
+
+def fleet_security(table: Mapping[str, Mapping[str, Psk]], bootstrap: tuple[str, int] | None = None
+                   ) -> Callable[[str], DeviceSecurity]:
+    """What the factory put in each device of a batch: its DM credential, or its bootstrap
+    server and bootstrap credential."""
+    def security(endpoint: str) -> DeviceSecurity:
+        creds = table.get(endpoint, {})
+        if bootstrap is not None:
+            return DeviceSecurity(bootstrap=bootstrap, bootstrap_psk=creds.get("bootstrap"))
+        return DeviceSecurity(psk=creds.get("dm"))
+    return security

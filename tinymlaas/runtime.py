@@ -15,13 +15,15 @@ import os
 import secrets
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
 from tinymlaas.api.app import create_app
+from tinymlaas.bootstrap.server import start_bootstrap
+from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.service import Deployer
 from tinymlaas.server.server import LwM2MServer
@@ -77,6 +79,7 @@ class Running:
     api_task: "asyncio.Task[Any]"
     deployer: Deployer
     campaigns: Campaigns
+    bootstrap: Any = None  # the bootstrap server, when one is configured
 
     async def stop(self) -> None:
         """Stop serving. Campaigns and deployments in flight stay as persisted: the next start resumes them."""
@@ -87,6 +90,8 @@ class Running:
             self.api_task.cancel()
         await self.campaigns.stop()
         self.deployer.close()
+        if self.bootstrap is not None:
+            await self.bootstrap.stop()
         await self.server.stop()
 
 
@@ -96,9 +101,13 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     data_dir = data_dir or home()
     data_dir.mkdir(parents=True, exist_ok=True)
     token = token or token_for(data_dir)
-    server = LwM2MServer(db_url or default_url(data_dir), **server_kw)
+    security = server_kw.pop("security", None) or SecuritySettings()
+    if security.key_file is None:
+        security = replace(security, key_file=data_dir / "credentials.key")
+    server = LwM2MServer(db_url or default_url(data_dir), security=security, **server_kw)
     await server.start(*coap)
     deployer = Deployer(server, data_dir)
+    bootstrap = await start_bootstrap(server, lambda: deployer.key.anchor)
     campaigns = Campaigns(deployer)
     sock = socket.socket(socket.AF_INET6 if ":" in api[0] else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -115,7 +124,7 @@ async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None 
     resumed, again = await campaigns.resume_all(), await deployer.resume()
     if resumed or again:
         log.info("resumed campaigns %s and deployments %s", resumed, again)
-    return Running(server, url, token, uv, task, deployer, campaigns)
+    return Running(server, url, token, uv, task, deployer, campaigns, bootstrap)
 
 
 async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str | None,
@@ -130,7 +139,10 @@ async def serve_forever(coap: tuple[str, int], api: tuple[str, int], db_url: str
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"tinymlaas: LwM2M on coap://{running.server.address[0]}:{running.server.address[1]}, "
+    coaps = running.server.security.coaps_address
+    extra = (f", coaps://{coaps[0]}:{coaps[1]}" if coaps else "") + (
+        f", bootstrap {' '.join(running.bootstrap.uris())}" if running.bootstrap else "")
+    print(f"tinymlaas: LwM2M on coap://{running.server.address[0]}:{running.server.address[1]}{extra}, "
           f"admin API on {running.api_url} (token in {(data_dir or home()) / 'api.json'})", flush=True)
     await stop.wait()
     await running.stop()

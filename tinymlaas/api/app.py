@@ -270,6 +270,9 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         from tinymlaas.api import campaign_routes
 
         campaign_routes.register(app, campaigns, [Depends(auth)])
+    from tinymlaas.api import security_routes
+
+    security_routes.register(app, server, deployer, [Depends(auth)])
     return app
 
 

@@ -270,3 +270,14 @@ def instances_of(links: Any) -> dict[tuple[int, int], dict[str, str | None]]:
         if len(parts) == 2 and all(p.isdigit() for p in parts):
             out[(int(parts[0]), int(parts[1]))] = dict(link.attributes)
     return out
+
+
+async def start_bootstrap(server: Any, trust_anchor: Callable[[], bytes | None]) -> BootstrapServer | None:
+    """The bootstrap server beside ``server`` (its store and credentials), if a port is configured."""
+    settings = server.security.settings
+    if settings.bootstrap_port is None and settings.bootstrap_coaps_port is None:
+        return None
+    bootstrap = BootstrapServer(server.store, server.security.credentials, settings, trust_anchor=trust_anchor,
+                                objects=server.objects, registrations=server.registrations)
+    await bootstrap.start()
+    return bootstrap

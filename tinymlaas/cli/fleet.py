@@ -61,21 +61,41 @@ def profiles_show(name: str, dirs: Optional[list[str]], as_json: bool) -> None:
     out.print(table)
 
 
+def _security(server: str, credentials: str | None, bootstrap: str | None) -> Any:
+    """Each simulated device's credentials (``--credentials`` CSV) and bootstrap server."""
+    from simulator.security import fleet_security, read_credentials_csv
+
+    if credentials is None:
+        if urlsplit(server).scheme == "coaps" or bootstrap:
+            raise ValueError("coaps:// and --bootstrap need --credentials FILE (endpoint,identity,key[,purpose])")
+        return None
+    with open(credentials, encoding="utf-8") as f:
+        table = read_credentials_csv(f.read())
+    target = None
+    if bootstrap:
+        parts = urlsplit(bootstrap)
+        if parts.scheme not in ("coap", "coaps") or not parts.hostname:
+            raise ValueError(f"--bootstrap {bootstrap!r}: expected coaps://HOST:PORT or coap://HOST:PORT")
+        target = (parts.hostname, parts.port or (5784 if parts.scheme == "coaps" else 5783))
+    return fleet_security(table, target)
+
+
 async def run_simulation(server: str, profiles: list[Profile], count: int, version: str, objects: tuple[int, ...],
-                         queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str) -> int:
+                         queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str,
+                         security: Any = None) -> int:
     from simulator.faults import Faults
     from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
     from simulator.runtimes import ModelRunner
 
     parts = urlsplit(server)
-    if parts.scheme != "coap" or not parts.hostname:
-        raise ValueError(f"--server {server!r}: expected coap://HOST:PORT")
-    address = (parts.hostname, parts.port or 5683)
+    if parts.scheme not in ("coap", "coaps") or not parts.hostname:
+        raise ValueError(f"--server {server!r}: expected coap://HOST:PORT or coaps://HOST:PORT")
+    address = (parts.hostname, parts.port or (5684 if parts.scheme == "coaps" else 5683))
     faults = Faults.parse(faults_text)
     runner = ModelRunner()
     specs = [FleetSpec(p, count, version, objects, queue, lifetime, faults,
                        prefix=f"{prefix}-{p.name}" if prefix else "") for p in profiles]
-    devices = build_fleet(specs, address, runner)
+    devices = build_fleet(specs, address, runner, security=security)
     with Progress(TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as bar:
         task = bar.add_task("register", total=len(devices))
@@ -126,6 +146,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         faults: str = typer.Option("", help="e.g. loss=0.1,latency=50,drop-after=5,corrupt-block=3,drift=0.05,seed=7"),
         duration: Optional[float] = typer.Option(None, help="stop after S seconds (default: until Ctrl-C)"),
         prefix: str = typer.Option("", help="endpoint name prefix"),
+        credentials: Optional[str] = typer.Option(None, help="CSV endpoint,identity,key[,purpose]: DTLS-PSK per device"),
+        bootstrap: Optional[str] = typer.Option(None, help="bootstrap server coaps://HOST:PORT (or coap://)"),
         dirs: Optional[list[str]] = DirsOpt,
     ) -> None:
         """Run simulated MCUs that register with SERVER and answer it like the real boards."""
@@ -137,7 +159,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         if not set(objs) <= {5, 9}:
             raise ValueError(f"--objects {objects!r}: expected 9, 5 or 9,5")
         raise typer.Exit(asyncio.run(run_simulation(server, chosen, count, version, objs, queue, lifetime,
-                                                    faults, duration, prefix)))
+                                                    faults, duration, prefix,
+                                                    _security(server, credentials, bootstrap))))
 
 
 __all__ = ["register", "ProfileError"]

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import campaigns, deploy, fleet, models
+from tinymlaas.cli import campaigns, deploy, fleet, models, security
 from tinymlaas.cli.client import CliError, call, stream
 from compilers.errors import CompilerError
 from lwm2m.errors import LwM2MError
@@ -94,14 +94,29 @@ def serve(
     db: Optional[str] = typer.Option(None, envvar="TINYMLAAS_DB", help="SQLAlchemy URL; default SQLite in the data dir"),
     data_dir: Optional[FsPath] = typer.Option(None, envvar="TINYMLAAS_HOME", help="data directory"),
     no_capabilities: bool = typer.Option(False, help="do not read capabilities after registration"),
+    coaps: Optional[str] = typer.Option(None, help="CoAP over DTLS (PSK) HOST[:PORT], port 5684 by default"),
+    nosec: str = typer.Option("auto", help="NoSec registrations: auto (while no device has credentials), on, off"),
+    nosec_other_address: str = typer.Option("refuse", help="NoSec Update/De-register from another address: refuse or allow"),
+    bootstrap: Optional[str] = typer.Option(None, help="bootstrap server, NoSec, HOST[:PORT] (5783)"),
+    bootstrap_coaps: Optional[str] = typer.Option(None, help="bootstrap server over DTLS HOST[:PORT] (5784)"),
+    signing_overlap: str = typer.Option("7d", help="signing-key rotation: how long devices trust both keys"),
     verbose: bool = typer.Option(False, "-v", help="log at INFO"),
 ) -> None:
     """Run the LwM2M server and its admin API until interrupted."""
+    from tinymlaas.cli.security import duration_s
     from tinymlaas.runtime import parse_hostport, serve_forever
+    from tinymlaas.security.settings import SecuritySettings
 
+    hp = [parse_hostport(v, port) if v else None for v, port in ((coaps, 5684), (bootstrap, 5783), (bootstrap_coaps, 5784))]
+    bs_host = next((h[0] for h in hp[1:] if h), "127.0.0.1")
+    settings = SecuritySettings(
+        coaps_host=hp[0][0] if hp[0] else "127.0.0.1", coaps_port=hp[0][1] if hp[0] else None,
+        nosec=nosec, nosec_other_address=nosec_other_address,  # type: ignore[arg-type]
+        bootstrap_host=bs_host, bootstrap_port=hp[1][1] if hp[1] else None,
+        bootstrap_coaps_port=hp[2][1] if hp[2] else None, signing_overlap_s=duration_s(signing_overlap))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     asyncio.run(serve_forever(parse_hostport(coap, 5683), parse_hostport(api, 8683), db, data_dir,
-                              read_capabilities=not no_capabilities))
+                              read_capabilities=not no_capabilities, security=settings))
 
 
 @app.command()
@@ -316,6 +331,7 @@ fleet.register(app, one_line_errors)
 models.register(app, one_line_errors)
 deploy.register(app, one_line_errors)
 campaigns.register(app, one_line_errors)
+security.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()
