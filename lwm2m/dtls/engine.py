@@ -25,7 +25,9 @@ HelloVerifyRequest and tinydtls keeps nothing. This module adds what the binding
   record of epoch 1 that does not complete the handshake is reported at once), a stall;
 - no writes to an address without an established session (tinydtls' ``dtls_write`` would
   start a client handshake towards it);
-- a cap on established sessions (least recently active evicted).
+- a cap on established sessions (least recently active evicted);
+- (server role) clients that send no RFC 5746 renegotiation indication are accepted
+  (``user_parameters``: older tinydtls clients such as Wakaama's send none).
 
 Memory safety with the binding: its ``Connection`` objects reset their peer in ``__dealloc__``
 through a reference to the context that the garbage collector may already have cleared (a
@@ -49,6 +51,8 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
+
+from lwm2m.dtls.user_parameters import relax_renegotiation_info
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +187,7 @@ class DtlsEndpoint:
         me = weakref.ref(self)
         self._ctx = dtls.DTLS(read=_trampoline(me, "_read"), write=_trampoline(me, "_write"),
                               event=_trampoline(me, "_event"), pskId=identity or b"", pskStore=store)
+        self.renegotiation_info_optional = not self.client and relax_renegotiation_info(self._ctx)
         self._identity = identity
         self.peers: OrderedDict[Addr, Peer] = OrderedDict()  # established ones in activity order
         self.handshakes = 0
