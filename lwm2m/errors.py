@@ -23,6 +23,19 @@ class BadRequest(LwM2MError):
     code = numbers.Code.BAD_REQUEST
 
 
+class Unauthorized(LwM2MError):
+    """4.01: the peer lacks the access right (TS Core 6.3 "Access Right Permission Denied")."""
+
+    code = numbers.Code.UNAUTHORIZED
+
+
+class Forbidden(LwM2MError):
+    """4.03: the request is understood but not allowed for this peer (TS Core 6.2: a
+    registration interface request whose security identity does not match)."""
+
+    code = numbers.Code.FORBIDDEN
+
+
 class NotFound(LwM2MError):
     code = numbers.Code.NOT_FOUND
 

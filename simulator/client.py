@@ -7,14 +7,16 @@ Execute, Create, Delete and Observe, in every content format its LwM2M version h
 1.0 -> text, opaque, TLV, LwM2M JSON; 1.1 adds SenML JSON and CBOR; 1.2 adds LwM2M CBOR.
 An Accept it does not have gets 4.06; a Content-Format it does not have gets 4.15.
 
-Requests arrive on the socket the client registered from (one aiocoap context per client).
+Requests arrive on the socket the client registered from (one aiocoap context per client);
+with a PSK (``ClientConfig.psk``) that socket carries one DTLS session to the server
+(``lwm2m.dtls.coaps``) and nothing else. ``guard``, when set, sees every write before the tree
+does (the device's trust-anchor rule).
 A registration that gets no answer, or a 5.xx (a server that is down, restarting or overloaded),
 is retried with exponential backoff and full jitter (``lwm2m.retry``; ``register_backoff`` and
 ``register_attempts``), so a fleet that lost its server does not come back in lock-step; a 4.xx
 refusal is final. With ``register_on_wake`` it sends a new Register (new registration id) instead
-of an Update each time it wakes, as some real clients do.
-It does not implement bootstrap, Send, composite operations, or notification attributes
-beyond storing them.
+of an Update each time it wakes, as some real clients do. Bootstrap is ``simulator.bootstrap``;
+Send, composite operations and notification attributes beyond storing them are not implemented.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from aiocoap.interfaces import ObservableResource
 from aiocoap.resource import PathCapable, Resource
 
 from lwm2m import codecs
+from lwm2m.dtls import coaps
 from lwm2m.errors import LwM2MError, MethodNotAllowed, NotAcceptable, UnsupportedContentFormat
 from lwm2m.link_format import Link, format_links
 from lwm2m.numbers import ContentFormat
@@ -64,6 +67,7 @@ class ClientConfig:
     register_attempts: int = 6
     request_timeout_s: float = 30.0  # one request to the server (CoAP retransmissions happen inside it)
     register_on_wake: bool = False  # queue mode as Anjay does it: a new Register on each wake, not an Update
+    psk: tuple[bytes, bytes] | None = field(default=None, repr=False)  # (identity, key): DTLS to the server
 
 
 class ServerUnavailable(LwM2MError):
@@ -111,6 +115,8 @@ class LwM2MClient:
     registrations: int = 0
     updates: int = 0
     sleep: Any = None  # queue mode: called with True (radio off) / False (radio on)
+    guard: Any = None  # called with (request, path, content) before a write; raises to refuse it
+    coaps: Any = None  # the DTLS session's interface when the client has a PSK
     _task: "asyncio.Task[None] | None" = None
     _nap: Any = None
 
@@ -123,7 +129,12 @@ class LwM2MClient:
     async def start(self) -> None:
         root = ClientRoot(self)
         self.tree.listeners.append(root.changed)
-        self.context = await aiocoap.Context.create_server_context(root, bind=self.config.bind, transports=["udp6"])
+        if self.config.psk is not None:
+            self.context, self.coaps = await coaps.client_context(root, self.config.server, *self.config.psk,
+                                                                  bind=self.config.bind, name=self.config.endpoint)
+        else:
+            self.context = await aiocoap.Context.create_server_context(root, bind=self.config.bind,
+                                                                       transports=["udp6"])
         await self.register_retrying()
         self._task = asyncio.create_task(self._update_loop(), name=f"{self.config.endpoint} updates")
 
@@ -148,7 +159,7 @@ class LwM2MClient:
 
     async def _request(self, code: Code, path: tuple[str, ...], query: tuple[str, ...], payload: bytes = b"") -> Message:
         host, port = self.config.server
-        msg = Message(code=code, uri=f"coap://{host}:{port}", payload=payload)
+        msg = Message(code=code, uri=f"{'coaps' if self.config.psk else 'coap'}://{host}:{port}", payload=payload)
         msg.opt.uri_path = path
         msg.opt.uri_query = query
         if payload:
@@ -202,6 +213,8 @@ class LwM2MClient:
                 await (self.register() if self.config.register_on_wake else self.update())
             except (LwM2MError, asyncio.TimeoutError, aiocoap.error.Error) as exc:
                 log.info("%s: update failed: %s", self.config.endpoint, exc)
+                if self.coaps is not None:
+                    self.coaps.reset()  # the server may have lost the session (restart): shake hands again
             self._doze()
 
     def _wake(self) -> None:
@@ -258,6 +271,8 @@ class LwM2MClient:
         if code in (Code.PUT, Code.POST) and path.depth >= 2 and not (code == Code.POST and path.depth >= 3):
             fmt = self._payload_format(request)
             content = codecs.decode(int(fmt), path, request.payload, self.tree.registry)
+            if self.guard is not None:
+                self.guard(request, path, content)
             self.tree.write(path, content, replace=code == Code.PUT)
             return Message(code=Code.CHANGED)
         if code == Code.POST and path.depth == 3:

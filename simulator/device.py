@@ -8,6 +8,11 @@ packages occupy its flash until uninstalled; a model
 runs only if its arena (plus the runtime's own RAM) fits the SRAM free for ML. Faults come
 from ``faults``; a reboot loses RAM (downloads in progress, inference counters) and keeps
 flash (delivered and installed packages, which model is active), then registers again.
+
+Security (``simulator.security``): with a PSK the device talks DTLS to its server; with a
+bootstrap server it bootstraps first (``simulator.bootstrap``; again when the server executes
+Bootstrap-Request Trigger ``/1/x/9``) and then uses the account it was given. Its trust anchor
+(``/33100/0/12``) changes only through bootstrap or its own server (``anchor_write_allowed``).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from urllib.parse import urlsplit, urlunsplit
 from typing import Any, Coroutine
 
 from device_profiles import Profile
+from lwm2m.bootstrap import SecurityMode, server_account
+from lwm2m.errors import Unauthorized
 from lwm2m.model import default_registry
 from lwm2m.path import Path
 from simulator.client import ClientConfig, LwM2MClient
@@ -26,6 +33,7 @@ from simulator.faults import Faults, FaultyLink
 from simulator.inference import Inference
 from simulator.objects import ObjectTree
 from simulator.runtimes import ModelRunner
+from simulator.security import DeviceSecurity, anchor_write_allowed, security_instance, touches_anchor
 from simulator.software import Artifact, FirmwareSlot, Packages, SoftwareSlot
 
 log = logging.getLogger(__name__)
@@ -38,12 +46,15 @@ class SimulatedDevice:
                  update_objects: tuple[int, ...] = (9,), faults: Faults | None = None,
                  signing_key: bytes | None = None, with_capability_object: bool = True,
                  with_inference_object: bool = True, identity: tuple[str, str] | None = None,
-                 register_on_wake: bool = False) -> None:
+                 register_on_wake: bool = False, security: DeviceSecurity | None = None) -> None:
         self.profile, self.endpoint, self.server, self.runner = profile, endpoint, server, runner
         self.version, self.lifetime, self.queue_mode, self.awake_s = version, lifetime, queue_mode, awake_s
         self.faults = faults or Faults()
         self.identity, self.register_on_wake = identity, register_on_wake
         self.signing_key = signing_key
+        self.security = security or DeviceSecurity()
+        self.bootstraps = 0
+        self._bootstrap_wanted = False
         self.sample_inputs: list[bytes] | None = None
         self.tree = ObjectTree(default_registry())
         self.packages = Packages(self)
@@ -61,8 +72,10 @@ class SimulatedDevice:
 
     def _build(self, update_objects: tuple[int, ...], with_capability: bool) -> None:
         p, t = self.profile, self.tree
-        t.add_instance(0, 0, {0: f"coap://{self.server[0]}:{self.server[1]}", 1: False, 2: 3, 10: 1})
-        t.add_instance(1, 0, {0: 1, 1: self.lifetime, 6: False, 7: "UQ" if self.queue_mode else "U"})
+        t.add_instance(0, 0, security_instance(self.security, self.server))
+        if self.security.bootstrap is None:  # else the bootstrap server writes the Server instance
+            t.add_instance(1, 0, {0: 1, 1: self.lifetime, 6: False, 7: "UQ" if self.queue_mode else "U"})
+        t.on_execute(Path(1, 0, 9), self._bootstrap_requested)
         maker, model = self.identity or (p.match_manufacturer[0] if p.match_manufacturer else p.vendor,
                                          p.match_model[0] if p.match_model else p.title)
         t.add_instance(3, 0, {
@@ -82,6 +95,24 @@ class SimulatedDevice:
     def _reboot_requested(self, _args: str) -> None:
         """Execute on Reboot: answer first, reboot right after (the task is not awaited)."""
         self.spawn(self.reboot(delay=0.2), "reboot")
+
+    def _bootstrap_requested(self, _args: str) -> None:
+        """Execute on Bootstrap-Request Trigger: answer, then bootstrap again and re-register."""
+        if self.security.bootstrap is None:
+            return
+        self._bootstrap_wanted = True
+        self.spawn(self.reconnect(delay=0.2), "bootstrap again")
+
+    def _guard(self, request: Any, path: Path, content: Any) -> None:
+        if touches_anchor(path, content) and self.client is not None and not anchor_write_allowed(
+                request, self.client.config.server, self.client.coaps):
+            raise Unauthorized(f"{Path(ML_CAPABILITY, 0, 12)} (package-signing trust anchor) is written only at "
+                               "bootstrap or by this device's LwM2M server over its secured session")
+
+    def trust_anchor_from_bootstrap(self, value: bytes) -> None:
+        self._set_key(value)
+        if not value:
+            self.tree.set(Path(ML_CAPABILITY, 0, 12), b"")
 
     def _set_key(self, value: Any) -> None:
         self.signing_key = bytes(value) if value else None
@@ -116,20 +147,41 @@ class SimulatedDevice:
         return task
 
     async def start(self) -> None:
-        server = self.server
+        if self.security.bootstrap is not None and (self._bootstrap_wanted or server_account(self.tree.values) is None):
+            from simulator.bootstrap import bootstrap
+
+            await bootstrap(self)
+            self._bootstrap_wanted = False
+        account = server_account(self.tree.values)
+        target = account.address if account is not None else self.server
+        psk = (account.identity, account.secret) if account is not None and account.mode == SecurityMode.PSK else None
+        lifetime = account.lifetime if account is not None and self.security.bootstrap is not None else self.lifetime
+        server = target
         if self.faults.needs_link or self.queue_mode:
-            self.link = FaultyLink(self.endpoint, self.server, self.faults,
+            self.link = FaultyLink(self.endpoint, target, self.faults,
                                    on_reboot=lambda: self._reboot_requested(""))
             await self.link.start()
             server = self.link.address
-        config = ClientConfig(self.endpoint, server, lifetime=self.lifetime, version=self.version,
+        config = ClientConfig(self.endpoint, server, lifetime=lifetime, version=self.version,
                               queue_mode=self.queue_mode, update_margin=0.8 * (1 + self.faults.drift),
-                              awake_s=self.awake_s, register_on_wake=self.register_on_wake)
+                              awake_s=self.awake_s, register_on_wake=self.register_on_wake, psk=psk)
         self.client = self._client(config)
         await self.client.start()
 
+    async def reconnect(self, delay: float = 0.0) -> None:
+        """De-register, (bootstrap again if asked,) and register again with a new session."""
+        await asyncio.sleep(delay)
+        if self.client is not None:
+            await self.client.stop(deregister=True)
+            self.tree.listeners.clear()
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        await self.start()
+
     def _client(self, config: ClientConfig) -> LwM2MClient:
         client = LwM2MClient(config, self.tree)
+        client.guard = self._guard
         if self.link is not None:
             client.sleep = self._radio
         return client

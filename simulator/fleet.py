@@ -17,6 +17,7 @@ from simulator.device import SimulatedDevice
 from simulator.faults import Faults
 from simulator.personality import personality
 from simulator.runtimes import ModelRunner
+from simulator.security import DeviceSecurity
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ class FleetSpec:
 
 
 def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRunner,
-                signing_key: bytes | None = None) -> list[SimulatedDevice]:
+                signing_key: bytes | None = None,
+                security: Callable[[str], DeviceSecurity] | None = None) -> list[SimulatedDevice]:
+    """The devices; ``security`` gives each endpoint its credentials / bootstrap server."""
     devices = []
     for spec in specs:
         prefix = spec.prefix or f"sim-{spec.profile.name}"
@@ -42,9 +45,11 @@ def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRu
                                   "with_capability_object": spec.with_capability_object}
         kwargs.update(personality(spec.personality).device_kwargs() if spec.personality != "tinymlaas" else {})
         for i in range(spec.count):
+            endpoint = f"{prefix}-{i:04d}"
             devices.append(SimulatedDevice(
-                spec.profile, f"{prefix}-{i:04d}", server, runner, version=spec.version, lifetime=spec.lifetime,
-                faults=spec.faults, signing_key=signing_key, **kwargs))
+                spec.profile, endpoint, server, runner, version=spec.version, lifetime=spec.lifetime,
+                faults=spec.faults, signing_key=signing_key,
+                security=security(endpoint) if security is not None else None, **kwargs))
     return devices
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from compilers.backends import registry
 from lwm2m.errors import BadRequest, LwM2MError, MethodNotAllowed
-from lwm2m.package import PackageError, is_package, open_package
+from lwm2m.package import PackageError, is_package, open_package, sequence_problem
 from lwm2m.path import Path, Value
 from lwm2m.updates import FIRMWARE, SOFTWARE, Answer, Effect, Event5, Event9, Impossible, Reason, UpdateObject
 from lwm2m.updates.firmware import Res5
@@ -78,6 +78,8 @@ class Artifact:
     runtime: str
     stored_bytes: int = 0  # flash the package takes
     plan: Any = None  # the runner's plan once installed
+    seq: int | None = None  # the manifest's anti-rollback sequence number (None: a bare artifact)
+    rollback_from: int | None = None
 
 
 class Packages:
@@ -89,6 +91,7 @@ class Packages:
         self.download_stats: dict[str, DownloadStats] = {}
         self.attempts, self.attempt_timeout = 6, 2.0  # per block, for pull downloads
         self.block_exponent = 5  # pull block size 2**(4+n): 5 = 512 B, 6 = 1 KiB (RFC 7959 SZX)
+        self.highest: dict[str, int] = {}  # model slot (package name) -> highest sequence installed; in flash
 
     @property
     def flash_free(self) -> int:
@@ -124,15 +127,21 @@ class Packages:
         A bare artifact (no envelope) is taken only by a device without a signing key; junk
         is "unsupported package type" whether or not the device has a key. The backend that
         made the artifact (the manifest's kind, else the content) names the runtimes that run
-        it; the device must have one of them."""
+        it; the device must have one of them. Anti-rollback: a package must be newer than
+        what was installed in its slot, or a rollback manifest from exactly that (``sequence_problem``)."""
         key = self.device.signing_key
         kind: str | None = None
+        seq = rollback_from = None
         if is_package(package):
             try:
                 manifest, data = open_package(package, key)
             except PackageError as exc:
                 raise Failure(REASONS[exc.reason], str(exc)) from None
+            problem = sequence_problem(manifest, self.highest.get(manifest.name))
+            if problem is not None:
+                raise Failure(Outcome.INTEGRITY, problem)
             name, version, sha, kind = manifest.name, manifest.version, manifest.sha256, manifest.kind
+            seq, rollback_from = manifest.seq, manifest.rollback_from
         else:
             data, name, version, sha = package, "unnamed", "", hashlib.sha256(package).digest()
         backend = registry.for_kind(kind) if kind is not None else registry.recognise(data)
@@ -146,17 +155,26 @@ class Packages:
         if runtime is None:
             raise Failure(Outcome.UNSUPPORTED, f"a {backend.kind.name} artifact needs {' or '.join(backend.runtimes)}; "
                           f"{self.device.profile.name} has none")
-        return Artifact(name, version, backend.kind.name, data, sha, runtime, len(package))
+        return Artifact(name, version, backend.kind.name, data, sha, runtime, len(package), seq=seq,
+                        rollback_from=rollback_from)
 
     async def install(self, artifact: Artifact) -> None:
         """Load the artifact in its runtime and judge it with the backend's fit against what this
         device has free (the package's own flash counts as available: it is stored already)."""
         flash = self.flash_free + artifact.stored_bytes
         target = self.device.profile.target(artifact.runtime, flash_free_bytes=flash, name=self.device.endpoint)
+        highest = self.highest.get(artifact.name)
+        if artifact.seq is not None and highest is not None and (  # another slot installed something newer meanwhile
+                highest > artifact.seq if artifact.rollback_from is None else artifact.rollback_from != highest):
+            raise Failure(Outcome.INSTALL_FAILURE, f"downgrade refused at install: {artifact.name} sequence "
+                                                   f"{artifact.seq}, this device installed {highest} since")
         try:
             artifact.plan = await self.device.runner.check(artifact.data, target, artifact.stored_bytes)
         except ModelError as exc:
             raise Failure(REASONS.get(exc.result, Outcome.INSTALL_FAILURE), str(exc)) from None
+        if artifact.seq is not None and artifact.rollback_from is None:
+            self.highest[artifact.name] = max(self.highest.get(artifact.name, artifact.seq), artifact.seq)
+
 
 
 ANSWERS: dict[Answer, type[LwM2MError]] = {Answer.BAD_REQUEST: BadRequest, Answer.METHOD_NOT_ALLOWED: MethodNotAllowed}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 from pathlib import Path as FsPath
 
 import wasmtime
@@ -48,9 +49,15 @@ def keypair() -> tuple[Ed25519PrivateKey, bytes]:
     return key, key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def package(artifact: bytes, key: Ed25519PrivateKey, name: str = "add-one", version: str = "1") -> bytes:
+_SEQ = itertools.count(1)
+
+
+def package(artifact: bytes, key: Ed25519PrivateKey, name: str = "add-one", version: str = "1",
+            seq: int | None = None, rollback_from: int | None = None) -> bytes:
+    """A signed package; each one gets the next anti-rollback sequence number unless ``seq`` is given."""
     kind = "tflite" if artifact[4:8] == b"TFL3" else "wasm"
-    manifest = Manifest(name, version, kind, hashlib.sha256(artifact).digest(), len(artifact))
+    manifest = Manifest(name, version, kind, hashlib.sha256(artifact).digest(), len(artifact),
+                        seq=next(_SEQ) if seq is None else seq, rollback_from=rollback_from)
     return seal(artifact, manifest, key)
 
 

@@ -137,7 +137,7 @@ async def test_cli_deploy_show_rollback(live):
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "candidates (safety margin 10%)" in out and "succeeded" in out
-    for cell in ("26,307 B", "9,732 B", "37,536 B", "14,080 B", "98.3 ms", "SRAM short by 14,746 B", "fits", "→"):
+    for cell in ("26,312 B", "9,737 B", "37,536 B", "14,080 B", "98.3 ms", "SRAM short by 14,746 B", "fits", "→"):
         assert cell in out, out
     assert [[c.strip() for c in ln.split("│")[2:4]] for ln in out.splitlines() if "│ →" in ln] == [["tflm", "float32"]]
     r = await cli(running, "deployments", "list", "--endpoint", "nrf", "--json")

@@ -157,8 +157,8 @@ async def test_tampered_package_is_refused_and_the_old_model_keeps_running(env, 
     await check_running(env, d, first)
     real_seal = env.dep.key.seal
 
-    def tampered_seal(built, entry):
-        package = bytearray(real_seal(built, entry))
+    def tampered_seal(built, entry, *sequence):
+        package = bytearray(real_seal(built, entry, *sequence))
         package[-3] ^= 0x01  # a byte of the artifact, after signing
         return bytes(package)
     env.dep.key.seal = tampered_seal

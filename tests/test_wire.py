@@ -45,10 +45,19 @@ def rows(server, table):
     return server.store.read_sync(lambda c: list(c.execute(select(table.__table__))))
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @needs_libcoap
 async def test_libcoap_register_update_deregister(server):
+    """One source port for the three requests: a NoSec Update or De-register from another
+    address is refused by default (tests/test_security.py)."""
     base = f"coap://127.0.0.1:{server.address[1]}"
-    code, opts, _ = await coap_client("-m", "post", "-t", "40", "-e", '</>;rt="oma.lwm2m";ct=110,</1/0>,</3/0>',
+    port = str(free_udp_port())
+    code, opts, _ = await coap_client("-p", port, "-m", "post", "-t", "40", "-e", '</>;rt="oma.lwm2m";ct=110,</1/0>,</3/0>',
                                       f"{base}/rd?ep=libcoap-1&lt=300&lwm2m=1.1&b=U")
     assert code == "2.01"
     location = [o.split(":", 1)[1] for o in opts if o.startswith("Location-Path")]
@@ -56,9 +65,9 @@ async def test_libcoap_register_update_deregister(server):
     [row] = rows(server, Registration)
     assert (row.endpoint, row.lifetime, row.id) == ("libcoap-1", 300, location[1])
 
-    code, _, _ = await coap_client("-m", "post", f"{base}/rd/{location[1]}?lt=900")
+    code, _, _ = await coap_client("-p", port, "-m", "post", f"{base}/rd/{location[1]}?lt=900")
     assert code == "2.04" and rows(server, Registration)[0].lifetime == 900
-    code, _, _ = await coap_client("-m", "delete", f"{base}/rd/{location[1]}")
+    code, _, _ = await coap_client("-p", port, "-m", "delete", f"{base}/rd/{location[1]}")
     assert code == "2.02" and rows(server, Registration) == []
 
 

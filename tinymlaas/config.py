@@ -59,6 +59,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.server.limits import Limits
 
 PREFIX = "TINYMLAAS_"
@@ -183,6 +184,7 @@ class Settings(BaseSettings):
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
     limits: Limits = Field(default_factory=Limits)  # every protocol bound (tinymlaas.server.limits)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)  # DTLS, NoSec, bootstrap (tinymlaas.security)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,

@@ -34,7 +34,9 @@ import uvicorn
 
 from tinymlaas import config
 from tinymlaas.api.app import create_app
+from tinymlaas.bootstrap.server import start_bootstrap
 from tinymlaas.config import Settings
+from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.deploy.campaigns import Campaigns
 from tinymlaas.deploy.delivery import Policy
 from tinymlaas.deploy.service import Deployer
@@ -136,6 +138,7 @@ class Running:
     api_task: "asyncio.Task[Any]"
     deployer: Deployer
     campaigns: Campaigns
+    bootstrap: Any = None  # the bootstrap server, when one is configured
 
     async def stop(self) -> None:
         """Stop serving. Campaigns and deployments in flight stay as persisted: the next start resumes them."""
@@ -146,22 +149,27 @@ class Running:
             self.api_task.cancel()
         await self.campaigns.stop()
         self.deployer.close()
+        if self.bootstrap is not None:
+            await self.bootstrap.stop()
         await self.server.stop()
 
 
 async def start(coap: tuple[str, int], api: tuple[str, int], db_url: str | None = None,
                 data_dir: Path | None = None, token: str | None = None, *, read_capabilities: bool | None = None,
                 expiry_interval_s: float | None = None, queue_awake_s: float | None = None,
-                tls: tuple[Path, Path] | None = None, limits: Limits | None = None) -> Running:
+                tls: tuple[Path, Path] | None = None, limits: Limits | None = None,
+                security: SecuritySettings | None = None) -> Running:
     """Shorthand for ``launch``: these values over the effective configuration (``tls``: the
-    admin API's certificate and key files; ``limits``: the protocol bounds)."""
+    admin API's certificate and key files; ``limits``: the protocol bounds; ``security``: DTLS,
+    NoSec policy and bootstrap)."""
     overrides: dict[str, dict[str, Any]] = {
         "coap": {"host": coap[0], "port": coap[1], "read_capabilities": read_capabilities,
                  "expiry_interval_s": expiry_interval_s},
         "admin": {"host": api[0], "port": api[1], "token": token, "cert_file": tls[0] if tls else None,
                   "key_file": tls[1] if tls else None},
         "database": {"url": db_url}, "data": {"home": data_dir}, "queue": {"awake_s": queue_awake_s},
-        "limits": dataclasses.asdict(limits) if limits is not None else {}}
+        "limits": dataclasses.asdict(limits) if limits is not None else {},
+        "security": dataclasses.asdict(security) if security is not None else {}}
     cli = {section: {k: v for k, v in values.items() if v is not None} for section, values in overrides.items()}
     return await launch(config.load(cli=cli).settings)
 
@@ -174,14 +182,18 @@ async def launch(settings: Settings) -> Running:
     token = settings.admin.token.get_secret_value() if settings.admin.token else token_for(data_dir)
     db = settings.database
     db_url = db.url or default_url(data_dir)
+    security = settings.security
+    if security.key_file is None:
+        security = dataclasses.replace(security, key_file=data_dir / "credentials.key")
     server = LwM2MServer(db_url, read_capabilities=settings.coap.read_capabilities,
                          expiry_interval_s=settings.coap.expiry_interval_s, queue_awake_s=settings.queue.awake_s,
                          pool_size=db.pool_size, max_overflow=db.max_overflow, profile_dirs=settings.profiles.dirs,
                          lifetime_range_s=(settings.coap.lifetime_min_s, settings.coap.lifetime_max_s),
-                         limits=settings.limits)
+                         limits=settings.limits, security=security)
     await server.start(settings.coap.host, settings.coap.port)
     deployer = Deployer(server, data_dir, policy=delivery_policy(settings), workers=settings.compile.workers,
                         key_file=settings.data.signing_key_file)
+    bootstrap = await start_bootstrap(server, lambda: deployer.key.anchor)
     campaigns = Campaigns(deployer)
     api = (settings.admin.host, settings.admin.port)
     sock = socket.socket(socket.AF_INET6 if ":" in api[0] else socket.AF_INET, socket.SOCK_STREAM)
@@ -201,7 +213,7 @@ async def launch(settings: Settings) -> Running:
     resumed, again = await campaigns.resume_all(), await deployer.resume()
     if resumed or again:
         log.info("resumed campaigns %s and deployments %s", resumed, again)
-    return Running(server, url, token, uv, task, deployer, campaigns)
+    return Running(server, url, token, uv, task, deployer, campaigns, bootstrap)
 
 
 async def serve_forever(settings: Settings) -> None:
@@ -215,7 +227,10 @@ async def serve_forever(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"tinymlaas: LwM2M on coap://{running.server.address[0]}:{running.server.address[1]}, "
+    coaps = running.server.security.coaps_address
+    extra = (f", coaps://{coaps[0]}:{coaps[1]}" if coaps else "") + (
+        f", bootstrap {' '.join(running.bootstrap.uris())}" if running.bootstrap else "")
+    print(f"tinymlaas: LwM2M on coap://{running.server.address[0]}:{running.server.address[1]}{extra}, "
           f"admin API on {running.api_url} (token in {settings.data.home / 'api.json'})", flush=True)
     await stop.wait()
     await running.stop()

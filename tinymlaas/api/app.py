@@ -333,6 +333,9 @@ def create_app(server: LwM2MServer, token: str, deployer: Any = None, campaigns:
         from tinymlaas.api import metrics as metrics_route
 
         metrics_route.register(app, server, deployer, [])
+    from tinymlaas.api import security_routes
+
+    security_routes.register(app, server, deployer, [])
     admin_routes.register(app, server, tokens)
     return app
 

@@ -16,13 +16,14 @@ from datetime import datetime
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
+
 from rich.markup import escape
 from rich.table import Table
 
 from tinymlaas.cli.client import CliError, api_path, call
+from tinymlaas.cli.terminal import console
 
-out = Console()
+out = console()
 
 
 def _show(endpoint: str, s: dict[str, Any], as_json: bool) -> None:

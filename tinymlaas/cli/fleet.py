@@ -23,22 +23,41 @@ out = console()
 DirsOpt = typer.Option(None, "--profiles-dir", help="another directory of profile files (repeatable)")
 
 
+def _security(server: str, credentials: str | None, bootstrap: str | None) -> Any:
+    """Each simulated device's credentials (``--credentials`` CSV) and bootstrap server."""
+    from simulator.security import fleet_security, read_credentials_csv
+
+    if credentials is None:
+        if urlsplit(server).scheme == "coaps" or bootstrap:
+            raise ValueError("coaps:// and --bootstrap need --credentials FILE (endpoint,identity,key[,purpose])")
+        return None
+    with open(credentials, encoding="utf-8") as f:
+        table = read_credentials_csv(f.read())
+    target = None
+    if bootstrap:
+        parts = urlsplit(bootstrap)
+        if parts.scheme not in ("coap", "coaps") or not parts.hostname:
+            raise ValueError(f"--bootstrap {bootstrap!r}: expected coaps://HOST:PORT or coap://HOST:PORT")
+        target = (parts.hostname, parts.port or (5784 if parts.scheme == "coaps" else 5783))
+    return fleet_security(table, target)
+
+
 async def run_simulation(server: str, profiles: list[Profile], count: int, version: str, objects: tuple[int, ...],
                          queue: bool, lifetime: int, faults_text: str, duration: float | None, prefix: str,
-                         personality: str = "tinymlaas") -> int:
+                         personality: str = "tinymlaas", security: Any = None) -> int:
     from simulator.faults import Faults
     from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
     from simulator.runtimes import ModelRunner
 
     parts = urlsplit(server)
-    if parts.scheme != "coap" or not parts.hostname:
-        raise ValueError(f"--server {server!r}: expected coap://HOST:PORT")
-    address = (parts.hostname, parts.port or 5683)
+    if parts.scheme not in ("coap", "coaps") or not parts.hostname:
+        raise ValueError(f"--server {server!r}: expected coap://HOST:PORT or coaps://HOST:PORT")
+    address = (parts.hostname, parts.port or (5684 if parts.scheme == "coaps" else 5683))
     faults = Faults.parse(faults_text)
     runner = ModelRunner()
     specs = [FleetSpec(p, count, version, objects, queue, lifetime, faults,
                        prefix=f"{prefix}-{p.name}" if prefix else "", personality=personality) for p in profiles]
-    devices = build_fleet(specs, address, runner)
+    devices = build_fleet(specs, address, runner, security=security)
     with Progress(TextColumn("registering"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=out, transient=False) as bar:
         task = bar.add_task("register", total=len(devices))
@@ -78,6 +97,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         prefix: str = typer.Option("", help="endpoint name prefix"),
         personality: str = typer.Option("tinymlaas", help="how the devices behave: tinymlaas (our firmware), "
                                         "no-ml-objects, reregisters (queue mode, Register on wake), firmware-only"),
+        credentials: Optional[str] = typer.Option(None, help="CSV endpoint,identity,key[,purpose]: DTLS-PSK per device"),
+        bootstrap: Optional[str] = typer.Option(None, help="bootstrap server coaps://HOST:PORT (or coap://)"),
         dirs: Optional[list[str]] = DirsOpt,
     ) -> None:
         """Run simulated MCUs that register with SERVER and answer it like the real boards."""
@@ -92,7 +113,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
 
         check_personality(personality)
         raise typer.Exit(asyncio.run(run_simulation(server, chosen, count, version, objs, queue, lifetime,
-                                                    faults, duration, prefix, personality)))
+                                                    faults, duration, prefix, personality,
+                                                    _security(server, credentials, bootstrap))))
 
 
 __all__ = ["register", "ProfileError"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
 from datetime import datetime
 from pathlib import Path as FsPath
@@ -17,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli import admin, campaigns, deploy, devices, fleet, models, ops, profiles
+from tinymlaas.cli import admin, campaigns, deploy, devices, fleet, models, ops, profiles, security
 from tinymlaas.cli.ops import ConfigOpt, SetOpt
 from tinymlaas.cli.client import CliError, api_path, call, stream
 from compilers.errors import CompilerError
@@ -113,6 +112,18 @@ def serve(
     api_cert: Optional[FsPath] = typer.Option(None, help="PEM certificate: serve the admin API over HTTPS, with "
                                               "--api-key (admin.cert_file)"),
     api_key: Optional[FsPath] = typer.Option(None, help="PEM private key of --api-cert (admin.key_file)"),
+    coaps: Optional[str] = typer.Option(None, help="CoAP over DTLS (PSK) HOST[:PORT], 5684 by default "
+                                        "(security.coaps_host, security.coaps_port)"),
+    nosec: Optional[str] = typer.Option(None, help="NoSec registrations: auto (while no device has credentials), "
+                                        "on, off (security.nosec; default auto)"),
+    nosec_other_address: Optional[str] = typer.Option(None, help="NoSec Update/De-register from another address: "
+                                                      "refuse or allow (security.nosec_other_address; default refuse)"),
+    bootstrap: Optional[str] = typer.Option(None, help="bootstrap server, NoSec, HOST[:PORT] (5783; "
+                                            "security.bootstrap_host, security.bootstrap_port)"),
+    bootstrap_coaps: Optional[str] = typer.Option(None, help="bootstrap server over DTLS HOST[:PORT] (5784; "
+                                                  "security.bootstrap_coaps_port)"),
+    signing_overlap: Optional[str] = typer.Option(None, help="signing-key rotation: how long devices trust both "
+                                                  "keys, e.g. 7d (security.signing_overlap_s)"),
     verbose: bool = typer.Option(False, "-v", help="log at INFO (logging.level)"),
     config_file: Optional[FsPath] = ConfigOpt,
     assignments: Optional[list[str]] = SetOpt,
@@ -148,6 +159,7 @@ def serve(
     for key, path in (("cert_file", api_cert), ("key_file", api_key)):
         if path is not None:
             flags.setdefault("admin", {})[key] = path
+    flags.update(security_flags(coaps, nosec, nosec_other_address, bootstrap, bootstrap_coaps, signing_overlap))
     loaded = ops.load_for_cli(config_file, assignments, flags)
     if (loaded.settings.admin.cert_file is None) != (loaded.settings.admin.key_file is None):
         raise CliError("give both admin.cert_file and admin.key_file (--api-cert and --api-key), or neither")
@@ -156,6 +168,26 @@ def serve(
                        f"coap.lifetime_max_s {loaded.settings.coap.lifetime_max_s}")
     configure_logging(loaded.settings)
     asyncio.run(serve_forever(loaded.settings))
+
+
+def security_flags(coaps: str | None, nosec: str | None, other: str | None, bootstrap: str | None,
+                   bootstrap_coaps: str | None, overlap: str | None) -> dict[str, dict[str, Any]]:
+    """``serve``'s security flags as ``security.*`` configuration keys (only those given)."""
+    from tinymlaas.cli.security import duration_s
+    from tinymlaas.runtime import parse_hostport
+
+    sec: dict[str, Any] = {}
+    if coaps:
+        sec["coaps_host"], sec["coaps_port"] = parse_hostport(coaps, 5684)
+    for text, port, key in ((bootstrap, 5783, "bootstrap_port"), (bootstrap_coaps, 5784, "bootstrap_coaps_port")):
+        if text:
+            sec["bootstrap_host"], sec[key] = parse_hostport(text, port)
+    for key, value in (("nosec", nosec), ("nosec_other_address", other)):
+        if value is not None:
+            sec[key] = value
+    if overlap is not None:
+        sec["signing_overlap_s"] = duration_s(overlap)
+    return {"security": sec} if sec else {}
 
 
 def serve_flags(coap: str | None, api: str | None, db: str | None, data_dir: FsPath | None,
@@ -418,6 +450,7 @@ deploy.register(app, one_line_errors)
 campaigns.register(app, one_line_errors)
 ops.register(app, one_line_errors)
 admin.register(app, one_line_errors)
+security.register(app, one_line_errors)
 
 if __name__ == "__main__":
     app()

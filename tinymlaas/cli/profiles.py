@@ -16,14 +16,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
+
 from rich.markup import escape
 from rich.table import Table
 
 from tinymlaas.cli.client import CliError, api_path, call, local_db, running
+from tinymlaas.cli.terminal import console
 
 profiles_app = typer.Typer(help="Device profiles: real MCUs and what they leave free for ML.", no_args_is_help=True)
-out = Console()
+out = console()
 DirsOpt = typer.Option(None, "--profiles-dir", help="also read this directory of profile files, locally (repeatable)")
 DbOpt = typer.Option(None, "--db", envvar="TINYMLAAS_DB", help="with no server running: its database URL")
 
@@ -39,7 +40,7 @@ def _book(dirs: Optional[list[str]], db: str | None) -> Any:
     store = Store(local_db(db))
     book = ProfileBook(store, dirs or ())
     for problem in book.load(store.read_sync(ProfileBook.sql_load)):
-        Console(stderr=True).print(f"[yellow]warning:[/] stored profile left out: {escape(problem)}", highlight=False)
+        console(stderr=True).print(f"[yellow]warning:[/] stored profile left out: {escape(problem)}", highlight=False)
     return book
 
 

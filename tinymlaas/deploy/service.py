@@ -45,12 +45,13 @@ from tinymlaas.deploy import choice
 from tinymlaas.deploy.cache import Built, CompileCache, CompileFailed
 from tinymlaas.deploy import slots, turns
 from tinymlaas.deploy.delivery import Delivered, DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
-from tinymlaas.deploy.signing import ServerKey, model_version, package_version
+from tinymlaas.deploy.signing import model_version, package_version
 from tinymlaas.deploy.target import DeviceTarget, Figures, NoCapabilities, target_from_snapshot
 from lwm2m.errors import LwM2MError, NotFound
 from lwm2m.retry import Backoff, retrying
 from lwm2m.path import Path
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
+from tinymlaas.security.package_trust import PackageSequences, SigningKeys
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ class Deployer:
         self.server = server
         self.registry = registry or ModelRegistry(data_dir, server.store)
         self.cache = CompileCache(data_dir / "artifacts", server.store, workers)
-        self.key = ServerKey.load_or_create(data_dir, key_file)
+        self.key = SigningKeys.load_or_create(data_dir, key_file)
+        self.sequences = PackageSequences(server.store)
         self.policy = policy
         self.tasks: dict[int, "asyncio.Task[dict[str, Any]]"] = {}
         self._cancelled: set[int] = set()  # cancelled by the operator (a shutdown is not a cancel)
@@ -252,7 +254,7 @@ class Deployer:
                     "chosen": None, "candidates": [c.as_json() for c in exc.candidates],
                     "margin": options.margin, "target": target.as_json()})
                 raise
-            package = self.key.seal(built, entry)
+            package = self.key.seal(built, entry, *await self._sequence(row, entry, built))
             await self._set(deployment_id, ep, backend=chosen.backend, precision=chosen.precision,
                             artifact_sha256=built.sha256, package_size=len(package), method=options.method,
                             decision={"chosen": chosen.as_json(), "candidates": [c.as_json() for c in candidates],
@@ -265,7 +267,7 @@ class Deployer:
             uri = None
             if options.method == "pull":
                 offer = self.server.packages.publish(package)
-                uri = self.server.package_uri(offer)
+                uri = self.server.package_uri(offer, ep)
             shipment = Shipment(ep, entry.name, package_version(entry, built), package, uri)
 
             async def step(state: str, extra: dict[str, Any]) -> None:
@@ -368,8 +370,17 @@ class Deployer:
         if ML_CAPABILITY not in self.server.device_client.registration(endpoint).objects():
             return  # no ML Capability object: the key must come at bootstrap
         current = (await session.read(KEY)).get(KEY)
-        if current != self.key.public:
-            await session.write(KEY, self.key.public)
+        if current != self.key.anchor:
+            await session.write(KEY, self.key.anchor)
+
+    async def _sequence(self, row: dict[str, Any], entry: ModelEntry, built: Built) -> tuple[int, int | None]:
+        """The package's anti-rollback number, and for a rollback the number it rolls back from
+        (the highest this device installed in the slot, when that is newer)."""
+        seq = await self.sequences.number(entry.name, entry.version, built.key, built.sha256)
+        if row["kind"] != "rollback":
+            return seq, None
+        top = await self.sequences.installed_on(row["endpoint"], entry.name)
+        return seq, top if top is not None and top > seq else None
 
     async def _inference(self, session: Session) -> dict[str, Any]:
         """The ML Inference object (33101/0) as JSON-friendly values (sha256 and output in hex)."""

@@ -10,7 +10,10 @@ kind is the backend's artifact kind, its ``arena`` the RAM the build measured, i
 runtime the artifact's own; packages are cached per artifact key (Ed25519 signatures are
 deterministic, so the bytes would not change).
 
-What it does not do: rotate keys or revoke them (a new key means writing it to every device).
+Each package carries the anti-rollback sequence number it is sealed with (``seq``, from
+``tinymlaas.security.package_trust``) and, for a rollback manifest, ``rollback_from``. Rotating
+the key with an overlap period is ``package_trust.SigningKeys``; ``anchor`` is what devices
+are given as their trust anchor (here: the one public key).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class ServerKey:
     def __init__(self, private: Ed25519PrivateKey) -> None:
         self.private = private
         self.public = private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        self._sealed: dict[tuple[str, str, str], bytes] = {}
+        self._sealed: dict[tuple[str, str, str, int, int | None], bytes] = {}
 
     @classmethod
     def load_or_create(cls, data_dir: Path, file: Path | None = None) -> "ServerKey":
@@ -64,16 +67,21 @@ class ServerKey:
         return cls(key)
 
     @property
+    def anchor(self) -> bytes:
+        """The trust-anchor value for devices' /33100/0/12."""
+        return self.public
+
+    @property
     def fingerprint(self) -> str:
         return hashlib.sha256(self.public).hexdigest()[:16]
 
-    def seal(self, built: Built, entry: ModelEntry) -> bytes:
+    def seal(self, built: Built, entry: ModelEntry, seq: int = 0, rollback_from: int | None = None) -> bytes:
         """The signed package for ``built`` (cached per artifact, model name and version).
 
         The package version is the model's plus the artifact's identity as semver build
         metadata (``3+d78d7137``): a device's object 9 instance names exactly which build it
         holds, so float32 and int8 builds of one model version are told apart."""
-        cache = (built.key, entry.name, entry.version)
+        cache = (built.key, entry.name, entry.version, seq, rollback_from)
         if cache not in self._sealed:
             kind = registry.get(built.backend).kind
             if kind is None:
@@ -81,6 +89,7 @@ class ServerKey:
             art = built.artifact
             manifest = Manifest(entry.name, package_version(entry, built), kind.name, bytes.fromhex(built.sha256),
                                 len(art.data), arena=art.needs.ram_bytes,
-                                tensors=tuple(t.as_json() for t in art.tensors), min_runtime=art.min_runtime)
+                                tensors=tuple(t.as_json() for t in art.tensors), min_runtime=art.min_runtime,
+                                seq=seq, rollback_from=rollback_from)
             self._sealed[cache] = seal_package(art.data, manifest, self.private)
         return self._sealed[cache]

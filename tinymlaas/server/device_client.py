@@ -92,10 +92,7 @@ class DeviceClient:
 
     def message(self, reg: Registration, op: Operation, fmt: ContentFormat) -> Message:
         msg = op.request(fmt, self.server.objects)
-        if reg.remote is not None:
-            msg.remote = reg.remote
-        else:
-            msg.set_request_uri(f"coap://{reg.address}")
+        self.server.security.route(msg, reg)  # its DTLS session, or its UDP address
         root = tuple(p for p in reg.root_path.split("/") if p)
         msg.opt.uri_path = root + op.path.uri_path
         return msg

@@ -162,12 +162,6 @@ class Admission:
         self.metrics.inc("unknown_registration")
         return NotFound(f"no registration rd/{reg_id[:64]}")
 
-    def changing(self, request: Any, reg: Any, action: str) -> None:
-        """An Update or De-register of an existing registration: allowed (NoSec, no policy yet).
-
-        Where a policy on who may change a registration goes (e.g. only from the address or
-        DTLS identity it was made with); raise an ``LwM2MError`` to refuse."""
-
 
 class DeviceSlots:
     """At most ``limit`` requests in flight per device; up to ``waiting`` more wait for a slot."""

@@ -191,6 +191,7 @@ class RegistrationInterface:
         params = parse_query(request.opt.uri_query, self.server.lifetime_range_s)
         if params.endpoint is None:
             raise BadRequest("Register without the mandatory query parameter ep")
+        self.server.security.authorize("register", request, params.endpoint)
         parsed = parse_payload(request)
         if parsed is None:
             raise BadRequest("Register without a link payload")
@@ -221,7 +222,7 @@ class RegistrationInterface:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
             raise self.server.admission.unknown(request, reg_id)
-        self.server.admission.changing(request, reg, "update")
+        self.server.security.authorize("update", request, reg.endpoint, reg)
         params = parse_query(request.opt.uri_query, self.server.lifetime_range_s)
         if params.endpoint is not None or params.version is not None:
             raise BadRequest("Update may not carry ep or lwm2m")
@@ -264,7 +265,7 @@ class RegistrationInterface:
         reg = self.server.registrations.by_id.get(reg_id)
         if reg is None:
             raise self.server.admission.unknown(request, reg_id)
-        self.server.admission.changing(request, reg, "deregister")
+        self.server.security.authorize("deregister", request, reg.endpoint, reg)
         await self.server.store.put(*removal_rows(reg, "deregistered"))
         self.server.registrations.remove(reg)
         self.server.on_deregistered(reg, "deregistered")

@@ -37,6 +37,8 @@ from tinymlaas.server.registration import DEFAULT_LIFETIME_RANGE, RegistrationIn
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
 from tinymlaas.server.retention import Retention
 from tinymlaas.server.transport import server_context
+from tinymlaas.security.service import Security
+from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.store import Store
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ class LwM2MServer:
     def __init__(self, db_url: str, *, objects: ObjectRegistry | None = None, read_capabilities: bool = True,
                  expiry_interval_s: float = 1.0, queue_awake_s: float | None = None, pool_size: int = 5,
                  max_overflow: int = 10, profile_dirs: Sequence[str | FsPath] = (),
-                 lifetime_range_s: tuple[int, int] = DEFAULT_LIFETIME_RANGE, limits: Limits | None = None) -> None:
+                 lifetime_range_s: tuple[int, int] = DEFAULT_LIFETIME_RANGE, limits: Limits | None = None,
+                 security: SecuritySettings | None = None) -> None:
         self.limits = limits if limits is not None else Limits()
         self.metrics = Metrics()
         self.junk = JunkLog(self.metrics, self.limits.junk_log_interval_s)
@@ -111,6 +114,7 @@ class LwM2MServer:
         self.metrics.gauge("registrations", lambda: len(self.registrations))
         self.metrics.gauge("device_requests_in_flight", self.slots.in_flight)
         self.metrics.gauge("rate_limited_sources", lambda: len(self.admission.registrations) + len(self.admission.unknown_ids))
+        self.security = Security(self, security or SecuritySettings())
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -124,6 +128,7 @@ class LwM2MServer:
             log.warning("stored device profile left out: %s", problem)
         held = await self.queue.load()
         self.context = await server_context(RootResource(self), host, port, self.junk, self.limits.junk_log_interval_s)
+        await self.security.start(self.context, host)
         iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
         self.metrics.gauge("coap_datagrams", lambda: iface.received)
         sockname = iface.transport.get_extra_info("socket").getsockname()
@@ -152,10 +157,11 @@ class LwM2MServer:
             except Exception:
                 log.exception("lifetime expiry failed")
 
-    def package_uri(self, path: str) -> str:
-        """The coap:// URI of an offered package, as devices reach this server."""
+    def package_uri(self, path: str, endpoint: str | None = None) -> str:
+        """The URI of an offered package, as ``endpoint`` reaches this server (coaps:// over DTLS)."""
         host, port = self.address
-        return f"coap://{'[' + host + ']' if ':' in host else host}:{port}{path}"
+        base = self.security.package_base(endpoint) or f"coap://{'[' + host + ']' if ':' in host else host}:{port}"
+        return f"{base}{path}"
 
     @property
     def registration_interface(self) -> RegistrationInterface:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, Table, Text
+from sqlalchemy import JSON, Column, Index, LargeBinary, Table, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -295,3 +295,59 @@ class HeldRequest(SQLModel, table=True):
 DEVICE_SETTINGS = _table(DeviceSetting)
 STORED_PROFILES = _table(StoredProfile)
 HELD_REQUESTS = _table(HeldRequest)
+
+
+class DeviceCredential(SQLModel, table=True):
+    """A device's DTLS-PSK credential, per endpoint and purpose ("dm": the LwM2M server,
+    "bootstrap": the bootstrap server). Keys are AES-GCM encrypted with the server's credentials
+    key (``key_id`` names it); ``pending_key`` is a rotated key the device gets at its next
+    bootstrap, which replaces ``key`` at Bootstrap-Finish. A revoked row keeps no key."""
+
+    __tablename__ = "device_credentials"
+    __table_args__ = (Index("ix_device_credentials_purpose_identity", "purpose", "identity", unique=True),)
+    endpoint: str = Field(primary_key=True, max_length=255)
+    purpose: str = Field(primary_key=True, max_length=16)  # "dm" | "bootstrap"
+    identity: str = Field(max_length=128)  # the PSK identity (UTF-8 text, RFC 4279 5.1)
+    key: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary))  # nonce + AES-GCM ciphertext
+    pending_key: Optional[bytes] = Field(default=None, sa_column=Column(LargeBinary))
+    key_id: str = Field(max_length=16)
+    created_at: float
+    rotated_at: Optional[float] = None
+    revoked_at: Optional[float] = None
+
+
+class BootstrapConfigRecord(SQLModel, table=True):
+    """What the bootstrap server writes to a device: for one endpoint, a group, or every device
+    (``scope`` "endpoint" | "group" | "default"; ``target`` the endpoint or group name)."""
+
+    __tablename__ = "bootstrap_configs"
+    scope: str = Field(primary_key=True, max_length=16)
+    target: str = Field(primary_key=True, max_length=255)
+    server_uri: str = Field(max_length=255)  # coaps://host:5684 (PSK) or coap://host:5683 (NoSec)
+    security_mode: str = Field(default="psk", max_length=8)  # "psk" | "nosec"
+    short_server_id: int = 1
+    lifetime: int = 86400
+    binding: str = Field(default="U", max_length=8)
+    trust_anchor: bool = True  # write the package-signing key(s) to /33100/0/12
+    created_at: float
+    updated_at: float
+
+
+class PackageSequence(SQLModel, table=True):
+    """The anti-rollback sequence number of each sealed package: per model slot (name), in
+    signing order; the same build always gets the same number."""
+
+    __tablename__ = "package_sequences"
+    __table_args__ = (Index("ix_package_sequences_build", "name", "version", "artifact_key", unique=True),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    version: str = Field(max_length=64)
+    artifact_key: str = Field(max_length=64)
+    artifact_sha256: str = Field(max_length=64)
+    seq: int
+    sealed_at: float
+
+
+DEVICE_CREDENTIALS = _table(DeviceCredential)
+BOOTSTRAP_CONFIGS = _table(BootstrapConfigRecord)
+PACKAGE_SEQUENCES = _table(PackageSequence)
