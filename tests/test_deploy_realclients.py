@@ -92,8 +92,11 @@ async def test_redeploying_what_a_slot_holds_needs_no_download(env):
     d.tree.set(Path(9, 0, 1), "99")  # the device now says something else about /9/0
     fourth = await bounded(env.dep.deploy("again", env.model("2"), INT8), 30)
     assert fourth["state"] == "succeeded" and fourth["object_path"] == "/9/1"
-    fifth = await bounded(env.dep.deploy("again", env.entry, INT8), 30)
-    assert fifth["state"] == "succeeded" and fifth["object_path"] == "/9/0"
+    # back to version 1, which the device holds an older sequence number of: only a signed rollback
+    # manifest may install it (anti-rollback), so the operator's way is rollback
+    fifth = await bounded(env.dep.rollback("again"), 30)
+    assert fifth["state"] == "succeeded" and fifth["object_path"] == "/9/0", fifth["error"]
+    assert (fifth["kind"], fifth["version"]) == ("rollback", "1")
     assert offers[-1].downloads == 1  # no record stands for /9/0: delivered again (Uninstall first)
 
 
