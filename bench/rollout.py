@@ -346,7 +346,10 @@ async def prepare_model(workdir: Path, home: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         built = await cache.get(entry, "tflm", "int8")
         compile_s = round(time.perf_counter() - t0, 2)
-        package = ServerKey.load_or_create(home).seal(built, entry)
+        # The campaign's package is the slot's first (anti-rollback sequence 1). The reference runs
+        # after it on the same devices, which refuse an older-or-equal sequence: its copy is sealed
+        # as sequence 2 (the same bytes but that one, the same length) so they verify it as newer.
+        package = ServerKey.load_or_create(home).seal(built, entry, seq=2)
         (workdir / "package.bin").write_bytes(package)
         return {"model": f"{entry.name}:{entry.version}", "model_bytes": entry.size,
                 "artifact_bytes": len(built.data), "compile_s": compile_s,
