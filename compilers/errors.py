@@ -58,7 +58,13 @@ class UnsupportedDType(CompilerError):
 
 class ShapeError(CompilerError):
     """A shape that cannot be made static: a dynamic dimension nobody fixed, or shape
-    inference failing on the model."""
+    inference failing on the model. For a dynamic input dimension, ``input_name`` and
+    ``suggested`` (the full shape with 1 for each unknown dimension) say what would fix it."""
+
+    def __init__(self, message: str, *, input_name: str | None = None,
+                 suggested: tuple[int, ...] | None = None) -> None:
+        super().__init__(message)
+        self.input_name, self.suggested = input_name, suggested
 
 
 class GraphError(CompilerError):

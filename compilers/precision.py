@@ -13,8 +13,12 @@ inputs or outputs were float16): no bundled runtime has float16 kernels.
   lowered as it is (``passes.lower_int8``); a float model (a hybrid one first becomes its
   float twin) is quantised (``compilers.quantize``: per-channel int8 weights, int8 graph
   inputs and outputs; ``calibration`` samples or, if None, synthetic data with a
-  ``SyntheticCalibrationWarning``; ``per_channel`` as ``quantize``) and then lowered. A node left computing in float is an
-  error naming it: an "int8" build is integer throughout or it is refused.
+  ``SyntheticCalibrationWarning``; ``per_channel`` as ``quantize``) and then lowered. A node
+  left computing in float is an error naming it: an "int8" build is integer throughout or it
+  is refused.
+
+``input_layout="nhwc"`` then declares the image inputs channels-last
+(``passes.input_layout``; calibration samples stay in the model's declared layout).
 
 ``Prepared.graph`` is the backends' input *and* the numerical reference: the reference
 interpreter (``compilers.reference.run``) on it is what every backend's output is compared
@@ -38,6 +42,7 @@ from .ir import DType, Graph, Op
 from .passes import lower_int8, optimize, unfuse_tanh, unlowered
 from .passes.dequantize import dequantize_graph
 from .passes.float16 import upcast_float16
+from .passes.input_layout import check_layout, with_input_layout
 from .quantize import quantize
 
 PRECISIONS = ("float32", "int8")
@@ -72,11 +77,18 @@ def source_kind(graph: Graph) -> str:
 
 
 def prepare(graph: Graph, precision: str, *, calibration: Calibration = None,
-            method: str = "minmax", per_channel: bool | str = True,
+            method: str = "minmax", per_channel: bool | str = True, input_layout: str = "nchw",
             warn: Callable[..., object] = warnings.warn) -> Prepared:
     """``graph`` at ``precision`` (see the module docstring)."""
     if precision not in PRECISIONS:
         raise CompilerError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    check_layout(input_layout)
+    p = _prepare(graph, precision, calibration, method, per_channel, warn)
+    return p if input_layout == "nchw" else Prepared(with_input_layout(p.graph, input_layout), precision, p.source)
+
+
+def _prepare(graph: Graph, precision: str, calibration: Calibration, method: str, per_channel: bool | str,
+             warn: Callable[..., object]) -> Prepared:
     graph, notes = upcast_float16(graph)
     for note in notes:
         warn(note, ImportNote, stacklevel=2)

@@ -34,14 +34,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         pytest.exit(f"CI run without the shared models next to the checkout ({SHARED_MODELS.name} missing)", 2)
 
 
+# runs only when asked for by ``-m``: each takes many minutes (.ci/run asks for them)
+ON_REQUEST = ("slow", "fuzz_million")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The million-input fuzz run takes many minutes: only when asked for (-m fuzz_million)."""
-    if "fuzz_million" in (config.getoption("-m") or ""):
-        return
-    million = [item for item in items if "fuzz_million" in item.keywords]
-    if million:
-        config.hook.pytest_deselected(items=million)
-        items[:] = [item for item in items if "fuzz_million" not in item.keywords]
+    """The thorough runs (``slow``: minutes; ``fuzz_million``: the million-input fuzz run) keep
+    the default run under 15 minutes: they run only when ``-m`` names them."""
+    asked = config.getoption("-m") or ""
+    later = [item for item in items if any(m in item.keywords and m not in asked for m in ON_REQUEST)]
+    if later:
+        config.hook.pytest_deselected(items=later)
+        items[:] = [item for item in items if item not in later]
 
 
 @dataclass

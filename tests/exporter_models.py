@@ -3,10 +3,19 @@
 builder says which exporter and version it imitates and what of its output it keeps: the op
 sequence, the names' style, the symbolic batch, the layout transposes and the shape
 arithmetic, with seeded weights. The real torch exports are files in ``tests/exporters/``
-(``make_torch_fixtures.py``); skl2onnx runs at test time.
+(``make_torch_fixtures.py``); skl2onnx runs at test time (``skl2onnx_digits_mlp``).
+
+``exporter_set(directory)`` writes the whole set as files, as an operator would add them (the
+external-data model with its ``.onnx.data`` beside it), each with the import options it needs
+(``--input-shape`` for a symbolic batch; the NCHW torch CNN also as ``--input-layout nhwc``).
 """
 
 from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -260,3 +269,63 @@ def prelu_cnn(seed: int = 4) -> onnx.ModelProto:
                           producer_name="pytorch", producer_version="2.13.0")
     m.ir_version = 8
     return m
+
+
+def skl2onnx_digits_mlp() -> tuple[onnx.ModelProto, np.ndarray, np.ndarray, np.ndarray, Any]:
+    """scikit-learn's ``MLPClassifier((32,))`` on the digits set through ``skl2onnx.to_onnx``
+    (batch ``None``, label path and ZipMap included): (model, x_train, x_test, y_test, classifier)."""
+    import skl2onnx
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning
+        clf = MLPClassifier((32,), max_iter=300, random_state=0).fit(xtr, ytr)
+    return skl2onnx.to_onnx(clf, xtr[:1]), xtr, xte, yte, clf
+
+
+@dataclass(frozen=True)
+class ExporterModel:
+    name: str
+    path: Path
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    input_layout: str = "nchw"
+
+
+TORCH_DIR = Path(__file__).resolve().parent / "exporters"
+
+
+def exporter_set(directory: Path) -> list[ExporterModel]:
+    """Every model of the exporter test set as a file in ``directory``, with its import options."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out = [ExporterModel(p.stem, p) for p in sorted(TORCH_DIR.glob("torch_*.onnx"))]
+    out.append(ExporterModel("torch_nchw_cnn_nhwc", TORCH_DIR / "torch_nchw_cnn.onnx", input_layout="nhwc"))
+
+    def save(name: str, model: onnx.ModelProto | bytes, **options: Any) -> None:
+        path = directory / (f"{name}.tflite" if isinstance(model, bytes) else f"{name}.onnx")
+        path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+        out.append(ExporterModel(name, path, **options))
+
+    save("tf2onnx_keras_cnn", tf2onnx_keras_cnn(), input_shapes={"conv2d_input": (1, 28, 28, 1)})
+    save("tf2onnx_keras_conv1d", tf2onnx_keras_conv1d())
+    save("keras_tflite_cnn", keras_tflite_cnn())
+    save("small_float_cnn", small_float_cnn())
+    save("float16_float32_io", to_float16(small_float_cnn(), keep_io_types=True))
+    save("float16_io", to_float16(small_float_cnn(), keep_io_types=False))
+    save("prelu_cnn", prelu_cnn())
+    try:
+        mlp = skl2onnx_digits_mlp()[0]
+    except ImportError:
+        pass
+    else:
+        save("skl2onnx_mlp", mlp, input_shapes={"X": (1, 64)})
+    ext = directory / "external"
+    ext.mkdir(exist_ok=True)
+    onnx.save(small_float_cnn(), str(ext / "cnn_external.onnx"), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="cnn_external.onnx.data", size_threshold=0)
+    out.append(ExporterModel("cnn_external", ext / "cnn_external.onnx"))
+    return out

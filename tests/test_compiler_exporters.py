@@ -79,17 +79,8 @@ def _tflm(b, xs: list[np.ndarray]) -> np.ndarray:  # type: ignore[no-untyped-def
 # ---- scikit-learn through skl2onnx ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def digits_mlp():  # type: ignore[no-untyped-def]
-    skl2onnx = pytest.importorskip("skl2onnx")
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    from sklearn.neural_network import MLPClassifier
-    x, y = load_digits(return_X_y=True)
-    x = (x / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.25, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # ConvergenceWarning
-        clf = MLPClassifier((32,), max_iter=300, random_state=0).fit(xtr, ytr)
-    return skl2onnx.to_onnx(clf, xtr[:1]), xtr, xte, yte, clf
+    pytest.importorskip("skl2onnx")
+    return E.skl2onnx_digits_mlp()
 
 
 def test_skl2onnx_mlp_classifier_label_path_and_zipmap(digits_mlp) -> None:  # type: ignore[no-untyped-def]

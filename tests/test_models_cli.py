@@ -90,10 +90,21 @@ def test_inspect_with_and_without_profile(tmp_path):
     # the planner's estimate (49,152 B) fits, but the real flatbuffer of an NCHW ONNX model needs a
     # TRANSPOSE this board's TFLM build does not register: the verdict is the build's
     assert fits[("tflm", "int8")]["problems"] == ["TFLM build lacks operators TRANSPOSE"]
+    # declared channels-last, the same model needs no TRANSPOSE and fits: a property of the version
+    cli(home, "models", "add", str(SHARED_MODELS / "mlperf_tiny" / "pretrainedResnet.onnx"), "--name", "resnet",
+        "--input-layout", "nhwc")
+    rep = json.loads(cli(home, "models", "inspect", "resnet:2", "--profile", "nrf52840", "--backend", "tflm",
+                         "--json").stdout)
+    assert rep["input_layout"] == "nhwc" and rep["footprints"]["int8"]["arena"] == 49_152
+    nhwc = {f["precision"]: f for f in rep["fits"]}
+    assert nhwc["int8"]["fits"] is True and "TRANSPOSE" not in " ".join(nhwc["int8"]["problems"])
     r = cli(home, "models", "inspect", "kws", "--profile", "samd21")
     assert r.exit_code == 0 and "SRAM short by" in r.stdout and "int8" in r.stdout
     assert "TFLM build lacks operators" in r.stdout  # the board's op resolver, judged on the real flatbuffer
-    assert "float32" not in r.stdout  # an int8 model has one column
+    rep = json.loads(cli(home, "models", "inspect", "kws", "--profile", "samd21", "--json").stdout)
+    assert list(rep["footprints"]) == ["int8"]  # an int8 model has one planner column ...
+    # ... but the deploy decision also builds its float32 twin, and inspect shows what it judges
+    assert {(f["backend"], f["precision"]) for f in rep["fits"]} >= {("tflm", "float32"), ("tflm", "int8")}
     r = cli(home, "models", "inspect", "nothing")
     assert r.exit_code == 1 and "no model nothing" in r.output
 

@@ -223,7 +223,10 @@ class Fit:
 class BuildOptions:
     """How to build: precision, the names written into the artifact, and optionally the device
     (``target``: a backend checks what it can before anything is written, e.g. TFLM operators;
-    a board-specific backend such as portable C measures for ``target.core``)."""
+    a board-specific backend such as portable C measures for ``target.core``). ``input_layout``
+    is the model version's: "nhwc" declares the image inputs channels-last
+    (``compilers.passes.input_layout``; ``precision.prepare`` applies it), so every backend
+    takes the same input bytes; a backend that cannot must refuse it, not ignore it."""
 
     precision: str
     name: str = "model"
@@ -232,6 +235,7 @@ class BuildOptions:
     calibration: str | None = None  # an .npz of sample inputs for int8 calibration
     target: Target | None = None
     features: tuple[str, ...] = ()  # runtime features the build may use (e.g. "simd")
+    input_layout: str = "nchw"  # "nchw": the model's declared input shapes; "nhwc": image inputs channels-last
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
-"""The ONNX frontend: ``import_onnx(model, input_shapes=None, base_dir=None) -> Graph``.
+"""The ONNX frontend: ``import_onnx(model, input_shapes=None, base_dir=None, external=None) -> Graph``.
 
 What it does, in order:
 
 1. Reads the model (a ``ModelProto``, the serialised bytes, or a path; ``frontends.onnx_load``):
-   external-data files are resolved next to the model (or in ``base_dir``) and refused when
-   their location leaves that directory; ``onnx.checker`` checks it; an unreadable,
-   truncated or invalid file is a ``ModelFormatError``.
+   external-data files are resolved next to the model (or in ``base_dir``, or given by
+   location in ``external``) and refused when their location leaves that directory;
+   ``onnx.checker`` checks it; an unreadable, truncated or invalid file is a
+   ``ModelFormatError``.
 2. Reads the default-domain opset. 7 and newer are imported directly (each converter
    knows which versions of its op it implements, up to what the installed onnx defines);
    older models are first upgraded with ``onnx.version_converter``.
@@ -44,7 +45,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -57,7 +58,7 @@ from . import onnx_ml, onnx_ops  # noqa: F401  (fill the converter tables)
 from .onnx_context import CONVERTERS, ML_CONVERTERS, ML_DOMAIN, Builder, Converter, NodeCtx, \
     dtype_of
 from .onnx_fold import evaluate, foldable
-from .onnx_load import ModelLike, load_onnx
+from .onnx_load import ExternalFiles, ModelLike, load_onnx
 
 MIN_OPSET = 7
 DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -90,11 +91,15 @@ ALTERNATIVES: Mapping[str, str] = {
 
 
 def import_onnx(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                base_dir: str | os.PathLike[str] | None = None) -> Graph:
+                base_dir: str | os.PathLike[str] | None = None,
+                external: ExternalFiles | None = None,
+                warn: Callable[..., object] = warnings.warn) -> Graph:
     """Import an ONNX model as a validated IR ``Graph`` (see the module docstring).
     ``base_dir``: where the model's external-data files are (default: the model path's
-    directory; needed for bytes and protos that have external data)."""
-    proto = load_onnx(model, base_dir)
+    directory; needed for bytes and protos that have external data); ``external``: those
+    files by location instead (bytes, or the path that holds them). ``warn`` receives each
+    ``ImportNote`` (``warnings.warn``'s signature; a collector keeps them per call)."""
+    proto = load_onnx(model, base_dir, external)
     opset = _default_opset(proto)
     if opset < MIN_OPSET:
         proto, opset = _upgrade(proto, opset)
@@ -126,7 +131,7 @@ def import_onnx(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] |
             b.tensors[v.name] = Tensor(v.name, shape, dtype)
 
     errors: list[UnsupportedOp] = []
-    for index, (node, conv) in enumerate(zip(proto.graph.node, converters)):
+    for index, (node, conv) in enumerate(zip(proto.graph.node, converters, strict=True)):
         if _skip_dropped(b, node):
             continue
         try:
@@ -154,7 +159,7 @@ def import_onnx(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]] |
     graph = Graph.make(proto.graph.name or "onnx", inputs, outputs, b.nodes, b.tensors.values())
     graph = graph.toposorted().validate()
     for note in b.notes:
-        warnings.warn(note, ImportNote, stacklevel=2)
+        warn(note, ImportNote, stacklevel=2)
     return graph
 
 
@@ -193,7 +198,7 @@ def _fold(b: Builder, node: onnx.NodeProto, index: int, opset: int) -> None:
         raise UnsupportedOp(node.op_type, opset, name,
                             f"cannot be evaluated on its constant inputs: "
                             f"{type(e).__name__}: {e}") from e
-    for o, value in zip((o for o in node.output if o), results):
+    for o, value in zip((o for o in node.output if o), results, strict=False):
         try:
             b.add_const(o, np.asarray(value))
         except UnsupportedDType:
@@ -236,7 +241,7 @@ def _fix_input_shapes(proto: onnx.ModelProto, initializers: Mapping[str, onnx.Te
             if tt.HasField("shape") and len(tt.shape.dim) != len(shape):
                 raise ShapeError(f"input {name!r} has rank {len(tt.shape.dim)}, "
                                  f"input_shapes gives {shape}")
-            for i, (d, new) in enumerate(zip(tt.shape.dim, shape)):
+            for i, (d, new) in enumerate(zip(tt.shape.dim, shape, strict=False)):
                 if d.HasField("dim_value") and d.dim_value != new:
                     raise ShapeError(f"input {name!r} dimension {i} is {d.dim_value} in the "
                                      f"model, input_shapes gives {new}")
@@ -252,7 +257,7 @@ def _fix_input_shapes(proto: onnx.ModelProto, initializers: Mapping[str, onnx.Te
                              else 1 for x in tt.shape.dim)
                 raise ShapeError(f"input {name!r} dimension {i} is {what}: the compiler needs "
                                  f"static shapes, pass input_shapes={{{name!r}: {dims}}} "
-                                 f"(1 for a batch dimension)")
+                                 f"(1 for a batch dimension)", input_name=name, suggested=dims)
 
 
 def _infer(proto: onnx.ModelProto) -> tuple[dict[str, tuple[tuple[int, ...] | None,

@@ -162,7 +162,7 @@ def _fix_input_shapes(sg: S.SubGraphT, tensors: list, given: dict[str, Sequence[
                 fixed = tuple(1 if x < 0 else x for x in shape)
                 raise ShapeError(f"input {name!r} dimension {k} is dynamic: the compiler needs "
                                  f"static shapes, pass input_shapes={{{name!r}: {fixed}}} "
-                                 f"(1 for a batch dimension)")
+                                 f"(1 for a batch dimension)", input_name=name, suggested=fixed)
 
 
 def _name(t: S.TensorT, i: int) -> str:

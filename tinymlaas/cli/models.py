@@ -6,11 +6,15 @@ the CLI added. Only when no server runs do they open the registry directly, on t
 that server uses (``--db`` / ``$TINYMLAAS_DB`` / its ``api.json`` / the default in the data
 directory); ``export`` builds locally from that same registry.
 
-``add`` stores a model content-addressed with a name and version (and a calibration set);
-``list`` shows them; ``inspect`` shows what a model needs — ops, parameters, MACs, the
-planner's estimate of flash and arena per precision — and, with ``--profile``, builds it with
-every backend the board can use and gives each backend's fit verdict on the measured build
-(the numbers the deploy decision uses, with the same margin); ``export`` compiles a model with
+``add`` stores a model content-addressed with a name and version (and a calibration set, its
+external data found next to it, and the version's import options ``--input-shape`` and
+``--input-layout``), and prints the import's notes; ``list`` shows them; ``inspect`` shows what
+a model needs — ops, parameters, MACs, the planner's estimate of flash and arena per precision
+(an estimate), the import's notes — and, with ``--profile``, builds it with every backend the
+board can use and gives each backend's fit verdict on the measured build: for the deliverable
+backends the deploy decision's own candidates (``tinymlaas.deploy.verdict``, the same margin,
+the sealed package as flash), through the server's compile cache while one runs, else the data
+directory's (built in this process; the server reuses those builds); ``export`` compiles a model with
 a backend (``tinymlaas.builds``) and writes its files, refusing a board that lacks an
 operator the model needs.
 """
@@ -30,6 +34,7 @@ from rich.table import Table
 from compilers.backends import registry
 from tinymlaas import names
 from tinymlaas.cli.client import api_path, call, local_db, running
+from tinymlaas.model_import import ImportOptions, parse_input_shapes
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.store import Store
 from tinymlaas.cli.terminal import console
@@ -58,13 +63,15 @@ def board(name: str, db: str | None) -> Any:
 
 
 def entry_json(e: Any) -> dict[str, Any]:
-    return {"name": e.name, "version": e.version, "sha256": e.sha256, "format": e.format, "size": e.size,
-            "calibration": e.calibration is not None, "added_at": e.added_at}
+    return e.as_json()  # type: ignore[no-any-return]
 
 
 def upload(file: Path, name: str | None, version: str | None, calibration: Path | None,
-           extra: list[Path]) -> dict[str, Any]:
-    """``POST /models`` with the file (and calibration set, and any extra files) as multipart."""
+           extra: list[Path], options: ImportOptions) -> dict[str, Any]:
+    """``POST /models`` with the file, its external data (found next to it, named by location),
+    the calibration set and any extra files as multipart, and the import options as form fields."""
+    from tinymlaas.model_import import side_files
+
     handles = []
     try:
         files: list[tuple[str, tuple[str, Any, str]]] = []
@@ -73,11 +80,42 @@ def upload(file: Path, name: str | None, version: str | None, calibration: Path 
             handle = path.open("rb")
             handles.append(handle)
             files.append((field, (path.name, handle, "application/octet-stream")))
-        form = {k: v for k, v in (("name", name), ("version", version)) if v}
+        given = {x.name for x in extra}
+        files += [("extra", (loc, blob, "application/octet-stream")) for loc, blob in side_files(file).items()
+                  if loc not in given and Path(loc).name not in given]
+        form: dict[str, Any] = {k: v for k, v in (("name", name), ("version", version)) if v}
+        form["input_layout"] = options.input_layout
+        if options.input_shapes:
+            form["input_shape"] = [f"{k}={'x'.join(map(str, v))}" for k, v in options.input_shapes]
         return call("POST", "/models", files=files, data=form, timeout=600)  # type: ignore[no-any-return]
     finally:
         for handle in handles:
             handle.close()
+
+
+def print_notes(notes: list[str]) -> None:
+    status = console(stderr=True)
+    for note in notes:
+        status.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
+def local_inspect(entry: Any, board_: Any, registry_: ModelRegistry, only: str | None, margin: float,
+                  step: Any) -> dict[str, Any]:
+    """``models inspect`` with no server: the data directory's compile cache, built in this process."""
+    import asyncio
+
+    from tinymlaas.deploy.cache import CompileCache
+    from tinymlaas.deploy.signing import ServerKey
+    from tinymlaas.deploy.verdict import inspect as run_inspect
+
+    store = registry_.store
+    store.start()
+    cache = CompileCache(registry_.dir.parent / "artifacts", store, workers=0)
+    try:
+        return asyncio.run(run_inspect(entry, board_, cache, ServerKey.of_this_process().seal, only, margin, step))
+    finally:
+        cache.close()
+        store.close()
 
 
 def register(app: typer.Typer, one_line_errors: Any) -> None:
@@ -90,19 +128,34 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
             version: Optional[str] = typer.Option(None, help="default: the next integer"),
             calibration: Optional[Path] = typer.Option(None, help=".npz of sample inputs for int8 calibration"),
             extra: Optional[list[Path]] = typer.Option(None, "--extra", help="a further file of the model, e.g. "
-                                                       "ONNX external data (repeatable)"),
+                                                       "ONNX external data kept elsewhere (repeatable; the files "
+                                                       "next to the model are found by themselves)"),
+            input_shape: Optional[list[str]] = typer.Option(
+                None, "--input-shape", help="NAME=1x49x10x1: the full shape of an input with a symbolic or "
+                                            "dynamic dimension (repeatable; used by every build of this version)"),
+            input_layout: Optional[str] = typer.Option(
+                None, "--input-layout", help="nchw (default: the model's declared input shapes) or nhwc (image "
+                                             "inputs channels-last on every backend: no TRANSPOSE on TFLM)"),
             db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
         """Store a model (content-addressed by sha256) under a name and version."""
+        options = ImportOptions.make(parse_input_shapes(input_shape or []), input_layout)
         if running():
-            entry = upload(file, name, version, calibration, extra or [])
+            entry = upload(file, name, version, calibration, extra or [], options)
         else:
             extras = {x.name: x.read_bytes() for x in extra or []}
-            entry = entry_json(models_registry(db).add(file, name, version, calibration, extras))
+            entry = entry_json(models_registry(db).add(file, name, version, calibration, extras, options))
         if as_json:
-            sys.stdout.write(json.dumps({k: entry[k] for k in ("name", "version", "sha256", "format", "size")}) + "\n")
-        else:
-            out.print(f"added {entry['name']}:{entry['version']} ({entry['format']}, {entry['size']:,} bytes, "
-                      f"sha256 {entry['sha256'][:16]}…)", highlight=False)
+            keys = ("name", "version", "sha256", "format", "size", "input_shapes", "input_layout", "external_files",
+                    "notes")
+            sys.stdout.write(json.dumps({k: entry[k] for k in keys}) + "\n")
+            return
+        print_notes(entry["notes"])
+        extra_text = "".join(f", {k} {v}" for k, v in (
+            ("input shapes", ", ".join(f"{n}={'x'.join(map(str, d))}" for n, d in entry["input_shapes"].items())),
+            ("input layout", entry["input_layout"] if entry["input_layout"] != "nchw" else ""),
+            ("external data", ", ".join(entry["external_files"]))) if v)
+        out.print(f"added {entry['name']}:{entry['version']} ({entry['format']}, {entry['size']:,} bytes, "
+                  f"sha256 {entry['sha256'][:16]}…{extra_text})", highlight=False)
 
     @models_app.command("list")
     @one_line_errors
@@ -140,26 +193,27 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
                 margin: float = typer.Option(0.10, min=0.0, max=0.99, help="safety margin, as the deploy decision"),
                 db: Optional[str] = DbOpt, as_json: bool = typer.Option(False, "--json")) -> None:
         """Ops, parameters, MACs and the planner's estimate per precision; with --profile, every
-        backend the board can use built for real and judged by its fit (the deploy decision's numbers)."""
-        from tinymlaas.builds import inspect as run_inspect
-
+        backend the board can use built for real and judged by its fit (the deploy decision's candidates)."""
         status = console(stderr=True)
         if running():
             with status.status(f"the server inspects {model}" + (f" for {profile}" if profile else "")):
                 rep = call("POST", api_path("models", model, "inspect"),
                            json_body={"profile": profile, "backend": backend, "margin": margin}, timeout=3600)
         else:
-            entry = models_registry(db).get(model)
+            reg = models_registry(db)
+            entry = reg.get(model)
             chosen = board(profile, db) if profile else None
             with status.status(f"inspecting {entry.name}:{entry.version}") as spinner:
-                rep = run_inspect(entry, chosen, backend, margin, step=spinner.update)
+                rep = local_inspect(entry, chosen, reg, backend, margin, spinner.update)
         if as_json:
             sys.stdout.write(json.dumps(rep) + "\n")
             return
+        print_notes(rep.get("notes", []))
         out.print(f"[bold]{escape(rep['model'])}[/bold] ({rep['format']}, sha256 {rep['sha256'][:16]}…): "
                   f"{rep['params']:,} parameters, {rep['macs']:,} MACs", highlight=False)
         out.print("ops: " + ", ".join(f"{op} x{n}" for op, n in sorted(rep["ops"].items())), highlight=False)
-        table = Table("precision", "flash (weights)", "arena (planned)", "lower bound", title="planner estimate")
+        table = Table("precision", "flash (weights)", "arena (planned)", "lower bound",
+                      title="planner estimate (not the verdict)")
         for precision, f in rep["footprints"].items():
             table.add_row(precision, f"{f['flash_bytes']:,} B", f"{f['arena']:,} B", f"{f['lower_bound']:,} B")
         out.print(table)

@@ -2,26 +2,31 @@
 device.
 
 ``key`` is the sha256 of everything that determines the artifact's bytes: the model's and
-its calibration set's sha256, backend, precision, the target features the build depends on
-and the fingerprint of the compiler that builds it (``compiler_fingerprint``: the tinymlaas
-package version, a sha256 of the source files of the backend's package and of the compiler
-core - ``compilers/`` outside the backend sub-packages, and ``tinymlaas/builds.py`` - and the
+its calibration set's sha256, the version's import options and side files
+(``ModelEntry.identity``: input shapes, input layout, the sha256 of each external-data file),
+backend, precision, the target features the build depends on and the fingerprint of the
+compiler that builds it (``compiler_fingerprint``: the tinymlaas package version, a sha256 of
+the source files of the backend's package and of the compiler core - ``compilers/`` outside
+the backend sub-packages, ``tinymlaas/builds.py`` and ``tinymlaas/model_import.py`` - and the
 versions of the tool distributions in ``TOOLCHAIN``), so any change to the compiler code is a
 cache miss. The fingerprint is computed once per process (a changed compiler runs in a new one)
-and kept in the row's ``compiler`` column. A fleet of 1,000 identical boards therefore compiles once; so do
+and kept in the row's ``compiler`` column. A fleet of 1,000 identical boards therefore compiles
+once; so do
 1,000 different boards when the artifact does not depend on them (a TFLM flatbuffer is the
 same for every board: each board's operator list is checked at decision time, not baked in).
 
 ``get`` returns a ``Built`` (the backend's ``Artifact``: bytes, measured needs, tensors, MACs)
 from memory, else from disk (``<dir>/<key>.bin`` plus its ``artifacts`` row, whose ``figures``
 hold ``Artifact.describe()``), else compiles with the installed backend
-(``tinymlaas.builds``). Only backends whose artifacts a device runs are cached. Concurrent requests for the same key share one future, so
-one compilation serves them all; a failed build is remembered (in memory, for this process)
-so a fleet does not retry it per device. Compilation runs in a spawned worker process
-(``ProcessPoolExecutor``): it is CPU-bound Python and would otherwise hold the GIL and stall the
-CoAP event loop; artifact files are read and written on a worker thread too. The artifact file is
-written atomically before its row is committed, so a
-crash never leaves a row without its bytes.
+(``tinymlaas.builds``). Only backends whose artifacts a device runs are cached. ``workers=0``
+compiles in this process, one build at a time, on a worker thread (the CLI's ``models inspect``
+without a server: no process start-up; its builds land in the same cache the server reads).
+Concurrent requests for the same key share one future, so one compilation serves them all; a
+failed build is remembered (in memory, for this process) so a fleet does not retry it per device.
+Compilation runs in a spawned worker process (``ProcessPoolExecutor``): it is CPU-bound Python
+and would otherwise hold the GIL and stall the CoAP event loop; artifact files are read and
+written on a worker thread too. The artifact file is written atomically before its row is
+committed, so a crash never leaves a row without its bytes.
 
 ``prune`` (``tinymlaas cache prune``) removes what no build can reach any more: rows written by
 another compiler fingerprint (or before fingerprints were recorded) or for a model the registry
@@ -42,7 +47,7 @@ import multiprocessing
 import re
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -99,7 +104,8 @@ _BACKEND_IMPORT = re.compile(rb"compilers\.backends\.(\w+)|from \.\.(\w+)")
 def _sources(backend_module: str) -> list[Path]:
     """The files of the backend's package (or lone module), of the in-tree backend packages it
     imports (the Wasm backend compiles the C backend's code), of the compiler core
-    (``compilers/`` outside the backend sub-packages) and ``tinymlaas/builds.py``."""
+    (``compilers/`` outside the backend sub-packages), ``tinymlaas/builds.py`` and
+    ``tinymlaas/model_import.py`` (how a model version is imported)."""
     package = backend_module.rpartition(".")[0] or backend_module
     spec = importlib.util.find_spec(package)
     if spec is None:
@@ -121,9 +127,12 @@ def _sources(backend_module: str) -> list[Path]:
                 used += files
                 todo += files
     core = sorted(p for p in root.rglob("*.py") if not any(d in p.parents for d in in_tree.values()))
-    builds = importlib.util.find_spec("tinymlaas.builds")
-    assert builds is not None and builds.origin is not None
-    return own + used + core + [Path(builds.origin)]
+    here = []
+    for module in ("tinymlaas.builds", "tinymlaas.model_import"):
+        spec_of = importlib.util.find_spec(module)
+        assert spec_of is not None and spec_of.origin is not None
+        here.append(Path(spec_of.origin))
+    return own + used + core + here
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,18 +148,17 @@ def compiler_fingerprint(backend: str) -> str:
 
 def cache_key(entry: ModelEntry, backend: str, precision: str, features: tuple[str, ...]) -> str:
     cal = entry.calibration.stem if entry.calibration is not None else None
-    text = json.dumps({"model": entry.sha256, "calibration": cal, "backend": backend, "precision": precision,
-                       "features": sorted(features), "compiler": compiler_fingerprint(backend)}, sort_keys=True)
+    text = json.dumps({"model": entry.sha256, "calibration": cal, "import": entry.identity(), "backend": backend,
+                       "precision": precision, "features": sorted(features),
+                       "compiler": compiler_fingerprint(backend)}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def compile_artifact(path: str, fmt: str, name: str, version: str, sha: str, calibration: str | None,
-                     backend: str, precision: str) -> tuple[bytes, dict[str, Any]]:
-    """In the worker process: build with ``tinymlaas.builds``; (artifact bytes, its description)."""
+def compile_artifact(entry: ModelEntry, backend: str, precision: str) -> tuple[bytes, dict[str, Any]]:
+    """In the worker: build with ``tinymlaas.builds``; (artifact bytes, its description)."""
     from compilers.errors import CompilerError
     from tinymlaas.builds import BuildError, build
 
-    entry = ModelEntry(name, version, sha, fmt, 0, Path(path), Path(calibration) if calibration else None, 0.0)
     try:
         art = build(entry, backend, precision).artifact
     except (CompilerError, BuildError, ValueError) as exc:
@@ -182,6 +190,7 @@ class CompileCache:
         self._pool: ProcessPoolExecutor | None = None
         self.compiles = 0  # builds this process ran
         self.hits = 0  # answered from memory or disk, or joined a build in flight
+        self._inline = asyncio.Lock() if workers == 0 else None  # workers=0: one build at a time, in-process
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -236,9 +245,13 @@ class CompileCache:
                        features: tuple[str, ...]) -> Built:
         loop = asyncio.get_running_loop()
         self.compiles += 1
-        blob, described = await loop.run_in_executor(
-            self._executor(), compile_artifact, str(entry.path), entry.format, entry.name, entry.version,
-            entry.sha256, str(entry.calibration) if entry.calibration else None, backend, precision)
+        if self._inline is not None:
+            async with self._inline:
+                blob, described = await asyncio.to_thread(compile_artifact, replace(entry, notes=()), backend,
+                                                          precision)
+        else:
+            blob, described = await loop.run_in_executor(self._executor(), compile_artifact,
+                                                         replace(entry, notes=()), backend, precision)
         sha = hashlib.sha256(blob).hexdigest()
         await asyncio.to_thread(_write_atomic, self.dir, key, blob)
         row = {"key": key, "model_sha256": entry.sha256, "backend": backend, "precision": precision,

@@ -41,7 +41,7 @@ from typing import Any
 
 from sqlalchemy import desc, insert, select, update
 
-from tinymlaas.deploy import choice
+from tinymlaas.deploy import choice, verdict
 from tinymlaas.deploy.cache import Built, CompileCache, CompileFailed
 from tinymlaas.deploy import slots, turns
 from tinymlaas.deploy.delivery import Delivered, DeliveryFailed, Policy, Session, Shipment, deliver5, deliver9
@@ -337,19 +337,7 @@ class Deployer:
                      options: DeployOptions) -> tuple[choice.Candidate, list[choice.Candidate], Built]:
         """Build every candidate (cached) and pick; ``NoFit`` lists them all when none fits."""
         pairs = choice.plan(target, options.backend, options.precision)
-        builds = await asyncio.gather(*(self.cache.get(entry, b, p) for b, p, _ in pairs), return_exceptions=True)
-        candidates, by_key = [], {}
-        for (backend, precision, runtime), built in zip(pairs, builds):
-            if isinstance(built, CompileFailed):
-                candidates.append(choice.evaluate(target, backend, precision, runtime, None, 0,
-                                                  options.margin, error=str(built)))
-                continue
-            if isinstance(built, BaseException):
-                raise built
-            by_key[built.key] = built
-            needs = built.artifact.needs.stored_as(len(self.key.seal(built, entry)))
-            candidates.append(choice.evaluate(target, backend, precision, runtime, needs, built.artifact.macs,
-                                              options.margin, key=built.key))
+        candidates, by_key = await verdict.candidates(self.cache, self.key.seal, target, entry, pairs, options.margin)
         chosen = choice.decide(target, candidates, options.margin)
         return chosen, candidates, by_key[chosen.artifact_key]
 

@@ -66,6 +66,13 @@ class ServerKey:
             f.write(pem)
         return cls(key)
 
+    @classmethod
+    def of_this_process(cls) -> "ServerKey":
+        """A key kept nowhere, for the size of a package where the server's key is not at hand
+        (``models inspect`` without a server): an Ed25519 signature is 64 bytes whatever the
+        key, so the package has the server's length. Never for packages a device receives."""
+        return cls(Ed25519PrivateKey.generate())
+
     @property
     def anchor(self) -> bytes:
         """The trust-anchor value for devices' /33100/0/12."""

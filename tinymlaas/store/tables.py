@@ -134,7 +134,10 @@ AUDIT = _table(AuditRecord)
 
 
 class ModelRecord(SQLModel, table=True):
-    """A model in the registry: the file is stored content-addressed under its sha256."""
+    """A model in the registry: the file is stored content-addressed under its sha256, its
+    external data likewise (``external_files``: location the model names -> sha256); the
+    version's import options (``input_shapes``: input name -> shape, ``input_layout``) are used
+    by every import of it."""
 
     __tablename__ = "models"
     __table_args__ = (Index("ix_models_name_version", "name", "version", unique=True),)
@@ -146,6 +149,9 @@ class ModelRecord(SQLModel, table=True):
     size: int
     calibration_sha256: Optional[str] = Field(default=None, max_length=64)
     added_at: float
+    input_shapes: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON))
+    input_layout: str = Field(default="nchw", max_length=8, sa_column_kwargs={"server_default": "nchw"})
+    external_files: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON))
 
 
 MODELS = _table(ModelRecord)

@@ -46,7 +46,7 @@ class CBackend(BackendBase):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             b = build_c(graph, options.precision, options.target.core, name=options.name,
-                        calibration=options.calibration)
+                        calibration=options.calibration, input_layout=options.input_layout)
         s = b.sizes
         files = {"model.c": b.cmodel.source.encode(), "model.h": b.cmodel.header().encode()}
         return Artifact(self.name, options.precision, b"", files, Needs(b.flash, b.ram), tensor_specs(b.prepared.graph),

@@ -1,7 +1,7 @@
 """One portable-C build: ``build_c(graph, precision, core) -> CBuild``, from an imported model to
 a C library with its flash and RAM measured for a board's core.
 
-Steps: ``precision.prepare`` (int8 keeps per-channel weights everywhere) -> ``emit.to_c`` (one
+Steps: ``precision.prepare`` (int8 keeps per-channel weights everywhere; ``input_layout``) -> ``emit.to_c`` (one
 C99 file, static planned arena) -> ``cross.section_sizes`` for the core (flash and RAM are the
 object file's sections, measured; the stack is an estimate, ``STACK_ESTIMATE``).
 
@@ -40,10 +40,11 @@ class CBuild:
 
 
 def build_c(graph: Graph, precision: str, core: str, *, name: str | None = None,
-            calibration: Calibration = None, method: str = "minmax",
+            calibration: Calibration = None, method: str = "minmax", input_layout: str = "nchw",
             warn: Callable[..., object] = warnings.warn) -> CBuild:
     """``graph`` as C for ``core`` (a profile's core name), with measured section sizes."""
-    prepared = prepare(graph, precision, calibration=calibration, method=method, warn=warn)
+    prepared = prepare(graph, precision, calibration=calibration, method=method, input_layout=input_layout,
+                       warn=warn)
     cm = to_c(prepared.graph, name=name or graph.name)
     return CBuild(cm, prepared, core, section_sizes(cm.source, core))
 

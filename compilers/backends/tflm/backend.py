@@ -55,13 +55,14 @@ class TflmBackend(BackendBase):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             b = build_tflm(graph, options.precision, name=options.name, operators=operators or None,
-                           calibration=options.calibration)
+                           calibration=options.calibration, input_layout=options.input_layout)
         assert b.arena is not None
         files = {f"{b.name}{self.kind.suffix}": b.flatbuffer, **{k: v.encode() for k, v in b.c_sources().items()}}
         return Artifact(self.name, options.precision, b.flatbuffer, files,
                         Needs(len(b.flatbuffer), b.arena.recommended, b.operators), tensor_specs(b.prepared.graph),
                         stats(optimize(graph)).macs,
-                        {"sha256": b.sha256, "arena": b.arena.recommended, "arena_head": b.arena.head, "arena_tail": b.arena.tail,
+                        {"sha256": b.sha256, "arena": b.arena.recommended, "arena_head": b.arena.head,
+                         "arena_tail": b.arena.tail,
                          "offline_plan": b.offline_plan, "planned_head": b.planned_head,
                          "operators": list(b.operators)},
                         tuple(str(w.message) for w in caught), self.min_runtime)

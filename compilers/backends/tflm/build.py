@@ -1,7 +1,8 @@
 """One TFLite Micro build: ``build_tflm(graph, precision) -> TflmBuild``, from an imported
 model to what a firmware team or a device receives.
 
-Steps: ``precision.prepare`` (float32, or int8 lowered to TFLM's integer kernels) ->
+Steps: ``precision.prepare`` (float32, or int8 lowered to TFLM's integer kernels; with
+``input_layout="nhwc"`` the image inputs channels-last, so no TRANSPOSE is emitted) ->
 ``to_tflite`` -> operator check against the device's TFLM operator list (``operators``;
 ``MissingOperators`` names each missing one, before any arena measurement or delivery) ->
 arena measured in the real tflite-micro interpreter (``arena.recommended_arena``).
@@ -90,7 +91,7 @@ def c_name(name: str) -> str:
 def build_tflm(graph: Graph, precision: str, *, name: str | None = None,
                calibration: Calibration = None, method: str = "minmax",
                operators: Iterable[str] | None = None, measure: bool = True,
-               offline_plan: bool | str = "auto",
+               offline_plan: bool | str = "auto", input_layout: str = "nchw",
                warn: Callable[..., object] = warnings.warn) -> TflmBuild:
     """Build ``graph`` for TFLM at ``precision`` (see the module docstring)."""
     if offline_plan not in (True, False, "auto"):
@@ -98,7 +99,7 @@ def build_tflm(graph: Graph, precision: str, *, name: str | None = None,
     if offline_plan == "auto" and not measure:
         raise CompilerError("offline_plan='auto' compares measured arenas: it needs measure=True")
     prepared = prepare(graph, precision, calibration=calibration, method=method,
-                       per_channel=PER_CHANNEL, warn=warn)
+                       per_channel=PER_CHANNEL, input_layout=input_layout, warn=warn)
     ident = c_name(name or graph.name)
     plain = to_tflite(prepared.graph, offline_plan=offline_plan is True)
     if operators is not None:

@@ -31,14 +31,17 @@ board with convolutions registers), any other value ``PADV2``; the IR's PAD like
 (a 4-D IR tensor emitted transposed by (0, 2, 3, 1)) or ``"same"`` (the IR shape as is).
 4-D tensors read or written by CONV/pools are nhwc, and that preference spreads through
 element-wise ops, CONCAT and PAD (fixpoint); graph inputs and outputs keep their declared
-shapes (``"same"``), except that ``input_layout="nhwc"`` declares the 4-D inputs the network
-reads as images channels-last (no TRANSPOSE for an NCHW multi-channel input). When an op needs a tensor in the other layout, ``Emitter.get`` makes
+shapes (``"same"``). ``input_layout="nhwc"`` declares the inputs the network reads as images
+channels-last first (``passes.input_layout``: an NHWC input and a TRANSPOSE to NCHW, which is
+emitted as an alias: no TRANSPOSE for an NCHW multi-channel input). When an op needs a tensor
+in the other layout, ``Emitter.get`` makes
 it once: a RESHAPE when only size-1 axes move, a TRANSPOSE otherwise. IR TRANSPOSE/RESHAPE
 nodes are re-expressed on the emitted layouts: a TRANSPOSE that becomes the identity (the
 boundary TRANSPOSEs the TFLite frontend inserted), a RESHAPE that keeps the emitted shape
 and a 2-D RESHAPE read only as a FULLY_CONNECTED input (which flattens by itself) alias
 their input (no op; when the input is stored NHWC and the IR flattens NCHW, the FC's weight
-columns are permuted to the NHWC order instead of transposing the activations); otherwise a real TRANSPOSE/RESHAPE is emitted. Conv
+columns are permuted to the NHWC order instead of transposing the activations); otherwise a
+real TRANSPOSE/RESHAPE is emitted. Conv
 weights go back from OIHW to OHWI (per-channel axis 0 stays 0), depthwise (C*M)1HW to
 1HW(C*M) (axis 0 -> 3).
 
@@ -58,6 +61,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from typing import Sequence
 
 import numpy as np
@@ -66,6 +70,7 @@ from ai_edge_litert import schema_py_generated as S
 from ...ir import DType, Graph, Node, Op, Quant
 from . import plan as tflm_plan
 from ...passes import identity_elimination, run_passes, unfuse_tanh
+from ...passes.input_layout import with_input_layout
 from ...passes.lift_1d import lift_1d
 from .emit_ops import HANDLERS as OP_HANDLERS
 from .emitter import (  # noqa: F401  (BackendError re-exported: the backend's error type)
@@ -83,10 +88,11 @@ def to_tflite(graph: Graph, *, metadata: bool = True, offline_plan: bool = False
     IR) are declared channels-last, so the device feeds NHWC data and no TRANSPOSE is
     emitted for them; ``"nchw"`` (default) keeps the model's declared input shapes."""
     # TFLM has 2-D windows only, and its kernels ignore a fused TANH: both are rewritten
-    graph = run_passes(graph.validate(), [lift_1d, unfuse_tanh, identity_elimination]).toposorted()
+    layout = partial(with_input_layout, layout=input_layout)
+    graph = run_passes(graph.validate(), [layout, lift_1d, unfuse_tanh, identity_elimination]).toposorted()
 
     def emit(extra: dict[str, bytes]) -> bytes:
-        w = Emitter(graph, HANDLERS, input_layout).emit()
+        w = Emitter(graph, HANDLERS).emit()
         ins, outs = body_io(w)
         entries = dict(extra)
         if offline_plan:
@@ -113,7 +119,7 @@ def _padding(e: Emitter, node: Node, spatial: Sequence[int], kernel: Sequence[in
     if all(p == (0, 0) for p in pads):
         return int(S.Padding.VALID)
     if tuple(pads) == tuple(same_pads(n, k, s, d) for n, k, s, d in
-                            zip(spatial, kernel, strides, dil)):
+                            zip(spatial, kernel, strides, dil, strict=False)):
         return int(S.Padding.SAME)
     return None
 
@@ -213,7 +219,7 @@ def _pool(e: Emitter, node: Node) -> None:
     # TFLite computes its own output size; it must be the IR's.
     yt = e.g.tensors[node.outputs[0]]
     sizes = e.w.shape(x)[1:3]
-    for n, k, s, got in zip(sizes, kernel, strides, yt.shape[2:]):
+    for n, k, s, got in zip(sizes, kernel, strides, yt.shape[2:], strict=False):
         want = (n + s - 1) // s if padding == S.Padding.SAME else (n - k) // s + 1
         if want != got:
             raise e.unsupported(node, f"output size {yt.shape} is not TFLite's (ceil_mode?)")

@@ -5,8 +5,8 @@ helpers op emitters share.
 What it does: ``Emitter(graph, handlers).emit()`` defines the graph inputs, calls the handler
 of each node in order (``handlers``: op -> function, the tables of ``emit`` and ``emit_ops``)
 and returns the ``ModelWriter`` with the graph outputs. Layout rules: see ``emit``'s
-docstring (``"nhwc"`` or ``"same"`` per tensor; ``input_layout="nhwc"`` declares 4-D graph
-inputs channels-last, so no TRANSPOSE is emitted for them).
+docstring (``"nhwc"`` or ``"same"`` per tensor; graph inputs and outputs keep their shapes:
+channels-last image inputs are ``passes.input_layout``'s, before emission).
 
 What it does not do: emit any op itself (``emit``, ``emit_ops``), serialise (``writer``).
 """
@@ -69,18 +69,12 @@ def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
 
 
 Handler = Callable[["Emitter", Node], None]
-INPUT_LAYOUTS = ("nchw", "nhwc")
 
 
 class Emitter:
-    def __init__(self, graph: Graph, handlers: Mapping[Op, Handler],
-                 input_layout: str = "nchw") -> None:
-        if input_layout not in INPUT_LAYOUTS:
-            raise BackendError(f"input_layout={input_layout!r}: expected one of "
-                               f"{', '.join(INPUT_LAYOUTS)}")
+    def __init__(self, graph: Graph, handlers: Mapping[Op, Handler]) -> None:
         self.g = graph
         self.handlers = handlers
-        self.input_layout = input_layout
         self.w = ModelWriter()
         self.readers = graph.consumers()
         self.fc_columns: dict[str, tuple[int, ...]] = {}  # NHWC-flattened FC inputs: (C, H, W)
@@ -113,8 +107,8 @@ class Emitter:
                     for n in group:
                         if pref[n] != "nhwc":
                             pref[n], changed = "nhwc", True
-        for n in g.inputs:   # the interface keeps its declared shapes, unless told NHWC
-            if pref[n] == "nhwc" and self.input_layout != "nhwc":
+        for n in g.inputs:   # the interface keeps its declared shapes
+            if pref[n] == "nhwc":
                 pref[n] = "same"
         return pref
 

@@ -52,7 +52,8 @@ class WasmBackend(BackendBase):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             b = build_wasm(graph, options.precision, name=options.name, version=options.version,
-                           source_sha256=options.source_sha256, calibration=options.calibration, simd=simd)
+                           source_sha256=options.source_sha256, calibration=options.calibration, simd=simd,
+                           input_layout=options.input_layout)
         files = {f"{b.cmodel.name}{self.kind.suffix}": b.module}
         return Artifact(self.name, options.precision, b.module, files, Needs(len(b.module), b.pages * PAGE_BYTES),
                         tensor_specs(b.prepared.graph), stats(optimize(graph)).macs,

@@ -2,7 +2,8 @@
 sandboxed module.
 
 Steps: ``precision.prepare`` (int8 keeps per-channel weights everywhere: our kernels have
-no TFLM-version constraint) -> ``c.emit.to_c`` (one C99 file, static planned arena) ->
+no TFLM-version constraint; ``input_layout`` as the model version declares it) ->
+``c.emit.to_c`` (one C99 file, static planned arena) ->
 ``compile.compile_wasm`` (MVP, or SIMD128 for runtimes that declare it; no imports; the
 ``tinyml`` metadata section: name, version, sha256, tensor shapes, dtypes, quantisation,
 arena).
@@ -44,9 +45,11 @@ class WasmBuild:
 
 def build_wasm(graph: Graph, precision: str, *, name: str | None = None, simd: bool = False,
                version: str = "", source_sha256: str = "", calibration: Calibration = None,
-               method: str = "minmax", warn: Callable[..., object] = warnings.warn) -> WasmBuild:
+               method: str = "minmax", input_layout: str = "nchw",
+               warn: Callable[..., object] = warnings.warn) -> WasmBuild:
     """``graph`` as a tinyml ABI v1 Wasm module (see the module docstring)."""
-    prepared = prepare(graph, precision, calibration=calibration, method=method, warn=warn)
+    prepared = prepare(graph, precision, calibration=calibration, method=method, input_layout=input_layout,
+                       warn=warn)
     cm = to_c(prepared.graph, name=name or graph.name)
     meta: dict[str, Any] = cm.metadata(version=version, sha256=source_sha256, precision=precision,
                                        simd=simd, producer=f"tinymlaas.compilers wasm {__version__}")
