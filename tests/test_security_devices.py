@@ -302,3 +302,47 @@ async def test_a_secured_fleet_registers_over_dtls_and_is_read(srv: LwM2MServer,
         assert all(d.client is not None and d.client.coaps.established for d in devices)
     finally:
         await stop_fleet(devices)
+
+
+async def test_a_nosec_bootstrap_never_hands_out_a_devices_key(tmp_path: FsPath, runner) -> None:
+    """With a NoSec bootstrap port (NoSec "auto", no bootstrap credentials yet), any UDP peer can
+    send ``POST /bs?ep=NAME``: for an endpoint that has a DM credential it gets 4.03 and is sent
+    nothing (its key, active or pending, stays unknown to it); an endpoint without one gets a key
+    made for that session and registers over DTLS with it."""
+    victim_key = b"victim-key-01234"
+    s = LwM2MServer(f"sqlite:///{tmp_path / 'n.db'}", read_capabilities=False,
+                    security=secured_settings(tmp_path, bootstrap_port=0))
+    await s.start("127.0.0.1", 0)
+    b = BootstrapServer(s.store, s.security.credentials, s.security.settings, registrations=s.registrations)
+    await b.start()
+    plain = await aiocoap.Context.create_client_context()
+    fresh = SimulatedDevice(get_profile("nrf52840"), "fresh-1", ("0.0.0.0", 0), runner,
+                            security=DeviceSecurity(bootstrap=b.address))
+    thief = SimulatedDevice(get_profile("nrf52840"), "victim", ("0.0.0.0", 0), runner,
+                            security=DeviceSecurity(bootstrap=b.address))
+    try:
+        await s.security.credentials.add("victim", "victim-id", victim_key)
+        await configs.save(s.store, configs.BootstrapConfig("default", "", dm_uri(s)))
+        for state in ("active", "rotating"):
+            assert s.security.credentials.get("victim").public()["state"] == state
+            msg = Message(code=Code.POST, uri="coap://127.0.0.1:%d/bs?ep=victim" % b.address[1])
+            resp = await asyncio.wait_for(plain.request(msg).response, 10)
+            assert resp.code == Code.FORBIDDEN and b"its key is never sent over NoSec" in resp.payload
+            with pytest.raises(Exception, match="4.03"):
+                await thief.start()
+            assert thief.tree.values.get(Path(0, 1, 5)) is None  # no Security instance was written to it
+            await s.security.credentials.rotate("victim")  # a pending key is not handed out either
+        cred = s.security.credentials.get("victim")
+        assert cred is not None and cred.key == victim_key and cred.pending is not None
+        assert "victim" not in b.outcomes and "victim" not in s.registrations.by_endpoint
+        # an endpoint without a DM credential: a key made now, written over NoSec, then DTLS
+        await started(fresh, s)
+        made = s.security.credentials.get("fresh-1")
+        assert made is not None and made.key is not None and fresh.client.config.psk == (b"fresh-1", made.key)
+        assert s.registrations.by_endpoint["fresh-1"].remote.identity == b"fresh-1"
+    finally:
+        await fresh.stop()
+        await thief.stop()
+        await plain.shutdown()
+        await b.stop()
+        await s.stop()
