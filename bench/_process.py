@@ -1,4 +1,5 @@
-"""Process helpers shared by the benchmarks: /proc readers and a server subprocess.
+"""Process helpers shared by the benchmarks: /proc readers, a server subprocess, a batch of
+device credentials.
 
 ``bench/registrations.py`` imports this as ``_process`` (its own directory is sys.path[0]);
 ``bench/simulator.py`` as ``bench._process`` (it puts the repository root first instead, so
@@ -149,6 +150,26 @@ class ServerProcess:
         data = json.loads((self.home / "api.json").read_text())
         return data["url"], data["token"]
 
+    def coaps_port(self) -> int:
+        """The coaps port in a tinymlaas server's start-up line (it was started with ``--coaps``)."""
+        text = self.out_path.read_text(errors="replace")
+        m = re.search(r"coaps://" + re.escape(HOST) + r":(\d+)", text)
+        if m is None:
+            raise RuntimeError(f"{self.label} printed no coaps://{HOST}:PORT: {text[-300:]!r}")
+        return int(m.group(1))
+
+    def import_credentials(self, csv: Path, expected: int) -> float:
+        """``tinymlaas credentials import CSV`` against this server, as an operator imports a
+        production batch (one API request, all rows or none); the seconds it took."""
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "tinymlaas", "credentials", "import", str(csv)], cwd=REPO,
+                              env=repo_env(TINYMLAAS_HOME=str(self.home)), capture_output=True, text=True,
+                              timeout=600)
+        if done.returncode != 0 or f"imported {expected} credentials" not in done.stdout:
+            raise RuntimeError(f"tinymlaas credentials import failed (exit {done.returncode}): "
+                               f"{(done.stdout + done.stderr).strip()[-500:]}")
+        return time.perf_counter() - t0
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
@@ -170,6 +191,19 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=10)
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+def psk_batch(path: Path, endpoints: list[str]) -> dict[str, tuple[bytes, bytes]]:
+    """A production batch's CSV (``endpoint,identity,key``: the endpoint name as identity, one
+    random 16-byte PSK each, in hex) written to ``path`` (mode 0600); endpoint -> (identity, key)."""
+    creds = {ep: (ep.encode(), os.urandom(16)) for ep in endpoints}
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("endpoint,identity,key\n")
+        f.writelines(f"{ep},{ident.decode()},{key.hex()}\n" for ep, (ident, key) in creds.items())
+    return creds
 
 
 # -- the end of a benchmark run -------------------------------------------------------------

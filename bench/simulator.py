@@ -31,12 +31,19 @@ a shared port's datagrams to one of them, so the other device never gets its res
 (Register or Update times out after 30 s). ``--no-reuseport`` sets AIOCOAP_REUSE_PORT=0 in
 the simulator process(es) only, to compare.
 
+``--dtls`` runs the same fleet secured: the server gets a coaps port (NoSec left at its default,
+refused once credentials exist), one CSV of the whole batch (``endpoint,identity,key``) is
+imported with ``tinymlaas credentials import`` as an operator would, and every device reads
+its PSK from that CSV (``simulator.security.fleet_security``, what ``tinymlaas simulate
+--credentials`` does) and registers, updates and de-registers over its own DTLS session.
+
 It prints a table and, as the LAST line of stdout, one JSON object.
 
     python bench/simulator.py --quick
     python bench/simulator.py --devices 2000 --lifetime 60 --steady 20
     python bench/simulator.py --processes 2 --devices 600
     python bench/simulator.py --devices 5000 --no-reuseport
+    python bench/simulator.py --dtls --quick
 """
 
 from __future__ import annotations
@@ -63,7 +70,7 @@ sys.path[:] = [str(REPO)] + [p for p in sys.path if Path(p or ".").resolve() not
 
 # (bench/ is then a namespace package under the root: the shared helpers come as bench._process.)
 from bench._process import (HOST, ServerProcess, _die_with_parent, kb, run_main, tear_down, open_fds, proc_cpu_s,  # noqa: E402
-                            raise_nofile, repo_env, rss_bytes)
+                            psk_batch, raise_nofile, repo_env, rss_bytes)
 
 DEFAULT_PROFILES = "nrf52840,stm32l4r5,esp32s3,rp2040,samd21"
 UPDATE_MARGIN = 0.8  # simulator.device: an Update when 80% of the lifetime has passed (no drift)
@@ -163,6 +170,31 @@ def setup_logging() -> LogCounter:
 
 # -- a fleet in this process ----------------------------------------------------------------
 
+def fleet_specs(profiles: list[Any], n: int, prefix: str, lifetime: int) -> list[Any]:
+    """N devices, profiles round-robin, endpoints ``<prefix>-<profile>-NNNN``."""
+    from simulator.fleet import FleetSpec
+
+    k = len(profiles)
+    counts = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    return [FleetSpec(p, c, lifetime=lifetime, prefix=f"{prefix}-{p.name}")
+            for p, c in zip(profiles, counts, strict=True) if c]
+
+
+def provision_batch(args: argparse.Namespace, server: ServerProcess, fleets: list[tuple[str, int]]) -> float:
+    """--dtls: one CSV for every device of every fleet (prefix, devices), imported with the CLI as an
+    operator imports a production batch; the devices read their PSKs from the same file. Seconds."""
+    from device_profiles import get_profile
+    from simulator.fleet import endpoints
+
+    profiles = [get_profile(name) for name in args.profile_names]
+    names = [ep for prefix, n in fleets for spec in fleet_specs(profiles, n, prefix, args.lifetime)
+             for ep in endpoints(spec)]
+    path = server.workdir / "batch.csv"
+    psk_batch(path, names)
+    args.credentials = str(path)
+    return server.import_credentials(path, len(names))
+
+
 def failure_kind(exc: BaseException) -> str:
     text = ENDPOINT.sub("EP", str(exc))
     return f"{type(exc).__name__}: {text[:120]}"
@@ -193,19 +225,22 @@ class LocalFleet:
         self.runner = ModelRunner()  # as the fleet CLI does: one per process, its pool starts on first use
 
     def build(self) -> None:
-        from simulator.fleet import FleetSpec, build_fleet
+        from simulator.fleet import build_fleet
 
-        profiles = self.profiles
-        k = len(profiles)
-        counts = [self.n // k + (1 if i < self.n % k else 0) for i in range(k)]
-        specs = [FleetSpec(p, c, lifetime=self.args.lifetime, prefix=f"{self.prefix}-{p.name}")
-                 for p, c in zip(profiles, counts) if c]
-        flat = build_fleet(specs, (HOST, self.port), self.runner)
+        specs = fleet_specs(self.profiles, self.n, self.prefix, self.args.lifetime)
+        flat = build_fleet(specs, (HOST, self.port), self.runner, security=self.security())
         groups, i = [], 0
         for spec in specs:
             groups.append(flat[i:i + spec.count])
             i += spec.count
         self.devices = [d for row in zip_longest(*groups) for d in row if d is not None]  # round-robin order
+
+    def security(self) -> Any:
+        """--dtls: each device's PSK from the batch's CSV, as ``tinymlaas simulate --credentials`` reads it."""
+        if not self.args.credentials:
+            return None
+        from simulator.security import fleet_security, read_credentials_csv
+        return fleet_security(read_credentials_csv(Path(self.args.credentials).read_text(encoding="utf-8")))
 
     async def start(self) -> dict[str, Any]:
         import gc
@@ -329,7 +364,7 @@ class ChildFleet:
                "--prefix", self.prefix, "--devices", str(self.n), "--profiles", ",".join(a.profile_names),
                "--lifetime", str(a.lifetime), "--concurrency", str(a.concurrency),
                "--storm-timeout", str(a.storm_timeout), "--stop-timeout", str(a.stop_timeout),
-               "--deadline", str(a.deadline)]
+               "--deadline", str(a.deadline)] + (["--credentials", a.credentials] if a.credentials else [])
         self.proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=None, cwd=REPO,
             env=repo_env(),
@@ -396,21 +431,30 @@ async def child_main(args: argparse.Namespace) -> int:
 
 # -- the benchmark --------------------------------------------------------------------------
 
-async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log: LogCounter) -> dict[str, Any]:
+def process_shares(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(endpoint prefix, devices) of each simulator process."""
+    n, p = args.devices, args.processes
+    if p == 1:
+        return [(args.prefix, n)]
+    return [(f"{args.prefix}-p{i}", n // p + (1 if i < n % p else 0)) for i in range(p)]
+
+
+async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log: LogCounter,
+              port: int) -> dict[str, Any]:
+    """``port``: the server's CoAP port, or its coaps port with --dtls."""
     spid = server.pid
     n_total = args.devices
     if args.processes == 1:
-        fleets: list[Any] = [LocalFleet(args, n_total, args.prefix, server.port, log)]
+        fleets: list[Any] = [LocalFleet(args, n_total, args.prefix, port, log)]
     else:
-        shares = [n_total // args.processes + (1 if i < n_total % args.processes else 0)
-                  for i in range(args.processes)]
-        fleets = [ChildFleet(args, shares[i], f"{args.prefix}-p{i}", server.port, i) for i in range(args.processes)]
+        fleets = [ChildFleet(args, n, prefix, port, i) for i, (prefix, n) in enumerate(process_shares(args))]
     try:
         for f in fleets:
             if isinstance(f, ChildFleet):
                 await f.spawn()
         print(f"registering {n_total:,} devices ({', '.join(args.profile_names)}) from {args.processes} "
-              f"process(es), concurrency {args.concurrency}, lifetime {args.lifetime} s ...", file=sys.stderr,
+              f"process(es) over {'DTLS-PSK' if args.dtls else 'NoSec UDP'}, concurrency {args.concurrency}, "
+              f"lifetime {args.lifetime} s ...", file=sys.stderr,
               flush=True)
         scpu0, t0 = proc_cpu_s(spid), time.perf_counter()
         regs = await asyncio.gather(*(f.start() for f in fleets))
@@ -427,7 +471,7 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
                 print(f"first registration failure ({r['prefix']}):\n{r['first_failure']}", file=sys.stderr)
         if not server.alive():
             raise RuntimeError("the server died during the storm:\n" + server.tail())
-        sharing = udp_port_sharing(server.port)
+        sharing = udp_port_sharing(port)
         if sharing["shared_ports"]:
             print(f"UDP ports shared by several sockets after the storm: {sharing}", file=sys.stderr, flush=True)
 
@@ -472,7 +516,7 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
 
     window = w1 - w0
     per: list[dict[str, Any]] = []
-    for f, r, a, b, fin in zip(fleets, regs, m0, m1, finals):
+    for f, r, a, b, fin in zip(fleets, regs, m0, m1, finals, strict=True):
         n = r["devices"]
         per.append({
             "label": f.label, "pid": r["pid"], "devices": n, "storm_s": r["storm_s"],
@@ -496,7 +540,8 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
     rss_delta = sum(r["rss_after"] - r["rss_before"] for r in regs)
     registered = sum(r["registered"] for r in regs)
     summary: dict[str, Any] = {
-        "devices": n_total, "processes": args.processes, "profiles": args.profile_names,
+        "devices": n_total, "transport": "dtls-psk" if args.dtls else "udp", "processes": args.processes,
+        "profiles": args.profile_names,
         "concurrency": args.concurrency, "lifetime_s": args.lifetime, "update_period_s": round(period, 1),
         "storm_s": round(storm_s, 3), "storm_p95_s": round(p95_s, 3),
         "registrations_per_s": round(registered / storm_s, 1) if storm_s else 0.0,
@@ -533,6 +578,8 @@ async def run(args: argparse.Namespace, server: ServerProcess, api_url: str, log
 ROWS = [
     ("devices", "devices", "{:,}"),
     ("profiles (round-robin)", "profiles", None),
+    ("transport", "transport", None),
+    ("credentials import s (CLI)", "credentials_import_s", "{:.2f}"),
     ("registration storm s", "storm_s", "{:.2f}"),
     ("95% of devices started by s", "storm_p95_s", "{:.2f}"),
     ("registrations/s (storm)", "registrations_per_s", "{:,.0f}"),
@@ -587,7 +634,8 @@ def report(s: dict[str, Any]) -> None:
             print(f"-- process {i}: " + ", ".join(f"{label} {fmt(t, p.get(k))}" for label, k, t in PER_ROWS))
     else:
         console = Console(width=110)
-        table = Table(title="Simulated MCU fleet (genuine LwM2M clients over UDP, 127.0.0.1)")
+        over = "DTLS-PSK" if s.get("transport") == "dtls-psk" else "UDP"
+        table = Table(title=f"Simulated MCU fleet (genuine LwM2M clients over {over}, 127.0.0.1)")
         table.add_column("")
         table.add_column(f"{s['processes']} process(es)", justify="right")
         for label, key, template in ROWS:
@@ -631,8 +679,12 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=None, help="whole run, s (default 900; quick 120)")
     parser.add_argument("--no-reuseport", action="store_true",
                         help="AIOCOAP_REUSE_PORT=0 in the simulator process(es): no port sharing (diagnosis)")
+    parser.add_argument("--dtls", action="store_true",
+                        help="a secured fleet: the server gets a coaps port, the batch's credentials are imported "
+                             "(tinymlaas credentials import), every device registers over DTLS-PSK")
     parser.add_argument("--keep", action="store_true", help="keep the server's temporary directory")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--credentials", default=None, help=argparse.SUPPRESS)  # a child's batch CSV
     parser.add_argument("--server-port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -672,14 +724,24 @@ def main() -> int:
     log = setup_logging()
     workdir = Path(tempfile.mkdtemp(prefix="bench-sim-"))
     server = ServerProcess.tinymlaas(workdir)
+    if args.dtls:
+        server.cmd += ["--coaps", f"{HOST}:0"]  # NoSec stays "auto": refused once the batch is imported
     t0 = time.perf_counter()
     try:
         port = server.start()
         api_url, _token = server.api()
-        print(f"server pid {server.pid} on coap://{HOST}:{port}, admin API {api_url}", file=sys.stderr, flush=True)
+        import_s = None
+        if args.dtls:
+            port = server.coaps_port()
+            import_s = provision_batch(args, server, process_shares(args))
+        scheme = "coaps" if args.dtls else "coap"
+        print(f"server pid {server.pid} on {scheme}://{HOST}:{port}, admin API {api_url}"
+              + (f"; {args.devices:,} credentials imported in {import_s:.2f} s" if import_s is not None else ""),
+              file=sys.stderr, flush=True)
         if args.no_reuseport:  # after the server started: only the simulator's sockets (children inherit it)
             os.environ["AIOCOAP_REUSE_PORT"] = "0"
-        summary = asyncio.run(run(args, server, api_url, log))
+        summary = asyncio.run(run(args, server, api_url, log, port))
+        summary["credentials_import_s"] = round(import_s, 2) if import_s is not None else None
         t_stop = time.perf_counter()
         summary["server_stop_rc"] = server.stop()
         summary["server_stop_s"] = round(time.perf_counter() - t_stop, 2)

@@ -34,18 +34,22 @@ class FleetSpec:
     personality: str = "tinymlaas"  # simulator.personality
 
 
+def endpoints(spec: FleetSpec) -> list[str]:
+    """The endpoint names of a spec's devices (what a production batch's credentials are for)."""
+    prefix = spec.prefix or f"sim-{spec.profile.name}"
+    return [f"{prefix}-{i:04d}" for i in range(spec.count)]
+
+
 def build_fleet(specs: list[FleetSpec], server: tuple[str, int], runner: ModelRunner,
                 signing_key: bytes | None = None,
                 security: Callable[[str], DeviceSecurity] | None = None) -> list[SimulatedDevice]:
     """The devices; ``security`` gives each endpoint its credentials / bootstrap server."""
     devices = []
     for spec in specs:
-        prefix = spec.prefix or f"sim-{spec.profile.name}"
         kwargs: dict[str, Any] = {"queue_mode": spec.queue_mode, "update_objects": spec.update_objects,
                                   "with_capability_object": spec.with_capability_object}
         kwargs.update(personality(spec.personality).device_kwargs() if spec.personality != "tinymlaas" else {})
-        for i in range(spec.count):
-            endpoint = f"{prefix}-{i:04d}"
+        for endpoint in endpoints(spec):
             devices.append(SimulatedDevice(
                 spec.profile, endpoint, server, runner, version=spec.version, lifetime=spec.lifetime,
                 faults=spec.faults, signing_key=signing_key,

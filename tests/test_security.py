@@ -8,18 +8,17 @@ handshake, without key material).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import AsyncIterator
 
 import aiocoap
 import pytest
-from aiocoap import Code, Message
+from aiocoap import Code
 from sqlalchemy import select
 
 from tests.conftest import CatchAll, Peer, eventually
-from tests.dtls_helpers import (DtlsPeer, coap_client_psk, dtls_peer, free_udp_port, location, needs_libcoap_dtls,
+from tests.dtls_helpers import (coap_client_psk, dtls_peer, location, needs_libcoap_dtls,
                                 secured_settings)
 from lwm2m.path import Path as LPath
 from tinymlaas.security.service import NoSession
@@ -247,5 +246,29 @@ async def test_revoked_credential_fails_the_next_handshake(srv: LwM2MServer, cap
     [row] = srv.store.read_sync(lambda c: list(c.execute(
         select(DEVICE_CREDENTIALS).where(DEVICE_CREDENTIALS.c.endpoint == "dev-b"))))
     assert row.revoked_at is not None and row.key is None
-    kinds = srv.store.read_sync(lambda c: [r.kind for r in c.execute(select(EVENTS).where(EVENTS.c.endpoint == "dev-b"))])
+    kinds = srv.store.read_sync(lambda c: [r.kind for r in c.execute(
+        select(EVENTS).where(EVENTS.c.endpoint == "dev-b"))])
     assert "revoked" in kinds and "credentials" in kinds
+
+
+@needs_libcoap_dtls
+@pytest.mark.parametrize("tool", ["openssl", "gnutls"])
+async def test_revoked_credential_fails_libcoaps_next_handshake(srv: LwM2MServer, caplog: pytest.LogCaptureFixture,
+                                                                tool: str) -> None:
+    """The same as an independent peer sees it: libcoap registers with its PSK; once the
+    credential is revoked its next handshake with that PSK fails and nothing is registered."""
+    identity, key = KEYS["dev-a"]
+    code, opts, text = await coap_client_psk(tool, identity, key, "post", coaps_uri(srv, "/rd?ep=dev-a&lt=300"),
+                                             "-t", "40", "-e", LINKS)
+    assert code == "2.01", text[-1000:]
+    await srv.security.credentials.revoke("dev-a")
+    await eventually(lambda: reg_rows(srv) == [] and "dev-a" not in srv.registrations.by_endpoint)
+    code, _, text = await coap_client_psk(tool, identity, key, "post", coaps_uri(srv, "/rd?ep=dev-a&lt=300"),
+                                          "-t", "40", "-e", LINKS)
+    assert code is None, text[-1000:]
+    assert reg_rows(srv) == [] and len(srv.registrations) == 0
+    assert "unknown PSK identity 'dev-a-id'" in caplog.text
+    # the other device's credential is untouched
+    code, _, _ = await coap_client_psk(tool, *KEYS["dev-b"], "post", coaps_uri(srv, "/rd?ep=dev-b&lt=300"),
+                                       "-t", "40", "-e", LINKS)
+    assert code == "2.01"

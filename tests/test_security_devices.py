@@ -1,4 +1,5 @@
-"""Simulated devices with security: DTLS-PSK, bootstrap, the trust anchor, anti-rollback.
+"""Simulated devices with security: DTLS-PSK, bootstrap, the trust anchor, anti-rollback, and a
+secured fleet of 100 devices from one production batch.
 
 The devices are the simulator's genuine LwM2M clients; what they do is checked on the wire
 (the server reads their resources over their DTLS sessions), in the database (credentials,
@@ -8,6 +9,7 @@ bootstrap events) and in their own state (installed packages, trust anchor).
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path as FsPath
 from typing import AsyncIterator
 
@@ -20,7 +22,8 @@ from device_profiles import get_profile
 from lwm2m.bootstrap import TRUST_ANCHOR
 from lwm2m.path import Path
 from simulator.device import SimulatedDevice
-from simulator.security import DeviceSecurity, Psk
+from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
+from simulator.security import DeviceSecurity, Psk, fleet_security, read_credentials_csv
 from tests.conftest import eventually
 from tests.dtls_helpers import secured_settings
 from tests.sim_helpers import add_one_wasm, keypair, package, wait_value
@@ -28,7 +31,7 @@ from tinymlaas.bootstrap import configs
 from tinymlaas.bootstrap.server import BootstrapServer
 from tinymlaas.deploy.groups import save_group
 from tinymlaas.server.server import LwM2MServer
-from tinymlaas.store.tables import DEVICE_CREDENTIALS, EVENTS
+from tinymlaas.store.tables import DEVICE_CREDENTIALS, EVENTS, REGISTRATIONS
 
 STATE9, RESULT9, ACTIVE9, REASON9 = 7, 9, 12, 16
 BS_KEY = b"bootstrap-key-01"
@@ -238,7 +241,8 @@ async def test_signing_key_overlap_accepts_both_keys(server: LwM2MServer, runner
         await started(d, server)
         await server.write("rot-1", TRUST_ANCHOR, {TRUST_ANCHOR: new_pub + old_pub})  # during the overlap
         for n, priv in enumerate((old_priv, new_priv)):
-            await server.write("rot-1", Path(9, n, 2), {Path(9, n, 2): package(add_one_wasm(), priv, f"k{n}")}, timeout=30)
+            await server.write("rot-1", Path(9, n, 2), {Path(9, n, 2): package(add_one_wasm(), priv, f"k{n}")},
+                               timeout=30)
             assert await wait_value(server, "rot-1", Path(9, n, STATE9), 3) == 3  # verified
         await server.write("rot-1", TRUST_ANCHOR, {TRUST_ANCHOR: new_pub})  # after it
         await server.execute("rot-1", Path(9, 0, 6))
@@ -261,3 +265,84 @@ async def test_revoked_bootstrap_credential_cannot_bootstrap(srv: LwM2MServer, b
         assert [(r.endpoint, r.purpose, r.key) for r in rows] == [("rv-1", "bootstrap", None)]
     finally:
         await d.stop()
+
+
+FLEET = 100
+
+
+async def test_a_secured_fleet_registers_over_dtls_and_is_read(srv: LwM2MServer, runner) -> None:
+    """100 simulated devices of a production batch: the batch's CSV imported (all rows in one
+    transaction), each device registers over its own DTLS-PSK session with the identity from that
+    CSV, and the server reads every one of them over its session; no NoSec registration exists."""
+    profiles = [get_profile(name) for name in ("nrf52840", "rp2040", "esp32s3", "stm32l4r5")]
+    per = FLEET // len(profiles)
+    endpoints = [f"sec-{p.name}-{i:04d}" for p in profiles for i in range(per)]
+    batch = "endpoint,identity,key\n" + "".join(f"{ep},{ep}-id,{os.urandom(16).hex()}\n" for ep in endpoints)
+    assert (await srv.security.credentials.import_csv(batch)) == {"imported": FLEET}
+    devices = build_fleet([FleetSpec(p, per, lifetime=600, prefix=f"sec-{p.name}") for p in profiles],
+                          srv.security.coaps_address, runner, security=fleet_security(read_credentials_csv(batch)))
+    assert sorted(d.endpoint for d in devices) == sorted(endpoints)
+    try:
+        assert await start_fleet(devices, concurrency=32) == []
+        assert await eventually(lambda: len(srv.registrations) == FLEET, 20)
+        engine = srv.security.coaps.engine
+        assert engine.sessions == FLEET and engine.stats["failed"] == 0
+        for reg in srv.registrations:
+            assert reg.remote.scheme == "coaps" and reg.remote.identity == f"{reg.endpoint}-id".encode()
+        gate = asyncio.Semaphore(16)
+
+        async def serial(d: SimulatedDevice) -> tuple[str, str]:
+            async with gate:
+                got = await srv.read(d.endpoint, Path(3, 0, 2), timeout=20)
+                return d.endpoint, str(got[Path(3, 0, 2)])
+        serials = dict(await asyncio.gather(*(serial(d) for d in devices)))
+        assert serials == {ep: f"SIM-{ep}" for ep in endpoints}
+        rows = srv.store.read_sync(lambda c: list(c.execute(select(REGISTRATIONS))))
+        assert sorted(r.endpoint for r in rows) == sorted(endpoints)
+        assert all(d.client is not None and d.client.coaps.established for d in devices)
+    finally:
+        await stop_fleet(devices)
+
+
+async def test_a_nosec_bootstrap_never_hands_out_a_devices_key(tmp_path: FsPath, runner) -> None:
+    """With a NoSec bootstrap port (NoSec "auto", no bootstrap credentials yet), any UDP peer can
+    send ``POST /bs?ep=NAME``: for an endpoint that has a DM credential it gets 4.03 and is sent
+    nothing (its key, active or pending, stays unknown to it); an endpoint without one gets a key
+    made for that session and registers over DTLS with it."""
+    victim_key = b"victim-key-01234"
+    s = LwM2MServer(f"sqlite:///{tmp_path / 'n.db'}", read_capabilities=False,
+                    security=secured_settings(tmp_path, bootstrap_port=0))
+    await s.start("127.0.0.1", 0)
+    b = BootstrapServer(s.store, s.security.credentials, s.security.settings, registrations=s.registrations)
+    await b.start()
+    plain = await aiocoap.Context.create_client_context()
+    fresh = SimulatedDevice(get_profile("nrf52840"), "fresh-1", ("0.0.0.0", 0), runner,
+                            security=DeviceSecurity(bootstrap=b.address))
+    thief = SimulatedDevice(get_profile("nrf52840"), "victim", ("0.0.0.0", 0), runner,
+                            security=DeviceSecurity(bootstrap=b.address))
+    try:
+        await s.security.credentials.add("victim", "victim-id", victim_key)
+        await configs.save(s.store, configs.BootstrapConfig("default", "", dm_uri(s)))
+        for state in ("active", "rotating"):
+            assert s.security.credentials.get("victim").public()["state"] == state
+            msg = Message(code=Code.POST, uri="coap://127.0.0.1:%d/bs?ep=victim" % b.address[1])
+            resp = await asyncio.wait_for(plain.request(msg).response, 10)
+            assert resp.code == Code.FORBIDDEN and b"its key is never sent over NoSec" in resp.payload
+            with pytest.raises(Exception, match="4.03"):
+                await thief.start()
+            assert thief.tree.values.get(Path(0, 1, 5)) is None  # no Security instance was written to it
+            await s.security.credentials.rotate("victim")  # a pending key is not handed out either
+        cred = s.security.credentials.get("victim")
+        assert cred is not None and cred.key == victim_key and cred.pending is not None
+        assert "victim" not in b.outcomes and "victim" not in s.registrations.by_endpoint
+        # an endpoint without a DM credential: a key made now, written over NoSec, then DTLS
+        await started(fresh, s)
+        made = s.security.credentials.get("fresh-1")
+        assert made is not None and made.key is not None and fresh.client.config.psk == (b"fresh-1", made.key)
+        assert s.registrations.by_endpoint["fresh-1"].remote.identity == b"fresh-1"
+    finally:
+        await fresh.stop()
+        await thief.stop()
+        await plain.shutdown()
+        await b.stop()
+        await s.stop()

@@ -15,7 +15,11 @@ configuration (``configs``: endpoint, group or default). Every session ends in o
 Who may bootstrap: the rules of ``tinymlaas.security.authorizer`` applied to ``bootstrap``
 credentials (an identity bootstraps only its own endpoint; NoSec only where accepted and only
 for endpoints without a bootstrap credential). A request for an endpoint without a
-configuration gets 4.04. It does not do server-initiated bootstrap or EST/certificates.
+configuration gets 4.04. Over NoSec a PSK is written only when it is created for that session
+(an endpoint without a DM credential: whoever asks first gets it, so NoSec bootstrap belongs on
+a trusted network); an endpoint that has a DM credential (active, pending or revoked) gets 4.03,
+because any UDP peer can send ``POST /bs?ep=NAME`` and would otherwise be given that key.
+It does not do server-initiated bootstrap or EST/certificates.
 """
 
 from __future__ import annotations
@@ -169,13 +173,23 @@ class BootstrapServer:
         config = await configs.resolve(self.store, endpoint, getattr(self.registrations, "by_endpoint", None))
         if config is None:
             raise NotFound(f"no bootstrap configuration for endpoint {endpoint!r} (nor a group's or a default)")
+        if (config.mode == bs.SecurityMode.PSK and not isinstance(request.remote, CoapsAddress)
+                and self.credentials.has(endpoint, "dm")):
+            message = (f"endpoint {endpoint!r} has a DTLS credential: its key is never sent over NoSec "
+                       "(bootstrap over coaps with its bootstrap credential)")
+            log.info("bootstrap refused: %s", message)
+            raise Forbidden(message)
         old = self.sessions.pop(endpoint, None)
         if old is not None:
             old.cancel()
         task = asyncio.get_running_loop().create_task(self._session(endpoint, request.remote, config),
                                                       name=f"bootstrap {endpoint}")
         self.sessions[endpoint] = task
-        task.add_done_callback(lambda t, ep=endpoint: self.sessions.pop(ep, None) if self.sessions.get(ep) is t else None)
+
+        def forget(done: asyncio.Task[dict[str, Any]]) -> None:
+            if self.sessions.get(endpoint) is done:
+                del self.sessions[endpoint]
+        task.add_done_callback(forget)
         return Message(code=Code.CHANGED)
 
     # -- the session ------------------------------------------------------------------------------
