@@ -19,7 +19,8 @@ server from its ML Capability object, 33100, not from the profile file):
   (planned arena fits, the NCHW flatbuffer needs a TRANSPOSE that board's TFLM lacks; declared
   ``--input-layout nhwc`` it fits).
 
-The exporter set and four shared models (ResNet-8 also as NHWC) run always; the other shared models are ``slow``.
+Two shared models (hello world, ResNet-8 also as NHWC) and the scikit-learn MLP run always; the
+rest of the shared models and of the exporter set are ``slow`` (minutes of builds; CI runs them).
 """
 
 from __future__ import annotations
@@ -52,8 +53,8 @@ from tinymlaas.registry import ModelEntry, RegistryError
 pytestmark = pytest.mark.skipif(not (SHARED_MODELS / "models.json").exists(), reason="shared/models is absent")
 MARGIN = DeployOptions().margin
 RESNET = "mlperf_tiny/pretrainedResnet.onnx"
-QUICK = ["tflm_examples/hello_world_int8.tflite", "mlperf_tiny/kws_ref_model.tflite", "onnx/mnist-8/mnist-8.onnx",
-         RESNET]
+QUICK = ["tflm_examples/hello_world_int8.tflite", RESNET]
+QUICK_EXPORTS = ["skl2onnx_mlp"]
 # shared models whose export needs an import option (a symbolic batch dimension named 'N')
 OPTIONS = {"onnx/onnx2c/tfl_helloworld/model.onnx": ImportOptions.make(input_shapes={"dense_2_input": (1, 1)})}
 
@@ -84,6 +85,12 @@ def shared_models() -> list[Model]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Shared:
     return Shared(tmp_path_factory.mktemp("verdict-data"))
+
+
+def exports(tmp_path: Path, quick: bool) -> list[Model]:
+    """The exporter set (``QUICK_EXPORTS`` of it, or the rest) with each model's import options."""
+    return [Model(e.name, e.path, ImportOptions.make(e.input_shapes, e.input_layout))
+            for e in exporter_set(tmp_path / "exporters") if (e.name in QUICK_EXPORTS) == quick]
 
 
 def spec_fits(backend: str, data: bytes, package_bytes: int, profile: Profile, runtime: str) -> tuple[bool, int]:
@@ -167,9 +174,8 @@ async def judge(models: list[Model], shared: Shared, tmp_path: Path) -> Tally:
 @pytest.mark.timeout(1800)
 async def test_inspect_is_the_deploy_decision(shared: Shared, tmp_path: Path) -> None:
     started = time.monotonic()
-    models = [Model(e.name, e.path, ImportOptions.make(e.input_shapes, e.input_layout))
-              for e in exporter_set(tmp_path / "exporters")]
-    models += [Model(m.name, m.path) for m in shared_models() if str(m.path.relative_to(SHARED_MODELS)) in QUICK]
+    models = exports(tmp_path, quick=True)
+    models += [m for m in shared_models() if str(m.path.relative_to(SHARED_MODELS)) in QUICK]
     models.append(Model("resnet8_nhwc", SHARED_MODELS / RESNET, ImportOptions.make(input_layout="nhwc")))
     tally = await judge(models, shared, tmp_path)
     assert not tally.refused, tally.refused
@@ -188,14 +194,15 @@ async def test_inspect_is_the_deploy_decision(shared: Shared, tmp_path: Path) ->
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-async def test_inspect_is_the_deploy_decision_for_every_shared_model(shared: Shared, tmp_path: Path) -> None:
+async def test_inspect_is_the_deploy_decision_for_every_model(shared: Shared, tmp_path: Path) -> None:
     started = time.monotonic()
     models = [m for m in shared_models() if str(m.path.relative_to(SHARED_MODELS)) not in QUICK]
+    models += exports(tmp_path, quick=False)
     tally = await judge(models, shared, tmp_path)
     # only recurrent and stateful models are refused at add (LSTM, SVDF: a later issue), by name
     assert all("LSTM" in why or "SVDF" in why for why in tally.refused.values()), tally.refused
     assert len(tally.refused) <= 3
     assert tally.judged >= (len(models) - len(tally.refused)) * len(load_profiles())
-    print(f"\nverdict truth (shared): {len(models)} models ({len(tally.refused)} refused) x {len(load_profiles())} "
+    print(f"\nverdict truth (shared and exports): {len(models)} models ({len(tally.refused)} refused) x {len(load_profiles())} "
           f"boards, {tally.judged} verdicts, {len(tally.builds)} builds, planner disagrees "
           f"{len(tally.planner_disagrees)}x, {time.monotonic() - started:.0f} s")

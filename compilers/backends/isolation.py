@@ -21,6 +21,7 @@ What it does not do: pool workers (the simulator's model runner does) or interpr
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import os
 import pickle
 import select
@@ -63,6 +64,8 @@ def _run_child(fn: Callable[..., Any], args: tuple[Any, ...], fd: int, w: int, l
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         _LIBC.setvbuf(ctypes.c_void_p.in_dll(_LIBC, "stdout"), None, 2, 0)  # _IONBF: survive a crash
+        if faulthandler.is_enabled():  # a crash's Python trace goes to the log, not the parent's terminal
+            faulthandler.enable(file=2)
         _child_log_path = log_path
         payload: tuple[str, Any]
         try:
