@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from compilers.backends.base import TensorSpec
 from device_profiles import load_profiles
 from tinymlaas import bundled, runtime
 from tinymlaas.deploy.service import DeployOptions
@@ -86,7 +87,8 @@ async def _registered(server: Any, endpoints: list[str], timeout_s: float = 10.0
         await asyncio.sleep(0.05)
 
 
-async def deploy_all(deployer: Any, entry: Any, devices: list[Any], x: np.ndarray, labels: np.ndarray) -> list[dict[str, Any]]:
+async def deploy_all(deployer: Any, entry: Any, devices: list[Any], x: np.ndarray,
+                     labels: np.ndarray) -> list[dict[str, Any]]:
     async def one(i: int, device: Any) -> dict[str, Any]:
         t0 = time.monotonic()
         row = await deployer.deploy(device.endpoint, entry, DeployOptions())
@@ -107,7 +109,14 @@ async def see_digit(deployer: Any, device: Any, row: dict[str, Any], x: np.ndarr
     built = await deployer.cache.lookup(row["decision"]["chosen"]["artifact_key"])
     assert built is not None, "the deployed build is in the compile cache"
     specs = {s.role: s for s in built.artifact.tensors}
-    quant = lambda s: (s.scale, s.zero_point) if s.scale is not None else None  # noqa: E731
+
+    def quant(s: TensorSpec) -> tuple[float, int] | None:
+        """A quantised tensor's (scale, zero point); None for a float one."""
+        if s.scale is None:
+            return None
+        assert s.zero_point is not None, f"tensor {s.name} has a scale but no zero point"
+        return s.scale, s.zero_point
+
     device.sample_inputs = [bundled.sample_input(index, specs["input"].dtype, quant(specs["input"]))]
     server = deployer.server
     await server.execute(device.endpoint, RUN, "0='1'")

@@ -2,17 +2,18 @@
 
 ``add`` checks the file is a model the compiler can read (ONNX or TFLite, by content) whose
 tensors are of a sane size (none over ``Limits.model_tensor_max_bytes``: a model declaring a
-16 GiB activation is refused with that figure), copies
-it to ``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever
-their names: a name never becomes a path), and records name, version, sha256 and an optional calibration set (an ``.npz``
-stored the same way) in the database. Names and versions follow ``tinymlaas.names``. The version defaults to the next integer for that
-name. Nothing is written unless the model imports, with the version's import options
-(``tinymlaas.model_import.ImportOptions``: input shapes, input layout; stored with it and
-used by every import of it: ``load_graph``) and its side files: an ONNX model's external data
-is stored content-addressed beside it (``<sha256>.data``, the row maps each location the model
-names to its sha256), found next to the model file (``add``) or given by name (``add_data``,
-the API's upload), a location that leaves the model's directory refused. ``ModelEntry.notes``
-are the import's notes (a dropped label output, a float16 upcast) for the caller to show.
+16 GiB activation is refused with that figure), copies it to
+``<data dir>/models/<sha256>.<format>`` (the same bytes are stored once, whatever their names: a
+name never becomes a path), and records name, version, sha256 and an optional calibration set (an
+``.npz`` stored the same way) in the database. Names and versions follow ``tinymlaas.names``. The
+version defaults to the next integer for that name. Nothing is written unless the model
+imports, with the version's import options (``tinymlaas.model_import.ImportOptions``: input
+shapes, input layout; stored with it and used by every import of it: ``load_graph``) and its
+side files: an ONNX model's external data is stored content-addressed beside it
+(``<sha256>.data``, the row maps each location the model names to its sha256), found next to the
+model file (``add``) or given by name (``add_data``, the API's upload), a location that leaves the
+model's directory refused. ``ModelEntry.notes`` are the import's notes (a dropped label output, a
+float16 upcast) for the caller to show.
 
 The running server owns the registry (its admin API: ``POST /models``, ``GET /models``,
 ``DELETE /models/NAME:VERSION``, ``POST /models/NAME/inspect``); the CLI uses that API and comes

@@ -60,7 +60,8 @@ def http_status(code: Code) -> int:
 
 class Target(Body):
     path: str = Field(max_length=MAX_PATH, description="LwM2M path, e.g. /3/0/0")
-    format: int | None = Field(None, ge=0, le=65535, description="content format number; default: chosen from the device")
+    format: int | None = Field(None, ge=0, le=65535,
+                               description="content format number; default: chosen from the device")
     timeout: float = Field(10.0, gt=0, le=600, description="seconds to wait for the device")
     hold: float | None = Field(None, gt=0, le=7 * 86400, description="seconds to hold the request for a sleeping "
                                "queue-mode device (default: the timeout); held requests survive a server restart")

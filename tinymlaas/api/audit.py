@@ -66,7 +66,8 @@ class AuditMiddleware:
             await record()
 
 
-async def query(store: Store, limit: int, token_id: int | None = None, since: float | None = None) -> list[dict[str, Any]]:
+async def query(store: Store, limit: int, token_id: int | None = None,
+                since: float | None = None) -> list[dict[str, Any]]:
     def q(conn: Connection) -> list[Any]:
         stmt = select(AUDIT).order_by(desc(AUDIT.c.id)).limit(limit)
         if token_id is not None:

@@ -102,7 +102,8 @@ def register(app: FastAPI, deployer: Deployer, deps: list[Any]) -> None:
     @app.get("/deployments/{deployment_id}", dependencies=deps)
     async def deployment(deployment_id: Id) -> dict[str, Any]:
         row = await deployer.get(deployment_id)
-        q = select(EVENTS).where(EVENTS.c.endpoint == row["endpoint"], EVENTS.c.kind == "deployment").order_by(EVENTS.c.id)
+        q = (select(EVENTS).where(EVENTS.c.endpoint == row["endpoint"], EVENTS.c.kind == "deployment")
+             .order_by(EVENTS.c.id))
         events = await deployer.server.store.read(lambda c: list(c.execute(q)))
         row["history"] = [{"ts": ev.ts, **ev.detail} for ev in events if ev.detail.get("id") == deployment_id]
         return row

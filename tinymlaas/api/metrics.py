@@ -3,8 +3,9 @@
 Every figure is read when scraped, from the objects that keep it: live registrations
 (``RegistrationTable``), the store's committed batches and writes, the compile cache's builds and
 hits, deployments in flight, and every counter and gauge of the server's ``Metrics`` (what the
-protocol bounds refused, dropped and pruned: ``tinymlaas_<name>_total`` / ``tinymlaas_<name>``). The route wants the admin token like the others (Prometheus sends
-it with ``authorization: {credentials: ...}``).
+protocol bounds refused, dropped and pruned: ``tinymlaas_<name>_total`` / ``tinymlaas_<name>``).
+The route wants the admin token like the others (Prometheus sends it with ``authorization:
+{credentials: ...}``).
 
 Written here rather than with a client library: six values read at scrape time, each three
 lines of the exposition format (HELP, TYPE, value); a library's registry, collectors and

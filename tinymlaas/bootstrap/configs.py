@@ -110,8 +110,8 @@ def _resolve(conn: Connection, endpoint: str, live: Any) -> BootstrapConfig | No
         return _row_config(own)
     group_rows = sorted((t, r) for (s, t), r in rows.items() if s == "group")
     if group_rows:
-        device = conn.execute(select(DEVICES).where(DEVICES.c.endpoint == endpoint)).first()
-        device = device or SimpleNamespace(endpoint=endpoint, profile=None, tags="", lwm2m_version="")
+        found = conn.execute(select(DEVICES).where(DEVICES.c.endpoint == endpoint)).first()
+        device = found or SimpleNamespace(endpoint=endpoint, profile=None, tags="", lwm2m_version="")
         snap = conn.execute(select(CAPABILITY_SNAPSHOTS.c.data).where(CAPABILITY_SNAPSHOTS.c.endpoint == endpoint)
                             .order_by(CAPABILITY_SNAPSHOTS.c.id.desc())).first()
         [facts] = groups.facts([device], {endpoint: (snap.data if snap else None) or {}}, live)

@@ -58,7 +58,7 @@ def sample_input(index: int, precision: str, quant: tuple[float, int] | None = N
     + zero_point, -128, 127)`` with ``quant = (scale, zero_point)`` (as ONNX QuantizeLinear
     and ``compilers.calibration.quantize_array``).
     """
-    x = digits()[0][index][None]  # (1,1,28,28)
+    x: np.ndarray = digits()[0][index][None]  # (1,1,28,28)
     if precision == "float32":
         return x.astype("<f4").tobytes()
     if precision == "int8":

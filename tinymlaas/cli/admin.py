@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import sys
 from datetime import datetime
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli.client import api_path, call
+from tinymlaas.cli.client import OneLineErrors, api_path, call
 from tinymlaas.cli.terminal import console
 
 tokens_app = typer.Typer(help="Admin-API tokens and their scopes (read, operate, deploy, admin).", no_args_is_help=True)
@@ -28,7 +28,7 @@ def _when(ts: float | None) -> str:
     return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     @tokens_app.command("create")
     @one_line_errors
     def create(name: str = typer.Argument(..., help="who or what will use it"),

@@ -12,6 +12,7 @@ command line (``--stages 1,10,100 --success 95 --errors 5``) become fractions fo
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from tinymlaas.cli import client
-from tinymlaas.cli.client import CliError
+from tinymlaas.cli.client import CliError, OneLineErrors
 from tinymlaas.cli.terminal import console
 
 out = console()
@@ -42,7 +43,7 @@ def parse_stages(text: str) -> list[float]:
         raise CliError(f"--stages {text!r}: no stages")
     if any(not 0 < p <= 100 for p in percents):
         raise CliError(f"--stages {text!r}: each stage is a percentage in (0, 100]")
-    if any(b <= a for a, b in zip(percents, percents[1:])):
+    if any(b <= a for a, b in itertools.pairwise(percents)):
         raise CliError(f"--stages {text!r}: stages are cumulative and must increase")
     if percents[-1] != 100:
         raise CliError(f"--stages {text!r}: the last stage must be 100")
@@ -98,7 +99,7 @@ def watch(cid: int, timeout: float, poll: Callable[[int], dict[str, Any]] | None
                                        detail=""))
         overall = bars.add_task("overall", total=status["overall"]["devices"], detail="")
         while True:
-            for task, st in zip(tasks, status["stage_progress"]):
+            for task, st in zip(tasks, status["stage_progress"], strict=True):  # a campaign's stages are fixed
                 bars.update(task, completed=st["finished"], detail=f"{st['failed']} failed")
             o = status["overall"]
             bars.update(overall, completed=o["finished"], detail=f"{status['state']}, {o['failed']} failed")
@@ -113,7 +114,7 @@ def watch(cid: int, timeout: float, poll: Callable[[int], dict[str, Any]] | None
     return status
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     """Add ``groups`` and ``campaigns`` to the main CLI."""
     groups_app = typer.Typer(help="Device groups: by tag, profile or query.", no_args_is_help=True)
     campaigns_app = typer.Typer(help="Staged roll-outs of a model to a group.", no_args_is_help=True)
@@ -173,7 +174,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
               backend: Optional[str] = typer.Option(None, help="default: chosen per device"),
               precision: Optional[str] = typer.Option(None, help="default: chosen per device"),
               push: bool = typer.Option(False, "--push", help="push the package (Block1) instead of pull"),
-              object_id: Optional[int] = typer.Option(None, "--object", help="9 or 5 (default: 9 if the device has it)"),
+              object_id: Optional[int] = typer.Option(None, "--object",
+                                                      help="9 or 5 (default: 9 if the device has it)"),
               watch_: bool = typer.Option(False, "--watch", help="show progress until the campaign ends"),
               timeout: float = typer.Option(3600.0, help="with --watch: stop watching after S seconds"),
               as_json: bool = JsonOpt) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -29,6 +29,15 @@ from tinymlaas.runtime import home
 
 class CliError(Exception):
     """A problem to print as one line (no traceback)."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class OneLineErrors(Protocol):
+    """A command decorator that prints expected failures as one line (``tinymlaas.cli.main.one_line_errors``)."""
+
+    def __call__(self, fn: F, /) -> F: ...
 
 
 def api_path(*segments: str | int) -> str:

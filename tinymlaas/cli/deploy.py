@@ -21,12 +21,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from compilers.backends import registry
-from tinymlaas.cli.client import CliError, api_path, call
+from tinymlaas.cli.client import CliError, OneLineErrors, api_path, call
 from tinymlaas.cli.terminal import console
 
 out = console()
 deployments_app = typer.Typer(help="Model deployments: decisions, deliveries, results.", no_args_is_help=True)
-STEPS = ("pending", "queued", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded")
+STEPS = ("pending", "queued", "deciding", "compiling", "delivering", "installing", "activating", "verifying",
+         "succeeded")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -42,7 +43,8 @@ def candidates_table(decision: dict[str, Any]) -> Table:
     for c in decision.get("candidates", []):
         mark = "→" if (c["backend"], c["precision"]) == (chosen.get("backend"), chosen.get("precision")) else ""
         latency = f"{c['latency_ms']:,.1f} ms" if c.get("latency_ms") is not None else "-"
-        table.add_row(mark, c["backend"], c["precision"], c["runtime"], kb(c.get("flash_bytes")), kb(c.get("flash_usable_bytes")),
+        table.add_row(mark, c["backend"], c["precision"], c["runtime"],
+                      kb(c.get("flash_bytes")), kb(c.get("flash_usable_bytes")),
                       kb(c.get("ram_bytes")), kb(c.get("ram_usable_bytes")), latency,
                       "fits" if c["fits"] else escape("; ".join(c["problems"])))
     return table
@@ -53,16 +55,18 @@ def show_deployment(d: dict[str, Any]) -> None:
     out.print(f"[bold]deployment {d['id']}[/bold] ({d['kind']}): {escape(d['model'])}:{escape(d['version'])} -> "
               f"{escape(d['endpoint'])}: [{colour}]{d['state']}[/{colour}]", highlight=False)
     if d.get("error"):
-        out.print(f"  error: {escape(d['error'])}" + (f" (Update Result {d['result_code']})" if d.get("result_code") else ""),
-                  highlight=False)
+        result = f" (Update Result {d['result_code']})" if d.get("result_code") else ""
+        out.print(f"  error: {escape(d['error'])}" + result, highlight=False)
     if d.get("backend"):
         out.print(f"  {d['backend']} {d['precision']}, package {kb(d.get('package_size'))}, artifact sha256 "
-                  f"{(d.get('artifact_sha256') or '-')[:16]}, {d.get('method') or '-'} via {d.get('object_path') or '-'}",
+                  f"{(d.get('artifact_sha256') or '-')[:16]}, "
+                  f"{d.get('method') or '-'} via {d.get('object_path') or '-'}",
                   highlight=False)
     if d.get("decision", {}).get("candidates"):
         target = d["decision"].get("target", {})
         if target:
-            out.print(f"  device: {target.get('profile') or target.get('core')}, SRAM free {kb(target.get('sram_free'))}, "
+            out.print(f"  device: {target.get('profile') or target.get('core')}, "
+                      f"SRAM free {kb(target.get('sram_free'))}, "
                       f"flash free {kb(target.get('flash_free'))}, runtimes {', '.join(target.get('runtimes', []))}",
                       highlight=False)
         out.print(candidates_table(d["decision"]))
@@ -76,7 +80,8 @@ def show_deployment(d: dict[str, Any]) -> None:
                   + (f", {slot['registration']} after the update" if slot.get("registration") else "")
                   + escape(seen), highlight=False)
     if inf.get("count"):
-        out.print(f"  inference: {inf['count']} run(s), latency {inf.get('latency_us')} µs, arena {kb(inf.get('arena'))}, "
+        out.print(f"  inference: {inf['count']} run(s), latency {inf.get('latency_us')} µs, "
+                  f"arena {kb(inf.get('arena'))}, "
                   f"output {str(inf.get('output'))[:48]}", highlight=False)
     prev = d.get("previous") or {}
     if prev.get("name"):
@@ -106,19 +111,21 @@ def follow(deployment_id: int, timeout: float) -> dict[str, Any]:
             time.sleep(0.3)
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
 
     @app.command()
     @one_line_errors
     def deploy(endpoint: str, model: str = typer.Argument(..., help="NAME, NAME:VERSION or a sha256 prefix"),
-               backend: Optional[str] = typer.Option(None, help="an installed deliverable backend: "
-                                                        f"{', '.join(registry.deliverable())} (default: chosen to fit)"),
+               backend: Optional[str] = typer.Option(
+                   None, help=f"an installed deliverable backend: {', '.join(registry.deliverable())} "
+                   "(default: chosen to fit)"),
                precision: Optional[str] = typer.Option(None, help="float32 or int8 (default: chosen to fit)"),
                after_current: bool = typer.Option(False, "--after-current", help="the device has a deployment in "
                                                   "progress: queue this one behind it (else refused)"),
                push: bool = typer.Option(False, "--push", help="push the package (Block1) instead of a Package URI"),
-               obj: Optional[int] = typer.Option(None, "--object", help="9 (Software Management) or 5 (Firmware Update)"),
+               obj: Optional[int] = typer.Option(None, "--object",
+                                                 help="9 (Software Management) or 5 (Firmware Update)"),
                margin: float = typer.Option(10.0, help="safety margin on free SRAM and flash, percent"),
                sram_free: Optional[int] = typer.Option(None, "--sram-free", min=1, help="bytes of SRAM free for ML "
                                                        "(over what the device or its profile says)"),

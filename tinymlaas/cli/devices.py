@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli.client import CliError, api_path, call
+from tinymlaas.cli.client import CliError, OneLineErrors, api_path, call
 from tinymlaas.cli.terminal import console
 
 out = console()
@@ -39,7 +39,7 @@ def _show(endpoint: str, s: dict[str, Any], as_json: bool) -> None:
     out.print(f"{escape(endpoint)}: " + "; ".join(parts), highlight=False)
 
 
-def register(devices_app: typer.Typer, one_line_errors: Any) -> None:
+def register(devices_app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     JsonOpt = typer.Option(False, "--json", help="print JSON for scripts")
 
     @devices_app.command("set-profile")
@@ -57,7 +57,8 @@ def register(devices_app: typer.Typer, one_line_errors: Any) -> None:
     @devices_app.command("set-figures")
     @one_line_errors
     def set_figures(endpoint: str,
-                    sram_free: Optional[int] = typer.Option(None, "--sram-free", min=1, help="bytes of SRAM free for ML"),
+                    sram_free: Optional[int] = typer.Option(None, "--sram-free", min=1,
+                                                            help="bytes of SRAM free for ML"),
                     flash_free: Optional[int] = typer.Option(None, "--flash-free", min=1,
                                                              help="bytes of flash free for model packages"),
                     runtime: Optional[list[str]] = typer.Option(None, "--runtime", help="a runtime in its firmware, "

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from device_profiles import Profile, ProfileError, get_profile
+from tinymlaas.cli.client import OneLineErrors
 from tinymlaas.cli.terminal import console
 
 out = console()
@@ -78,7 +79,7 @@ async def run_simulation(server: str, profiles: list[Profile], count: int, versi
     return 0 if not failures else 1
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     """Add ``simulate`` to the main CLI."""
 
 
@@ -97,7 +98,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         prefix: str = typer.Option("", help="endpoint name prefix"),
         personality: str = typer.Option("tinymlaas", help="how the devices behave: tinymlaas (our firmware), "
                                         "no-ml-objects, reregisters (queue mode, Register on wake), firmware-only"),
-        credentials: Optional[str] = typer.Option(None, help="CSV endpoint,identity,key[,purpose]: DTLS-PSK per device"),
+        credentials: Optional[str] = typer.Option(None,
+                                                  help="CSV endpoint,identity,key[,purpose]: DTLS-PSK per device"),
         bootstrap: Optional[str] = typer.Option(None, help="bootstrap server coaps://HOST:PORT (or coap://)"),
         dirs: Optional[list[str]] = DirsOpt,
     ) -> None:

@@ -93,8 +93,10 @@ def show_content(content: dict[str, Any], as_json: bool) -> None:
 @app.command()
 @one_line_errors
 def serve(
-    coap: Optional[str] = typer.Option(None, help="CoAP (LwM2M) HOST:PORT (coap.host, coap.port; default 127.0.0.1:5683)"),
-    api: Optional[str] = typer.Option(None, help="admin API HOST:PORT (admin.host, admin.port; default 127.0.0.1:8683)"),
+    coap: Optional[str] = typer.Option(None, help="CoAP (LwM2M) HOST:PORT "
+                                       "(coap.host, coap.port; default 127.0.0.1:5683)"),
+    api: Optional[str] = typer.Option(None, help="admin API HOST:PORT "
+                                      "(admin.host, admin.port; default 127.0.0.1:8683)"),
     db: Optional[str] = typer.Option(None, help="SQLAlchemy URL (database.url; default SQLite in the data dir)"),
     data_dir: Optional[FsPath] = typer.Option(None, help="data directory (data.home)"),
     no_capabilities: bool = typer.Option(False, help="do not read capabilities after registration "
@@ -271,7 +273,8 @@ def devices_show(endpoint: str, as_json: bool = JsonOpt) -> None:
 @devices_app.command("tag")
 @one_line_errors
 def devices_tag(endpoint: str, tags: Optional[list[str]] = typer.Argument(None, help="tags to add"),
-                remove: Optional[list[str]] = typer.Option(None, "--remove", help="a tag to remove (repeatable)")) -> None:
+                remove: Optional[list[str]] = typer.Option(None, "--remove",
+                                                           help="a tag to remove (repeatable)")) -> None:
     """Add or remove a device's tags (groups select by tag: tinymlaas groups add NAME --tag TAG)."""
     if not tags and not remove:
         raise CliError("give tags to add and/or --remove TAG")
@@ -305,7 +308,8 @@ def read(endpoint: str, path: str, fmt: Optional[str] = FormatOpt, timeout: floa
 
 @app.command()
 @one_line_errors
-def write(endpoint: str, path: str, value: Optional[str] = typer.Argument(None, help="the value, typed by the resource"),
+def write(endpoint: str, path: str,
+          value: Optional[str] = typer.Argument(None, help="the value, typed by the resource"),
           values: Optional[str] = typer.Option(None, help='JSON object of path -> value, e.g. \'{"/1/0/1": 300}\''),
           update: bool = typer.Option(False, "--update", help="partial update (POST) instead of replace (PUT)"),
           fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt, hold: Optional[float] = HoldOpt,
@@ -318,8 +322,8 @@ def write(endpoint: str, path: str, value: Optional[str] = typer.Argument(None, 
         body["values"] = json.loads(values)
     else:
         body["text"] = value
-    if not _held(call("POST", api_path("devices", endpoint, "write"), json_body=body, timeout=max(timeout, hold or 0) + 5),
-                 endpoint):
+    answer = call("POST", api_path("devices", endpoint, "write"), json_body=body, timeout=max(timeout, hold or 0) + 5)
+    if not _held(answer, endpoint):
         out.print("changed")
 
 
@@ -349,7 +353,8 @@ def discover(endpoint: str, path: str, timeout: float = TimeoutOpt, as_json: boo
 
 @app.command()
 @one_line_errors
-def attributes(endpoint: str, path: str, attrs: list[str] = typer.Argument(..., help="pmin=10 pmax=60 gt=20 (or 'pmin' to unset)"),
+def attributes(endpoint: str, path: str,
+               attrs: list[str] = typer.Argument(..., help="pmin=10 pmax=60 gt=20 (or 'pmin' to unset)"),
                timeout: float = TimeoutOpt) -> None:
     """Write-Attributes on PATH."""
     parsed: dict[str, float | None] = {}
@@ -363,11 +368,12 @@ def attributes(endpoint: str, path: str, attrs: list[str] = typer.Argument(..., 
 
 @app.command()
 @one_line_errors
-def create(endpoint: str, path: str, values: str = typer.Option(..., help='JSON object path -> value, e.g. \'{"/1/2/0": 2}\''),
+def create(endpoint: str, path: str,
+           values: str = typer.Option(..., help='JSON object path -> value, e.g. \'{"/1/2/0": 2}\''),
            fmt: Optional[str] = FormatOpt, timeout: float = TimeoutOpt) -> None:
     """Create an object instance under the object PATH."""
-    r = call("POST", api_path("devices", endpoint, "create"), json_body=_target(path, fmt, timeout) | {"values": json.loads(values)},
-             timeout=timeout + 5)
+    r = call("POST", api_path("devices", endpoint, "create"),
+             json_body=_target(path, fmt, timeout) | {"values": json.loads(values)}, timeout=timeout + 5)
     out.print(f"created {r['location'] or ''}")
 
 
@@ -400,8 +406,8 @@ def observe(endpoint: str, path: str, count: Optional[int] = typer.Option(None, 
         elif note.get("cancelled"):
             out.print("observation cancelled on the device")
         else:
-            out.print(f"{datetime.now():%H:%M:%S} " + ", ".join(f"{p}={json.dumps(v)}" for p, v in note["content"].items()),
-                      highlight=False)
+            values = ", ".join(f"{p}={json.dumps(v)}" for p, v in note["content"].items())
+            out.print(f"{datetime.now():%H:%M:%S} " + values, highlight=False)
 
 
 @app.command()
@@ -427,15 +433,16 @@ def objects_list(as_json: bool = JsonOpt) -> None:
         return show_json(rows)
     table = Table("id", "name", "version", "instances", "resources")
     for o in rows:
-        table.add_row(str(o["id"]), o["name"], o["version"], "multiple" if o["multiple"] else "single", str(o["resources"]))
+        table.add_row(str(o["id"]), o["name"], o["version"], "multiple" if o["multiple"] else "single",
+                      str(o["resources"]))
     out.print(table)
 
 
 @objects_app.command("import")
 @one_line_errors
 def objects_import(file: FsPath = typer.Argument(..., help="an OMA DDF XML file"),
-                   force: bool = typer.Option(False, "--force", help="replace built-in objects (OMA 0-7, 9; 33100, 33101)")
-                   ) -> None:
+                   force: bool = typer.Option(False, "--force",
+                                              help="replace built-in objects (OMA 0-7, 9; 33100, 33101)")) -> None:
     """Import a vendor object model (DDF XML) into the running server."""
     r = call("POST", "/objects", content=file.read_text(encoding="utf-8"), params={"force": "true"} if force else None)
     for o in r["imported"]:

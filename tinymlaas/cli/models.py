@@ -33,7 +33,7 @@ from rich.table import Table
 
 from compilers.backends import registry
 from tinymlaas import names
-from tinymlaas.cli.client import api_path, call, local_db, running
+from tinymlaas.cli.client import OneLineErrors, api_path, call, local_db, running
 from tinymlaas.model_import import ImportOptions, parse_input_shapes
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.store import Store
@@ -118,7 +118,7 @@ def local_inspect(entry: Any, board_: Any, registry_: ModelRegistry, only: str |
         store.close()
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL (database.url; default SQLite in the data dir)")
 
     @models_app.command("add")

@@ -17,6 +17,7 @@ from typing import Any, Optional
 import typer
 
 from tinymlaas import config
+from tinymlaas.cli.client import OneLineErrors
 
 
 
@@ -53,7 +54,7 @@ def show_text(loaded: config.Loaded) -> str:
     return "\n".join([head] + [f"{k:<{width}}  {v:<{vwidth}}  {src}" for k, v, src in rows]) + "\n"
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     config_app = typer.Typer(help="The server's configuration: file, environment, flags.", no_args_is_help=True)
     app.add_typer(config_app, name="config")
 

@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli.client import CliError, api_path, call, local_db, running
+from tinymlaas.cli.client import CliError, OneLineErrors, api_path, call, local_db, running
 from tinymlaas.cli.terminal import console
 
 profiles_app = typer.Typer(help="Device profiles: real MCUs and what they leave free for ML.", no_args_is_help=True)
@@ -54,7 +54,7 @@ def rows(dirs: Optional[list[str]], db: str | None) -> list[dict[str, Any]]:
     return [profile_row(p, book.origin(p)) for p in sorted(book.all().values(), key=lambda p: p.name)]
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     @profiles_app.command("list")
     @one_line_errors
     def list_(dirs: Optional[list[str]] = DirsOpt, db: Optional[str] = DbOpt,

@@ -19,7 +19,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from tinymlaas.cli.client import CliError, api_path, call
+from tinymlaas.cli.client import CliError, OneLineErrors, api_path, call
 from tinymlaas.cli.terminal import console
 
 out = console()
@@ -70,7 +70,7 @@ def show(rows: list[dict[str, Any]], as_json: bool) -> None:
     out.print(table)
 
 
-def register(app: typer.Typer, one_line_errors: Any) -> None:
+def register(app: typer.Typer, one_line_errors: OneLineErrors) -> None:
     @credentials_app.command("list")
     @one_line_errors
     def _list(purpose: Optional[str] = typer.Option(None, help="dm or bootstrap"), as_json: bool = JsonOpt) -> None:
@@ -81,7 +81,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def _add(endpoint: str, key_file: str = typer.Option(..., help="file holding the PSK in hex, or - for stdin"),
              identity: Optional[str] = typer.Option(None, help="PSK identity (default: the endpoint name)"),
-             purpose: str = PurposeOpt, replace: bool = typer.Option(False, help="replace an existing credential")) -> None:
+             purpose: str = PurposeOpt,
+             replace: bool = typer.Option(False, help="replace an existing credential")) -> None:
         """Give ENDPOINT a PSK: from then on it registers over DTLS only."""
         r = call("POST", "/credentials", json_body={"endpoint": endpoint, "identity": identity or endpoint,
                                                     "key": read_key(key_file), "purpose": purpose, "replace": replace})
@@ -99,8 +100,10 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
     @one_line_errors
     def _rotate(endpoint: str, purpose: str = PurposeOpt,
                 key_file: Optional[str] = typer.Option(None, help="the new PSK in hex (default: a random one)"),
-                now: bool = typer.Option(False, help="replace the key at once (the device is re-provisioned out of band)"),
-                trigger: bool = typer.Option(False, help="make the device bootstrap now (/1/0/9) to fetch the new key")) -> None:
+                now: bool = typer.Option(False, help="replace the key at once "
+                                         "(the device is re-provisioned out of band)"),
+                trigger: bool = typer.Option(False, help="make the device bootstrap now (/1/0/9) "
+                                             "to fetch the new key")) -> None:
         """A new key for ENDPOINT: it gets it at its next bootstrap (the old key works until then)."""
         body: dict[str, Any] = {"purpose": purpose, "now": now, "trigger": trigger}
         if key_file:
@@ -173,8 +176,8 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
         if not rows:
             raise CliError(f"{endpoint} has not bootstrapped")
         for r in rows:
-            out.print(f"{when(r['ts'])} {r['state']} ({escape(str(r.get('config')))} -> {escape(str(r.get('server_uri')))})"
-                      + (f": {escape(r['error'])}" if r.get("error") else ""))
+            route = f"{escape(str(r.get('config')))} -> {escape(str(r.get('server_uri')))}"
+            out.print(f"{when(r['ts'])} {r['state']} ({route})" + (f": {escape(r['error'])}" if r.get("error") else ""))
             for step in r.get("steps", []):
                 out.print(f"  {escape(step)}")
 
@@ -191,8 +194,10 @@ def register(app: typer.Typer, one_line_errors: Any) -> None:
 
     @keys_app.command("rotate")
     @one_line_errors
-    def _rotate_keys(overlap: Optional[str] = typer.Option(None, help="how long devices trust both keys: 3600, 12h, 7d"),
-                     push: bool = typer.Option(True, help="write the new trust anchor to every registered device")) -> None:
+    def _rotate_keys(overlap: Optional[str] = typer.Option(None,
+                                                           help="how long devices trust both keys: 3600, 12h, 7d"),
+                     push: bool = typer.Option(True,
+                                               help="write the new trust anchor to every registered device")) -> None:
         """Sign with a new key; devices are given both keys for the overlap period."""
         r = call("POST", "/signing-keys/rotate", json_body={"overlap_s": duration_s(overlap) if overlap else None,
                                                             "push": push}, timeout=600)

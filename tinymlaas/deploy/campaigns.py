@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import math
 import time
@@ -56,6 +57,7 @@ from tinymlaas import names
 from tinymlaas.deploy.groups import get_group, members
 from tinymlaas.deploy.service import TERMINAL, DeployOptions
 from lwm2m.errors import BadRequest, NotFound
+from tinymlaas.store import Store
 from tinymlaas.store.tables import CAMPAIGNS, DEPLOYMENTS, EVENTS
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,7 @@ def check_stages(stages: Sequence[float]) -> list[float]:
         raise ValueError("a campaign needs at least one stage")
     if any(not 0 < s <= 1 for s in out):
         raise ValueError(f"stages must be fractions in (0, 1], got {out}")
-    if any(b <= a for a, b in zip(out, out[1:])):
+    if any(b <= a for a, b in itertools.pairwise(out)):
         raise ValueError(f"stages must increase, got {out}")
     if out[-1] != 1.0:
         raise ValueError(f"the last stage must be 1.0 (every device), got {out[-1]}")
@@ -174,7 +176,7 @@ class Campaigns:
 
     def __init__(self, deployer: DeployerLike) -> None:
         self.deployer = deployer
-        self.store = deployer.server.store
+        self.store: Store = deployer.server.store
         self.registrations = deployer.server.registrations
         self._runs: dict[int, _Run] = {}
 

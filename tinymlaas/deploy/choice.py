@@ -97,7 +97,7 @@ def plan(target: DeviceTarget, backend: str | None = None,
         raise BadRequest(f"backend {backend!r}: expected one of {', '.join(deliverable) or 'none installed'}{why}")
     if precision is not None and precision not in _precisions():
         raise BadRequest(f"precision {precision!r}: expected one of {', '.join(_precisions())}")
-    out = []
+    out: list[tuple[str, str, RuntimeSpec]] = []
     for b in deliverable.values() if backend is None else (deliverable[backend],):
         rt = next((r for name in b.runtimes if (r := target.runtime(name))), None)
         if rt is None:

@@ -380,7 +380,8 @@ async def _deliver(session: Session, route: Route[Any, Any], instance: int, ship
                 name, version = NAMES[obj.object_id]
                 announced = None
                 if registrations is not None:
-                    announced = await registrations.wait_since(updated_at, min(policy.reregister_s, max(session.left(), 0)))
+                    wait_s = min(policy.reregister_s, max(session.left(), 0))
+                    announced = await registrations.wait_since(updated_at, wait_s)
                     if announced is None:
                         raise DeliveryFailed(
                             f"{session.endpoint} reported {obj.describe(report.state, report.result)} but neither "

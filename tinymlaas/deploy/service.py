@@ -32,6 +32,7 @@ What it does not do: choose which devices (``campaigns``), or talk HTTP (``tinym
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 import math
 import time
@@ -52,6 +53,7 @@ from lwm2m.retry import Backoff, retrying
 from lwm2m.path import Path
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
 from tinymlaas.security.package_trust import PackageSequences, SigningKeys
+from tinymlaas.store import Store
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
 
 log = logging.getLogger(__name__)
@@ -122,10 +124,11 @@ class Deployer:
     def __init__(self, server: Any, data_dir: FsPath, *, registry: ModelRegistry | None = None,
                  policy: Policy = Policy(), workers: int = 1, key_file: FsPath | None = None) -> None:
         self.server = server
-        self.registry = registry or ModelRegistry(data_dir, server.store)
-        self.cache = CompileCache(data_dir / "artifacts", server.store, workers)
+        self.store: Store = server.store
+        self.registry = registry or ModelRegistry(data_dir, self.store)
+        self.cache = CompileCache(data_dir / "artifacts", self.store, workers)
         self.key = SigningKeys.load_or_create(data_dir, key_file)
-        self.sequences = PackageSequences(server.store)
+        self.sequences = PackageSequences(self.store)
         self.policy = policy
         self.tasks: dict[int, "asyncio.Task[dict[str, Any]]"] = {}
         self._cancelled: set[int] = set()  # cancelled by the operator (a shutdown is not a cancel)
@@ -152,13 +155,13 @@ class Deployer:
                "version": entry.version, "model_sha256": entry.sha256, "options": options.as_json(),
                "state": "pending", "created_at": now, "updated_at": now}
         queue = after_current or campaign_id is not None
-        new_id, running = await self.server.store.write(lambda c: turns.claim(c, row, queue))
+        new_id, running = await self.store.write(lambda c: turns.claim(c, row, queue))
         if not new_id:
             raise turns.conflict(endpoint, running)
         return new_id
 
     async def get(self, deployment_id: int) -> dict[str, Any]:
-        row = await self.server.store.read(
+        row = await self.store.read(
             lambda c: c.execute(select(DEPLOYMENTS).where(DEPLOYMENTS.c.id == deployment_id)).first())
         if row is None:
             raise NotFound(f"no deployment {deployment_id}")
@@ -171,13 +174,13 @@ class Deployer:
             q = q.where(DEPLOYMENTS.c.endpoint == endpoint)
         if campaign_id is not None:
             q = q.where(DEPLOYMENTS.c.campaign_id == campaign_id)
-        return [as_dict(r) for r in await self.server.store.read(lambda c: list(c.execute(q)))]
+        return [as_dict(r) for r in await self.store.read(lambda c: list(c.execute(q)))]
 
-    async def resume(self) -> list[int]:
+    async def resume(self) -> builtins.list[int]:
         """At start: run again every deployment outside a campaign that a stop left in flight
         (campaigns resume their own); returns their ids."""
         q = select(DEPLOYMENTS.c.id).where(DEPLOYMENTS.c.state.not_in(TERMINAL), DEPLOYMENTS.c.campaign_id.is_(None))
-        ids = [r.id for r in await self.server.store.read(lambda c: list(c.execute(q)))]
+        ids = [r.id for r in await self.store.read(lambda c: list(c.execute(q)))]
         for deployment_id in ids:
             self.server.spawn(self.run(deployment_id), name=f"deployment {deployment_id}")
         return ids
@@ -194,11 +197,12 @@ class Deployer:
             c.execute(update(DEPLOYMENTS).where(DEPLOYMENTS.c.id == deployment_id).values(**values))
             if "state" in values:
                 c.execute(insert(EVENTS).values(ts=now, endpoint=endpoint, kind="deployment", detail=detail))
-        await self.server.store.write(save)
+        await self.store.write(save)
 
     # -- running ------------------------------------------------------------------------------
 
-    async def deploy(self, endpoint: str, entry: ModelEntry, options: DeployOptions = DeployOptions()) -> dict[str, Any]:
+    async def deploy(self, endpoint: str, entry: ModelEntry,
+                     options: DeployOptions = DeployOptions()) -> dict[str, Any]:
         return await self.run(await self.create(endpoint, entry, options))
 
     async def run(self, deployment_id: int) -> dict[str, Any]:
@@ -334,7 +338,7 @@ class Deployer:
                                     self.figures(endpoint, figures))
 
     async def decide(self, target: DeviceTarget, entry: ModelEntry,
-                     options: DeployOptions) -> tuple[choice.Candidate, list[choice.Candidate], Built]:
+                     options: DeployOptions) -> tuple[choice.Candidate, builtins.list[choice.Candidate], Built]:
         """Build every candidate (cached) and pick; ``NoFit`` lists them all when none fits."""
         pairs = choice.plan(target, options.backend, options.precision)
         candidates, by_key = await verdict.candidates(self.cache, self.key.seal, target, entry, pairs, options.margin)
@@ -375,7 +379,8 @@ class Deployer:
         v = await session.read(Path(ML_INFERENCE, 0))
         out = {name: v.get(path) for name, path in INFERENCE.items()}
         for name in ("sha256", "output"):
-            out[name] = out[name].hex() if isinstance(out[name], bytes) and out[name] else None
+            value = out[name]
+            out[name] = value.hex() if isinstance(value, bytes) and value else None
         out["package_version"], out["version"] = out["version"] or None, model_version(out["version"]) or None
         out["name"] = out["name"] or None
         return out
@@ -491,7 +496,8 @@ class Deployer:
         if not done:
             raise NotFound(f"{endpoint}: no successful deployment to roll back from")
         current = done[0]
-        before = next((r for r in done[1:] if (r["model"], r["version"]) != (current["model"], current["version"])), None)
+        current_release = (current["model"], current["version"])
+        before = next((r for r in done[1:] if (r["model"], r["version"]) != current_release), None)
         if before is None:
             raise NotFound(f"{endpoint}: runs {current['model']}:{current['version']}, and no other model was "
                            "deployed successfully before it")

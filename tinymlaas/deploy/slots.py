@@ -122,7 +122,8 @@ def holding_version(slots: Mapping[int, Slot], records: Mapping[str, Held | None
     """An installed instance that holds a build of ``model``:``version``, by our record."""
     for i, s in slots.items():
         h = records.get(s.path)
-        if h is not None and holds(h, s) and s.state == UpdateState.INSTALLED and (h.model, h.version) == (model, version):
+        if (h is not None and holds(h, s) and s.state == UpdateState.INSTALLED
+                and (h.model, h.version) == (model, version)):
             return i, h
     return None
 

@@ -26,7 +26,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from aiocoap import Code
 from sqlalchemy import Connection, delete, insert, select
@@ -177,7 +177,8 @@ class Credentials:
     def _row(self, cred: Credential) -> dict[str, Any]:
         ks = self.keystore
         return {"endpoint": cred.endpoint, "purpose": cred.purpose, "identity": cred.identity.decode("utf-8"),
-                "key": ks.seal(cred.key, _context(cred.purpose, cred.endpoint, cred.identity, "key")) if cred.key else None,
+                "key": (ks.seal(cred.key, _context(cred.purpose, cred.endpoint, cred.identity, "key"))
+                        if cred.key else None),
                 "pending_key": (ks.seal(cred.pending, _context(cred.purpose, cred.endpoint, cred.identity, "pending"))
                                 if cred.pending else None),
                 "key_id": ks.key_id, "created_at": cred.created_at, "rotated_at": cred.rotated_at,
@@ -193,7 +194,7 @@ class Credentials:
         if not replace and self.has(cred.endpoint, cred.purpose):
             raise Conflict(f"endpoint {cred.endpoint!r} has a {cred.purpose} credential already: rotate or revoke it")
 
-    async def _save(self, creds: list[Credential], action: str) -> None:
+    async def _save(self, creds: Sequence[Credential], action: str) -> None:
         rows = [self._row(c) for c in creds]
         now = time.time()
 
@@ -262,7 +263,8 @@ class Credentials:
 
     async def revoke(self, endpoint: str, purpose: str = "dm") -> dict[str, Any]:
         cred = self._current(endpoint, purpose)
-        revoked = Credential(endpoint, purpose, cred.identity, None, None, cred.created_at, cred.rotated_at, time.time())
+        revoked = Credential(endpoint, purpose, cred.identity, None, None, cred.created_at, cred.rotated_at,
+                             time.time())
         await self._save([revoked], "revoked")
         return revoked.public()
 

@@ -74,9 +74,9 @@ class PackageSequences:
     async def installed_on(self, endpoint: str, name: str) -> int | None:
         """The highest sequence number in slot ``name`` among ``endpoint``'s successful deployments."""
         d, s = DEPLOYMENTS.c, PACKAGE_SEQUENCES.c
-        q = (select(func.max(s.seq)).select_from(DEPLOYMENTS.join(
-            PACKAGE_SEQUENCES, (s.name == d.model) & (s.version == d.version) & (s.artifact_sha256 == d.artifact_sha256)))
-            .where(d.endpoint == endpoint, d.model == name, d.state == "succeeded"))
+        same_package = (s.name == d.model) & (s.version == d.version) & (s.artifact_sha256 == d.artifact_sha256)
+        q = (select(func.max(s.seq)).select_from(DEPLOYMENTS.join(PACKAGE_SEQUENCES, same_package))
+             .where(d.endpoint == endpoint, d.model == name, d.state == "succeeded"))
         top = await self.store.read(lambda c: c.execute(q).scalar())
         return int(top) if top is not None else None
 

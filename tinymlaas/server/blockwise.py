@@ -57,14 +57,14 @@ from tinymlaas.server.metrics import Metrics
 BERT_EXPONENT = 7  # RFC 8323: only on reliable transports; reserved over UDP (RFC 7959 2.2)
 
 
-class Incomplete(IncompleteException):
+class Incomplete(IncompleteException):  # type: ignore[misc]  # aiocoap is untyped
     """4.08 with a diagnostic saying which block was expected."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
 
 
-class EntityTooLarge(error.ConstructionRenderableError):
+class EntityTooLarge(error.ConstructionRenderableError):  # type: ignore[misc]  # aiocoap is untyped
     """4.13 carrying Size1 = the largest body accepted (RFC 7959 2.9.3)."""
 
     code = numbers.Code.REQUEST_ENTITY_TOO_LARGE
@@ -88,13 +88,14 @@ class _Assembly:
         self.size = len(first.payload)
 
 
-class BoundedBlock1Spool(Block1Spool):
+class BoundedBlock1Spool(Block1Spool):  # type: ignore[misc]  # aiocoap is untyped
     """Block1 assembly with a size limit, linear copying and a capped table of half-open transfers."""
 
     def __init__(self, limits: Limits, metrics: Metrics) -> None:
         # Not calling Block1Spool.__init__: its TimeoutDict is replaced by the ordered table below.
         self.max_bytes = limits.block1_max_bytes
-        self.per_source, self.total, self.timeout_s = limits.block1_per_source, limits.block1_total, limits.block1_timeout_s
+        self.per_source, self.total = limits.block1_per_source, limits.block1_total
+        self.timeout_s = limits.block1_timeout_s
         self.metrics = metrics
         self._pending: OrderedDict[Hashable, _Assembly] = OrderedDict()  # least recently active first
         self._by_source: dict[str, OrderedDict[Hashable, None]] = {}
@@ -201,7 +202,7 @@ class DeviceAnswerTooSlow(LwM2MError):
     code = numbers.Code.GATEWAY_TIMEOUT
 
 
-class BoundedBlockwiseRequest(BlockwiseRequest):
+class BoundedBlockwiseRequest(BlockwiseRequest):  # type: ignore[misc]  # aiocoap is untyped
     """aiocoap's block-wise request with a byte and time limit on Block2 answers, and ``abandon``.
 
     Use ``bounded_request_class(limits, metrics)`` for a subclass carrying one server's limits.

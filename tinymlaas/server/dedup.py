@@ -39,7 +39,7 @@ class EncodedResponse:
         self.mtype = message.mtype
         self.mid = message.mid
         self.remote = message.remote
-        self._data = message.encode()
+        self._data: bytes = message.encode()
 
     def encode(self) -> bytes:
         return self._data

@@ -61,7 +61,8 @@ class LiveObservation:
 
 
 def sql_latest(conn: Connection, endpoint: str, path: Path, fmt: int, content: dict[Path, Value]) -> None:
-    conn.execute(delete(OBSERVED_VALUES).where(OBSERVED_VALUES.c.endpoint == endpoint, OBSERVED_VALUES.c.path == str(path)))
+    conn.execute(delete(OBSERVED_VALUES).where(OBSERVED_VALUES.c.endpoint == endpoint,
+                                               OBSERVED_VALUES.c.path == str(path)))
     conn.execute(insert(OBSERVED_VALUES).values(endpoint=endpoint, path=str(path), updated_at=time.time(),
                                    content_format=fmt, data=content_to_json(content)))
 
@@ -207,7 +208,7 @@ class Observations:
         msg.opt.uri_path = tuple(p for p in reg.root_path.split("/") if p) + obs.path.uri_path
         try:
             token_manager = self.server.context.request_interfaces[0]
-            token_manager.token_interface.send_message(msg, lambda: None)  # type: ignore[attr-defined]
+            token_manager.token_interface.send_message(msg, lambda: None)
         except Exception:  # the reactive cancel (Reset on the next notification) still applies
             log.exception("could not send the observe deregistration to %s", obs.endpoint)
 

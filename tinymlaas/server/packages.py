@@ -63,8 +63,8 @@ class PackageOffers:
             return Message(code=Code.NOT_FOUND, payload=b"no such package (unknown or expired token)")
         accept = request.opt.accept
         if accept is not None and int(accept) != OFFERED:
-            return Message(code=Code.NOT_ACCEPTABLE,
-                           payload=f"package offered as application/octet-stream ({OFFERED}), not {int(accept)}".encode())
+            why = f"package offered as application/octet-stream ({OFFERED}), not {int(accept)}"
+            return Message(code=Code.NOT_ACCEPTABLE, payload=why.encode())
         block = request.opt.block2
         if block is None or block.block_number == 0:
             offer.downloads += 1

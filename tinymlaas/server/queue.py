@@ -184,11 +184,12 @@ class QueueMode:
                 item.future.set_result(None)  # type: ignore[union-attr]
                 continue
             try:
-                result = await self.server.device_client.transmit(reg, item.op, item.fmt,
-                                                                  min(item.timeout, max(item.deadline - time.time(), 1.0)))
+                timeout_s = min(item.timeout, max(item.deadline - time.time(), 1.0))
+                result = await self.server.device_client.transmit(reg, item.op, item.fmt, timeout_s)
             except DeviceTimeout as exc:
                 if self.is_queue(reg) and item.deadline > time.time():
-                    log.info("%s went back to sleep during %s; kept for its next awake window", endpoint, _name(item.op))
+                    log.info("%s went back to sleep during %s; kept for its next awake window",
+                             endpoint, _name(item.op))
                     reg.last_seen = 0.0  # asleep until it speaks again
                     return  # returned to the queue (it is still at its head)
                 self._drop(item)

@@ -4,8 +4,9 @@ Start-up loads the registrations from the database (a device that sends an Updat
 registration id it got before a restart is accepted), the operator's device settings, the
 stored device profiles and the held queue-mode requests, then binds the CoAP socket (a guarded
 transport, ``transport``) and runs the lifetime-expiry and retention sweepers. Every bound
-comes from one ``limits.Limits`` and every refusal is counted in ``metrics``. All device-management requests leave through the same socket
-the registrations arrived on. The admin API and the CLI call the methods at the bottom.
+comes from one ``limits.Limits`` and every refusal is counted in ``metrics``. All
+device-management requests leave through the same socket the registrations arrived on. The
+admin API and the CLI call the methods at the bottom.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from tinymlaas.store import Store
 log = logging.getLogger(__name__)
 
 
-class RootResource(Resource, PathCapable):
+class RootResource(Resource, PathCapable):  # type: ignore[misc]  # aiocoap is untyped
     """Routes ``/rd...`` to the registration interface; everything else is 4.04.
 
     Requests sent in blocks are assembled by ``BoundedBlock1Spool`` (aiocoap's ``Resource``
@@ -106,14 +107,15 @@ class LwM2MServer:
         self.observations = Observations(self)
         self.capabilities = Capabilities(self, enabled=read_capabilities, profiles=self.profiles.all)
         self.expiry_interval_s = expiry_interval_s
-        self.context: aiocoap.Context = None  # type: ignore[assignment]
+        self.context: aiocoap.Context = None  # set by start()
         self.address: tuple[str, int] = ("", 0)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._expiry_task: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[str, Registration], None]] = []
         self.metrics.gauge("registrations", lambda: len(self.registrations))
         self.metrics.gauge("device_requests_in_flight", self.slots.in_flight)
-        self.metrics.gauge("rate_limited_sources", lambda: len(self.admission.registrations) + len(self.admission.unknown_ids))
+        self.metrics.gauge("rate_limited_sources",
+                           lambda: len(self.admission.registrations) + len(self.admission.unknown_ids))
         self.security = Security(self, security or SecuritySettings())
 
     # -- life cycle ------------------------------------------------------------------------
@@ -129,7 +131,7 @@ class LwM2MServer:
         held = await self.queue.load()
         self.context = await server_context(RootResource(self), host, port, self.junk, self.limits.junk_log_interval_s)
         await self.security.start(self.context, host)
-        iface = self.context.request_interfaces[0].token_interface.message_interface  # type: ignore[attr-defined]
+        iface = self.context.request_interfaces[0].token_interface.message_interface
         self.metrics.gauge("coap_datagrams", lambda: iface.received)
         sockname = iface.transport.get_extra_info("socket").getsockname()
         self.address = (host, sockname[1])
@@ -165,7 +167,7 @@ class LwM2MServer:
 
     @property
     def registration_interface(self) -> RegistrationInterface:
-        return self.context.serversite.rd  # type: ignore[attr-defined,no-any-return]
+        return self.context.serversite.rd  # type: ignore[no-any-return]
 
     def spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)

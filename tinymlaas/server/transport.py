@@ -69,7 +69,7 @@ def _bad_option(mid: int, token: bytes, why: str) -> bytes:
         b"\xff" + why.encode("utf-8", "replace")[:128]
 
 
-class GuardedUDP6(MessageInterfaceUDP6):
+class GuardedUDP6(MessageInterfaceUDP6):  # type: ignore[misc]  # aiocoap is untyped
     """``MessageInterfaceUDP6`` that answers or drops undecodable datagrams instead of raising."""
 
     junk: JunkLog | None = None  # set per server by ``guarded``

@@ -231,7 +231,7 @@ def execute_many(conn: Connection, stmt: Statement, params: list[dict[str, Any]]
     sql, order = _compiled[key]
     if stmt.json:
         params = [{**p, **{k: json.dumps(p[k]) for k in stmt.json}} for p in params]
-    conn.exec_driver_sql(sql, [tuple(p[k] for k in order) for p in params])  # type: ignore[arg-type]
+    conn.exec_driver_sql(sql, [tuple(p[k] for k in order) for p in params])
 
 
 def _run_grouped(conn: Connection, batch: list[_Job]) -> None:

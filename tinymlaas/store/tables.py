@@ -233,7 +233,8 @@ class CampaignRecord(SQLModel, table=True):
     version: str = Field(max_length=64)
     group_name: str = Field(max_length=64)
     endpoints: list[str] = Field(default_factory=list, sa_column=Column(JSON))  # frozen at creation, in roll-out order
-    stages: list[float] = Field(default_factory=list, sa_column=Column(JSON))  # cumulative fractions, e.g. [0.01, 0.1, 1.0]
+    # cumulative fractions, e.g. [0.01, 0.1, 1.0]
+    stages: list[float] = Field(default_factory=list, sa_column=Column(JSON))
     success_threshold: float = 0.95
     error_threshold: float = 0.05
     concurrency: int = 50
