@@ -72,7 +72,7 @@ async def test_wakaama_with_a_wrong_key_is_not_registered(srv: LwM2MServer, capl
 
 async def test_wakaama_with_another_devices_identity_is_forbidden(srv: LwM2MServer,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="tinymlaas.security.service")
+    caplog.set_level("INFO", logger="tinymlaas.server.security")
     with WakaamaDtls(srv.security.coaps_address[1], "wk-2", identity="wk-2-id", key_hex=OTHER):
         assert await eventually(lambda: "wk-2" in srv.registrations.by_endpoint, 15)
     before = rows(srv)

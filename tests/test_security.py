@@ -21,7 +21,7 @@ from tests.conftest import CatchAll, Peer, eventually
 from tests.dtls_helpers import (coap_client_psk, dtls_peer, location, needs_libcoap_dtls,
                                 secured_settings)
 from lwm2m.path import Path as LPath
-from tinymlaas.security.service import NoSession
+from tinymlaas.server.security import NoSession
 from tinymlaas.server.server import LwM2MServer
 from tinymlaas.store.tables import DEVICE_CREDENTIALS, EVENTS, REGISTRATIONS
 

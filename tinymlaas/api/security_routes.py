@@ -24,7 +24,7 @@ from lwm2m.errors import BadRequest, LwM2MError
 from lwm2m.path import Path
 from tinymlaas.bootstrap import configs
 from tinymlaas.security.credentials import parse_key
-from tinymlaas.security.package_trust import push_anchor
+from tinymlaas.deploy.package_trust import push_anchor
 from tinymlaas.store.tables import EVENTS
 
 

@@ -45,7 +45,7 @@ from lwm2m.transport import response_within
 from tinymlaas.bootstrap import configs
 from tinymlaas.security.authorizer import Facts, refusal
 from tinymlaas.security.credentials import Credentials
-from tinymlaas.security.service import limits_of
+from tinymlaas.security.settings import limits_of
 from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.server import operations as ops
 from tinymlaas.server.registration import address_of, parse_query

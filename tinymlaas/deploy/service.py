@@ -52,7 +52,7 @@ from lwm2m.errors import LwM2MError, NotFound
 from lwm2m.retry import Backoff, retrying
 from lwm2m.path import Path
 from tinymlaas.registry import ModelEntry, ModelRegistry, RegistryError
-from tinymlaas.security.package_trust import PackageSequences, SigningKeys
+from tinymlaas.deploy.package_trust import PackageSequences, SigningKeys
 from tinymlaas.store import Store
 from tinymlaas.store.tables import DEPLOYMENTS, EVENTS
 

@@ -11,7 +11,7 @@ runtime the artifact's own; packages are cached per artifact key (Ed25519 signat
 deterministic, so the bytes would not change).
 
 Each package carries the anti-rollback sequence number it is sealed with (``seq``, from
-``tinymlaas.security.package_trust``) and, for a rollback manifest, ``rollback_from``. Rotating
+``tinymlaas.deploy.package_trust``) and, for a rollback manifest, ``rollback_from``. Rotating
 the key with an overlap period is ``package_trust.SigningKeys``; ``anchor`` is what devices
 are given as their trust anchor (here: the one public key).
 """

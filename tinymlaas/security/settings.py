@@ -14,6 +14,8 @@ from typing import Literal
 
 from pydantic import ConfigDict
 
+from lwm2m.dtls.engine import Limits
+
 NoSec = Literal["auto", "on", "off"]
 OtherAddress = Literal["refuse", "allow"]
 NOSEC_CHOICES: tuple[str, ...] = ("auto", "on", "off")
@@ -63,3 +65,9 @@ class SecuritySettings:
             raise ValueError("handshake_timeout_s, max_handshakes and max_sessions must be positive")
         if self.signing_overlap_s < 0:
             raise ValueError(f"signing_overlap_s={self.signing_overlap_s}: must not be negative")
+
+
+def limits_of(settings: SecuritySettings) -> Limits:
+    """The DTLS engine's bounds from these settings (the LwM2M and the bootstrap coaps listeners)."""
+    return Limits(handshake_timeout_s=settings.handshake_timeout_s, max_handshakes=settings.max_handshakes,
+                  max_sessions=settings.max_sessions)

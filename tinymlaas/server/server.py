@@ -38,7 +38,7 @@ from tinymlaas.server.registration import DEFAULT_LIFETIME_RANGE, RegistrationIn
 from tinymlaas.server.registrations import Registration, RegistrationTable, sql_load
 from tinymlaas.server.retention import Retention
 from tinymlaas.server.transport import server_context
-from tinymlaas.security.service import Security
+from tinymlaas.server.security import Security
 from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.store import Store
 

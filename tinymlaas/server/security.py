@@ -8,6 +8,8 @@ asks ``authorize`` before it changes anything (the rules are ``authorizer.RULES`
 session when it has credentials (never in clear), else as before. Revoking a credential
 closes that identity's sessions and ends its registration.
 
+A server feature (like registration or observation): the credentials, the authorizer's rules and
+the settings it applies live in ``tinymlaas.security``, which knows nothing of the server.
 What it does not do: the bootstrap server (``tinymlaas.bootstrap``), package signing keys
 (``tinymlaas.deploy.signing``).
 """
@@ -20,14 +22,15 @@ from typing import TYPE_CHECKING, Any
 from aiocoap import Code, Message
 
 from lwm2m.dtls.coaps import CoapsAddress, CoapsServer, add_server
-from lwm2m.dtls.engine import Limits
 from lwm2m.errors import Forbidden, LwM2MError
 from tinymlaas.security.authorizer import Facts, refusal
 from tinymlaas.security.credentials import Credential, Credentials
-from tinymlaas.security.settings import SecuritySettings
+from tinymlaas.security.settings import SecuritySettings, limits_of
+
+from tinymlaas.server.registration import address_of
+from tinymlaas.server.registrations import Registration, removal_rows
 
 if TYPE_CHECKING:
-    from tinymlaas.server.registrations import Registration
     from tinymlaas.server.server import LwM2MServer
 
 log = logging.getLogger(__name__)
@@ -37,11 +40,6 @@ class NoSession(LwM2MError):
     """A device with credentials and no live DTLS session: it has to connect first (5.04)."""
 
     code = Code.GATEWAY_TIMEOUT
-
-
-def limits_of(settings: SecuritySettings) -> Limits:
-    return Limits(handshake_timeout_s=settings.handshake_timeout_s, max_handshakes=settings.max_handshakes,
-                  max_sessions=settings.max_sessions)
 
 
 class Security:
@@ -71,10 +69,8 @@ class Security:
 
     # -- the registration interface --------------------------------------------------------
 
-    def authorize(self, op: str, request: Message, endpoint: str, reg: "Registration | None" = None) -> None:
+    def authorize(self, op: str, request: Message, endpoint: str, reg: Registration | None = None) -> None:
         """Raise Forbidden (4.03) if ``request`` may not ``op`` ``endpoint`` (``reg``: its registration)."""
-        from tinymlaas.server.registration import address_of
-
         remote = request.remote
         identity = remote.identity if isinstance(remote, CoapsAddress) else None
         facts = Facts(
@@ -94,7 +90,7 @@ class Security:
 
     # -- device management ------------------------------------------------------------------
 
-    def route(self, msg: Message, reg: "Registration") -> None:
+    def route(self, msg: Message, reg: Registration) -> None:
         """Address ``msg`` to the device: its DTLS session if it has credentials, else its UDP address."""
         cred = self.credentials.get(reg.endpoint)
         remote = reg.remote
@@ -140,9 +136,7 @@ class Security:
         if reg is not None and action == "revoked":
             self.server.spawn(self._end(reg), name=f"end registration of {cred.endpoint}")
 
-    async def _end(self, reg: "Registration") -> None:
-        from tinymlaas.server.registrations import removal_rows
-
+    async def _end(self, reg: Registration) -> None:
         if self.server.registrations.by_id.get(reg.id) is not reg:
             return
         await self.server.store.put(*removal_rows(reg, "revoked"))
