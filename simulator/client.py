@@ -74,7 +74,7 @@ class ServerUnavailable(LwM2MError):
     """The server did not answer, or answered 5.xx: worth another try later."""
 
 
-class ClientRoot(Resource, PathCapable, ObservableResource):
+class ClientRoot(Resource, PathCapable, ObservableResource):  # type: ignore[misc]  # aiocoap ships no type information
     """Every request under ``/``: dispatch by method and path to the object tree."""
 
     def __init__(self, client: "LwM2MClient") -> None:
