@@ -543,7 +543,7 @@ def _move(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
 def _concat(node: Node, io: _ref.NodeIO, *xs: np.ndarray) -> np.ndarray:
     yt = io.outputs[0]
     parts = [x if not _is_quantised(t) or _same_quant(t, yt) else requantize(x, t, yt)
-             for x, t in zip(xs, io.inputs)]
+             for x, t in zip(xs, io.inputs, strict=True)]
     y = np.concatenate(parts, axis=node.attr_int("axis"))
     lo, hi = activation_range(node, yt)
     return _finish(y.astype(np.int64), lo, hi, yt)
@@ -593,7 +593,7 @@ def _dequant(x: np.ndarray, t: Tensor) -> np.ndarray:
 def _fallback(node: Node, io: _ref.NodeIO, *xs: np.ndarray) -> np.ndarray:
     """Dequantise, run the float kernel (and the fused activation), quantise with
     round-half-away. Not TFLM's integer arithmetic: about 1 LSB off at worst."""
-    fx = [_dequant(x, t) for x, t in zip(xs, io.inputs)]
+    fx = [_dequant(x, t) for x, t in zip(xs, io.inputs, strict=True)]
     ftensors = tuple(dataclasses.replace(t, dtype=DType.FLOAT32, quant=None, data=None)
                      if _is_quantised(t) else t for t in io.inputs)
     yt = io.outputs[0]

@@ -195,10 +195,10 @@ def _plan(spatial: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int,
     """Output sizes, window spans, and the (begin, end) padding per spatial axis: the
     explicit pads plus whatever a ceil_mode window hangs past the end."""
     out = [window_out(n, k, s, d, b, e, ceil_mode)
-           for n, k, s, d, (b, e) in zip(spatial, kernel, strides, dilations, pads)]
-    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+           for n, k, s, d, (b, e) in zip(spatial, kernel, strides, dilations, pads, strict=True)]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     widths = [(b, e + max(0, (o - 1) * s + sp - (n + b + e)))
-              for n, o, s, sp, (b, e) in zip(spatial, out, strides, spans, pads)]
+              for n, o, s, sp, (b, e) in zip(spatial, out, strides, spans, pads, strict=True)]
     return out, spans, widths
 
 
@@ -207,7 +207,7 @@ def _slide(xp: np.ndarray, out: list[int], spans: list[int], strides: tuple[int,
     """A view (N, C, *out, *kernel) of every window of the padded ``xp`` (N, C, *spatial)."""
     win = sliding_window_view(xp, spans, axis=tuple(range(2, xp.ndim)))
     index = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s) for o, s in
-                                               zip(out, strides))
+                                               zip(out, strides, strict=True))
     return win[index + tuple(slice(None, None, d) for d in dilations)]
 
 
@@ -257,14 +257,14 @@ def _conv_transpose(node: Node, io: NodeIO, x: np.ndarray, w: np.ndarray,
     n, c, *spatial = x.shape
     og, k = w.shape[1], w.shape[2:]
     full = [(i - 1) * s + (kk - 1) * d + 1 + p
-            for i, s, kk, d, p in zip(spatial, strides, k, dilations, out_pad)]
+            for i, s, kk, d, p in zip(spatial, strides, k, dilations, out_pad, strict=True)]
     y = np.zeros((n, g, og, *full), dtype=x.dtype)
     xg = x.reshape(n, g, c // g, -1)                       # (N, G, Cg, P)
     wg = w.reshape(g, c // g, og, -1)                      # (G, Cg, Og, K)
     for t, tap in enumerate(itertools.product(*(range(kk) for kk in k))):
         contrib = np.einsum("ngcp,gco->ngop", xg, wg[..., t]).reshape(n, g, og, *spatial)
         index = tuple(slice(j * d, j * d + (i - 1) * s + 1, s)
-                      for j, d, i, s in zip(tap, dilations, spatial, strides))
+                      for j, d, i, s in zip(tap, dilations, spatial, strides, strict=True))
         y[(slice(None),) * 3 + index] += contrib
     y = y.reshape(n, g * og, *full)
     grow = [(0, 0), (0, 0)] + [(max(0, -pb), max(0, -pe)) for pb, pe in pads]
@@ -302,7 +302,7 @@ def _avg_pool(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
                                node.attr_bool("ceil_mode"))
     mask = np.pad(np.ones(x.shape[2:], dtype=x.dtype), pads,
                   constant_values=1 if node.attr_bool("count_include_pad") else 0)
-    extra = [(0, w[1] - p[1]) for w, p in zip(widths, pads)]
+    extra = [(0, w[1] - p[1]) for w, p in zip(widths, pads, strict=True)]
     mask = np.pad(mask, extra)[None, None]
     count = _slide(mask, out, spans, strides, dilations).sum(axis=axes)
     y: np.ndarray = (total / count).astype(x.dtype)
@@ -344,7 +344,7 @@ _PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
 @kernel(Op.PAD)
 def _pad(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     pads = node.attr_pairs("pads")
-    crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(x.shape, pads))
+    crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(x.shape, pads, strict=True))
     x = x[crop]  # negative pads remove
     widths = [(max(0, b), max(0, e)) for b, e in pads]
     mode = node.attr_str("mode")

@@ -236,9 +236,9 @@ def test_opset_case(case: Case) -> None:
     if case.not_compared:
         from onnx.reference import ReferenceEvaluator
         spec = ReferenceEvaluator(model).run(list(case.not_compared), feeds)
-        for name, ref in zip(case.not_compared, spec):
+        for name, ref in zip(case.not_compared, spec, strict=True):
             _compare(ours[name], ref, f"{case.name}:{name} (onnx.reference)")
-    for name, ref in zip(case.outputs, theirs):
+    for name, ref in zip(case.outputs, theirs, strict=True):
         if name in case.not_compared:
             continue
         _compare(ours[name], ref, f"{case.name}:{name}")

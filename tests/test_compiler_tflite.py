@@ -107,7 +107,7 @@ def test_imports_or_is_refused(path: str) -> None:
     g = import_tflite(MODELS / path).validate()
     assert len(g.inputs) == len(entry["inputs"]) and len(g.outputs) == len(entry["outputs"])
     for names, specs in ((g.inputs, entry["inputs"]), (g.outputs, entry["outputs"])):
-        for name, spec in zip(names, specs):
+        for name, spec in zip(names, specs, strict=True):
             t = g.tensors[name]
             assert t.shape == tuple(spec["shape"]), (name, t.shape, spec["shape"])   # NHWC kept
             assert t.dtype is DType(spec["dtype"])
@@ -153,11 +153,11 @@ def test_float_model_matches_litert(path: str) -> None:
     worst = 0.0
     for seed in SEEDS:
         xs = _inputs(ENTRIES[path], seed)
-        for d, x in zip(li.get_input_details(), xs):
+        for d, x in zip(li.get_input_details(), xs, strict=True):
             li.set_tensor(d["index"], x)
         li.invoke()
-        ours = run(g, dict(zip(g.inputs, xs)))
-        for d, name in zip(li.get_output_details(), g.outputs):
+        ours = run(g, dict(zip(g.inputs, xs, strict=True)))
+        for d, name in zip(li.get_output_details(), g.outputs, strict=True):
             worst = max(worst, _rel_err(ours[name], li.get_tensor(d["index"])))
     print(f"\n{path}: relative error vs LiteRT {worst:.2e}")
     assert worst <= 1e-4
@@ -196,7 +196,7 @@ def test_int8_model_bit_exact_with_tflm(path: str) -> None:
         for k, x in enumerate(xs):
             tm.set_input(x, k)
         tm.invoke()
-        ours = run(g, dict(zip(g.inputs, xs)))
+        ours = run(g, dict(zip(g.inputs, xs, strict=True)))
         for k, name in enumerate(g.outputs):
             diffs.append(np.abs(ours[name].astype(np.int64) - tm.get_output(k)).reshape(-1))
     d = np.concatenate(diffs)
@@ -215,12 +215,12 @@ def test_int8_model_matches_litert(path: str) -> None:
     out_diffs, tensor_worst, compared = [], 0, 0
     for seed in SEEDS:
         xs = _inputs(ENTRIES[path], seed)
-        for d, x in zip(li.get_input_details(), xs):
+        for d, x in zip(li.get_input_details(), xs, strict=True):
             li.set_tensor(d["index"], x)
         li.invoke()
-        feeds = dict(zip(g.inputs, xs))
+        feeds = dict(zip(g.inputs, xs, strict=True))
         ours = run(g, feeds)
-        for d, name in zip(li.get_output_details(), g.outputs):
+        for d, name in zip(li.get_output_details(), g.outputs, strict=True):
             out_diffs.append(np.abs(ours[name].astype(np.int64) - li.get_tensor(d["index"])).reshape(-1))
         with I.use_target("litert"):
             env = run(g, feeds, return_all=True)
@@ -389,6 +389,6 @@ def test_float_chain_of_ops_matches_litert() -> None:
         li.set_tensor(li.get_input_details()[0]["index"], x)
         li.invoke()
         ours = run(g, {g.inputs[0]: x})
-        for d, name in zip(li.get_output_details(), g.outputs):
+        for d, name in zip(li.get_output_details(), g.outputs, strict=True):
             ref = li.get_tensor(d["index"])
             assert _rel_err(ours[name], ref) <= 1e-5, name

@@ -82,7 +82,7 @@ async def test_plan_deploy_show_list_and_errors(live):
     assert r.status_code == 200
     shown = r.json()
     assert [h["state"] for h in shown["history"] if "state" in h] == STEPS
-    assert all(a["ts"] <= b["ts"] for a, b in zip(shown["history"], shown["history"][1:]))
+    assert all(a["ts"] <= b["ts"] for a, b in zip(shown["history"], shown["history"][1:], strict=False))
     assert len(shown["decision"]["candidates"]) == 4 and shown["decision"]["chosen"]["fits"]
 
     listed = (await http.get("/deployments", params={"endpoint": "nrf"})).json()

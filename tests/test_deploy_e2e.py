@@ -159,7 +159,7 @@ async def test_one_compilation_for_identical_devices(tmp_path, runner, db_url):
         assert env.dep.cache.compiles == 4  # one build per candidate, not per device
         assert env.dep.cache.hits >= 3 * 4
         assert len({r["artifact_sha256"] for r in rows}) == 1
-        for d, r in zip(devices, rows):
+        for d, r in zip(devices, rows, strict=True):
             await check_running(env, d, r)
     finally:
         await env.stop()

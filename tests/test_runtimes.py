@@ -94,7 +94,7 @@ def litert(blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_content=blob)
     it.allocate_tensors()
-    for d, x in zip(it.get_input_details(), inputs):
+    for d, x in zip(it.get_input_details(), inputs, strict=True):
         it.set_tensor(d["index"], x)
     it.invoke()
     return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]

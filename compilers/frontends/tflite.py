@@ -153,7 +153,7 @@ def _fix_input_shapes(sg: S.SubGraphT, tensors: list[S.TensorT], given: dict[str
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         if name in given:
             new = [int(d) for d in given[name]]
-            if len(new) != len(shape) or any(d >= 0 and d != n for d, n in zip(shape, new)):
+            if len(new) != len(shape) or any(d >= 0 and d != n for d, n in zip(shape, new, strict=True)):
                 raise ShapeError(f"input {name!r} has shape {shape}, input_shapes gives {new}")
             t.shape = np.asarray(new, np.int32)
             continue

@@ -118,7 +118,7 @@ def fold(ctx: "OpCtx", builtin: int) -> None:
     """Store the outputs of a foldable operator as constants."""
     xs = [] if builtin in ONLY_SHAPE else [ctx.b.const(i) for i in ctx.inputs() if i >= 0]
     results = FOLDERS[builtin](ctx.options, xs, ctx)  # type: ignore[arg-type]
-    for k, value in zip(ctx.outputs(), results):
+    for k, value in zip(ctx.outputs(), results, strict=True):
         ctx.b.set_const(k, np.asarray(value, ctx.b.dtype(k).numpy).reshape(ctx.b.shape(k)))
 
 

@@ -27,9 +27,9 @@ def _window(node: Node, spatial_in: tuple[int, ...], kernel: tuple[int, ...]
     strides_, dil, pads = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
     head, tail, names = loops(kernel, "k")
     pos = [f"(o{d}*{s} - {p[0]} + {k}*{dd})" for d, (s, dd, p, k)
-           in enumerate(zip(strides_, dil, pads, names))]
-    cond = " && ".join(f"{q} >= 0 && {q} < {n}" for q, n in zip(pos, spatial_in))
-    off = " + ".join(f"{q}*{s}" for q, s in zip(pos, strides(spatial_in)))
+           in enumerate(zip(strides_, dil, pads, names, strict=True))]
+    cond = " && ".join(f"{q} >= 0 && {q} < {n}" for q, n in zip(pos, spatial_in, strict=True))
+    off = " + ".join(f"{q}*{s}" for q, s in zip(pos, strides(spatial_in), strict=True))
     return head, tail, off, cond, pos
 
 
@@ -209,8 +209,8 @@ def _reduce_mean(ctx: Ctx, node: Node) -> str:
     xs = strides(x.shape)
     ohead, otail, onames = loops([x.shape[d] for d in keep_axes], "o")
     rhead, rtail, rnames = loops([x.shape[d] for d in axes], "r")
-    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep_axes)]
-                      + [f"{r}*{xs[d]}" for r, d in zip(rnames, axes)]) or "0"
+    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep_axes, strict=True)]
+                      + [f"{r}*{xs[d]}" for r, d in zip(rnames, axes, strict=True)]) or "0"
     yoff = offset(onames, strides([x.shape[d] for d in keep_axes]))
     count = int(np.prod([x.shape[d] for d in axes]))
     pre = f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
@@ -234,7 +234,7 @@ def _argmax(ctx: Ctx, node: Node) -> str:
     keep = [d for d in range(len(x.shape)) if d != axis]
     xs = strides(x.shape)
     ohead, otail, onames = loops([x.shape[d] for d in keep], "o")
-    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep)]) or "0"
+    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep, strict=True)]) or "0"
     yoff = offset(onames, strides([x.shape[d] for d in keep]))
     cmp = ">=" if node.attr_bool("select_last_index") else ">"
     return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
@@ -307,10 +307,10 @@ def _conv_transpose(ctx: Ctx, node: Node) -> str:
     st, dil, pads = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
     ohead, otail, onames = loops(sp_out, "o")
     khead, ktail, knames = loops(kernel, "k")
-    nums = [f"({on} + {p[0]} - {kn}*{dd})" for on, p, kn, dd in zip(onames, pads, knames, dil)]
+    nums = [f"({on} + {p[0]} - {kn}*{dd})" for on, p, kn, dd in zip(onames, pads, knames, dil, strict=True)]
     cond = " && ".join(f"{q} >= 0 && {q} % {s_} == 0 && {q} / {s_} < {ni}"
-                       for q, s_, ni in zip(nums, st, sp_in))
-    xoff = " + ".join(f"({q} / {s_})*{xs}" for q, s_, xs in zip(nums, st, strides(sp_in)))
+                       for q, s_, ni in zip(nums, st, sp_in, strict=True))
+    xoff = " + ".join(f"({q} / {s_})*{xs}" for q, s_, xs in zip(nums, st, strides(sp_in), strict=True))
     koff = offset(knames, strides(kernel))
     hw_in, hw_out, kk = int(np.prod(sp_in)), int(np.prod(sp_out)), int(np.prod(kernel))
     bias = f"{ctx.ptr(b[0].name)}[oc]" if b else "0.0f"
