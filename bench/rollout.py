@@ -417,7 +417,8 @@ async def run(args: argparse.Namespace, server: ServerProcess, prep: dict[str, A
               f"{args.block_size}-byte blocks ...", file=sys.stderr, flush=True)
         state, timed_out, polls, last_note = camp["state"], False, 0, 0.0
         row: dict[str, Any] = camp
-        for polls in range(1, 100_000):  # bounded by the deadline too
+        for _ in range(1, 100_000):  # bounded by the deadline too
+            polls += 1
             if state not in ACTIVE:
                 break
             if time.monotonic() > end - 20:  # leave time to stop everything
@@ -622,7 +623,8 @@ def report(s: dict[str, Any]) -> None:
             value = " / ".join(fmt("{:.1f}", s[k]) for k in ("device_reads_per_device", "device_writes_per_device",
                                                                "device_executes_per_device"))
         elif label.startswith("deployment s"):
-            value = " / ".join(fmt("{:.2f}", s[k]) for k in ("deployment_s_p50", "deployment_s_p95", "deployment_s_max"))
+            value = " / ".join(fmt("{:.2f}", s[k]) for k in ("deployment_s_p50", "deployment_s_p95",
+                                                               "deployment_s_max"))
         else:
             value = fmt(template, s.get(key))
         print(f"  {label:38}{value:>22}")

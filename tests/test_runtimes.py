@@ -295,7 +295,8 @@ async def test_wasm_dense_layer(runner: ModelRunner) -> None:
             (br_if $idone (i32.ge_u (local.get $i) (i32.const 16)))
             (local.set $acc (i32.add (local.get $acc) (i32.mul
               (i32.load8_s (local.get $i))
-              (i32.load8_s (i32.add (i32.const 256) (i32.add (i32.mul (local.get $j) (i32.const 16)) (local.get $i)))))))
+              (i32.load8_s (i32.add (i32.const 256)
+                                    (i32.add (i32.mul (local.get $j) (i32.const 16)) (local.get $i)))))))
             (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $inext)))
           (i32.store (i32.add (i32.const 16) (i32.mul (local.get $j) (i32.const 4))) (local.get $acc))
           (local.set $j (i32.add (local.get $j) (i32.const 1))) (br $jnext)))

@@ -7,7 +7,8 @@ Python functions, and the int8 -> int8 element-wise ops are 256-entry tables mad
 running the reference kernel on all 256 inputs (exact by construction).
 
 Loops walk the output in row-major order; an operand's offset is a sum of ``index * stride``
-with stride 0 on broadcast axes. What it does not do: float16, per-axis QUANTIZE, int8 kernels other than those ``passes.lower_int8`` produces, or > 6-D tensors.
+with stride 0 on broadcast axes. What it does not do: float16, per-axis QUANTIZE, int8 kernels
+other than those ``passes.lower_int8`` produces, or > 6-D tensors.
 """
 
 from __future__ import annotations
