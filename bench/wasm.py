@@ -38,9 +38,10 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from compilers.backends.tflm.build import build_tflm  # noqa: E402
+from compilers.backends.c.build import STACK_ESTIMATE  # noqa: E402
 from compilers.backends.c.cross import section_sizes  # noqa: E402
-from compilers.backends.wasm.build import STACK_ESTIMATE, build_wasm  # noqa: E402
+from compilers.backends.tflm.build import build_tflm  # noqa: E402
+from compilers.backends.wasm.build import build_wasm  # noqa: E402
 from compilers.backends.wasm.host import time_wasm3, time_wasmtime  # noqa: E402
 from compilers.frontends import import_onnx, import_tflite  # noqa: E402
 from tflm import invoke_ms as tflm_ms  # noqa: E402
