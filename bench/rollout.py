@@ -417,7 +417,8 @@ async def run(args: argparse.Namespace, server: ServerProcess, prep: dict[str, A
               f"{args.block_size}-byte blocks ...", file=sys.stderr, flush=True)
         state, timed_out, polls, last_note = camp["state"], False, 0, 0.0
         row: dict[str, Any] = camp
-        for polls in range(1, 100_000):  # bounded by the deadline too
+        for _ in range(1, 100_000):  # bounded by the deadline too
+            polls += 1
             if state not in ACTIVE:
                 break
             if time.monotonic() > end - 20:  # leave time to stop everything
@@ -467,15 +468,15 @@ async def run(args: argparse.Namespace, server: ServerProcess, prep: dict[str, A
     n_done = len(ok)
 
     def delta(key: str) -> int:
-        return sum(b[key] - a[key] for a, b in zip(s0, s1))
+        return sum(b[key] - a[key] for a, b in zip(s0, s1, strict=True))
 
     def coap(key: str) -> int:
-        return sum(b["coap"][key] - a["coap"][key] for a, b in zip(s0, s1))
+        return sum(b["coap"][key] - a["coap"][key] for a, b in zip(s0, s1, strict=True))
 
     block_retries, dev_retx, srv_dup = delta("block_retries"), coap("retransmissions"), coap("duplicate_con")
-    sim_cpu = sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(s0, s1))
+    sim_cpu = sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(s0, s1, strict=True))
     blocks = delta("blocks")
-    ops = {k: sum(b["ops"][k] - a["ops"][k] for a, b in zip(s0, s1)) for k in OPS}
+    ops = {k: sum(b["ops"][k] - a["ops"][k] for a, b in zip(s0, s1, strict=True)) for k in OPS}
     out: dict[str, Any] = {
         "devices": members, "succeeded": n_done, "failed": len(failed),
         "not_finished": members - n_done - len(failed), "state": detail.get("state"), "note": detail.get("note"),
@@ -547,7 +548,7 @@ async def run_reference(args: argparse.Namespace, children: list["Child"], prep:
               file=sys.stderr, flush=True)
         cpu0, t0 = proc_cpu_s(ref.pid), time.perf_counter()
         answers = await asyncio.gather(*(c.ask(f"reference {uri} {n}", max(10.0, end - time.monotonic() - 10))
-                                         for c, n in zip(children, share)))
+                                         for c, n in zip(children, share, strict=True)))
         wall, cpu = time.perf_counter() - t0, proc_cpu_s(ref.pid) - cpu0
     finally:
         ref.stop()
@@ -622,7 +623,8 @@ def report(s: dict[str, Any]) -> None:
             value = " / ".join(fmt("{:.1f}", s[k]) for k in ("device_reads_per_device", "device_writes_per_device",
                                                                "device_executes_per_device"))
         elif label.startswith("deployment s"):
-            value = " / ".join(fmt("{:.2f}", s[k]) for k in ("deployment_s_p50", "deployment_s_p95", "deployment_s_max"))
+            value = " / ".join(fmt("{:.2f}", s[k]) for k in ("deployment_s_p50", "deployment_s_p95",
+                                                               "deployment_s_max"))
         else:
             value = fmt(template, s.get(key))
         print(f"  {label:38}{value:>22}")

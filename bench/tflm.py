@@ -33,9 +33,8 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from compilers.backends.tflm.arena import recommended_arena  # noqa: E402
 from compilers.backends.tflm.build import build_tflm  # noqa: E402
-
-from compilers.backends.tflm.arena import recommended_arena
 from compilers.frontends import import_onnx, import_tflite  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "models"

@@ -38,9 +38,10 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from compilers.backends.tflm.build import build_tflm  # noqa: E402
+from compilers.backends.c.build import STACK_ESTIMATE  # noqa: E402
 from compilers.backends.c.cross import section_sizes  # noqa: E402
-from compilers.backends.wasm.build import STACK_ESTIMATE, build_wasm  # noqa: E402
+from compilers.backends.tflm.build import build_tflm  # noqa: E402
+from compilers.backends.wasm.build import build_wasm  # noqa: E402
 from compilers.backends.wasm.host import time_wasm3, time_wasmtime  # noqa: E402
 from compilers.frontends import import_onnx, import_tflite  # noqa: E402
 from tflm import invoke_ms as tflm_ms  # noqa: E402
@@ -134,7 +135,8 @@ def main() -> None:
     for r in rows:
         table.add_row(r["name"], f"{r['wasm_bytes']:,}", str(r["pages"]), f"{r['c_flash']:,}",
                       f"{r['c_ram']:,}", f"{r['tflm_arena']:,}", f"{r['ram_ratio']:.3f}",
-                      f"{r['wasmtime_ms']:.2f}", f"{r['wasmtime_simd_ms']:.2f}", f"{r['wasm3_ms']:.1f}", f"{r['tflm_ms']:.2f}",
+                      f"{r['wasmtime_ms']:.2f}", f"{r['wasmtime_simd_ms']:.2f}", f"{r['wasm3_ms']:.1f}",
+                      f"{r['tflm_ms']:.2f}",
                       f"{r['litert_ms']:.3f}", f"{r['wasmtime_vs_litert']:.2f}")
     console.print(table)
     mlperf = [r for r in rows if r["name"] in MLPERF]

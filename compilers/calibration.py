@@ -90,14 +90,16 @@ def quantize_array(x: np.ndarray, quant: Quant, dtype: DType = DType.INT8) -> np
     scale, zp = quant.arrays(x.ndim)
     q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zp
     info = np.iinfo(dtype.numpy)
-    return np.clip(q, info.min, info.max).astype(dtype.numpy)
+    y: np.ndarray = np.clip(q, info.min, info.max).astype(dtype.numpy)
+    return y
 
 
 def dequantize_array(q: np.ndarray, quant: Quant) -> np.ndarray:
     """``(q - zero_point) * scale`` in float32, as the reference DEQUANTIZE."""
     q = np.asarray(q)
     scale, zp = quant.arrays(q.ndim)
-    return ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+    x: np.ndarray = ((q.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+    return x
 
 
 def quantize_inputs(graph: Graph, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -316,12 +318,14 @@ class Histogram:
             def integral(x: np.ndarray) -> np.ndarray:  # of (x - scale * round(x / scale))**2
                 k = np.floor(x / scale + 0.5)
                 y = x - k * scale
-                return k * scale ** 3 / 12 + (y ** 3 + scale ** 3 / 8) / 3
+                area: np.ndarray = k * scale ** 3 / 12 + (y ** 3 + scale ** 3 / 8) / 3
+                return area
 
             rounding = (integral(v + w / 2) - integral(v - w / 2)) / w
             clipped = (v - np.clip(v, los[:, None], his[:, None])) ** 2 + w * w / 12
             inside = (v >= los[:, None]) & (v <= his[:, None])
-            return (np.where(inside, rounding, clipped) * c).sum(axis=1)
+            costs: np.ndarray = (np.where(inside, rounding, clipped) * c).sum(axis=1)
+            return costs
 
         f = 2.0 ** (-np.arange(GRID) / 8)
         best_lo, best_hi = lo, hi

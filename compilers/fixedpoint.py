@@ -27,7 +27,8 @@ INT32_MAX = (1 << 31) - 1
 def tflite_round(x: np.ndarray | float | np.floating) -> np.ndarray:
     """``TfLiteRound`` / ``std::round``: half away from zero."""
     x = np.asarray(x)
-    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+    y: np.ndarray = np.sign(x) * np.floor(np.abs(x) + 0.5)
+    return y
 
 
 # MultiplyByQuantizedMultiplier's rounding: "double" (TFLM, the default) or "single"

@@ -148,7 +148,8 @@ def activation_range(node: Node, out: Tensor) -> tuple[int, int]:
 
 
 def _finish(acc: np.ndarray, lo: int, hi: int, out: Tensor) -> np.ndarray:
-    return np.clip(acc, lo, hi).astype(out.dtype.numpy)
+    y: np.ndarray = np.clip(acc, lo, hi).astype(out.dtype.numpy)
+    return y
 
 
 def requantize(x: np.ndarray, src: Tensor, dst: Tensor) -> np.ndarray:
@@ -171,9 +172,12 @@ def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     k = a.shape[-1]
     amax = float(np.abs(a).max(initial=0)) if a.size else 0.0
     bmax = float(np.abs(b).max(initial=0)) if b.size else 0.0
+    y: np.ndarray
     if amax * bmax * k >= 2.0 ** 53:
-        return np.matmul(a.astype(np.int64), b.astype(np.int64))
-    return np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
+        y = np.matmul(a.astype(np.int64), b.astype(np.int64))
+    else:
+        y = np.rint(np.matmul(a.astype(np.float64), b.astype(np.float64))).astype(np.int64)
+    return y
 
 
 def channel_multipliers(x: Tensor, w: Tensor, y: Tensor, channels: int, axis: int,
@@ -539,7 +543,7 @@ def _move(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
 def _concat(node: Node, io: _ref.NodeIO, *xs: np.ndarray) -> np.ndarray:
     yt = io.outputs[0]
     parts = [x if not _is_quantised(t) or _same_quant(t, yt) else requantize(x, t, yt)
-             for x, t in zip(xs, io.inputs)]
+             for x, t in zip(xs, io.inputs, strict=True)]
     y = np.concatenate(parts, axis=node.attr_int("axis"))
     lo, hi = activation_range(node, yt)
     return _finish(y.astype(np.int64), lo, hi, yt)
@@ -572,7 +576,8 @@ def _quantize(node: Node, io: _ref.NodeIO, x: np.ndarray) -> np.ndarray:
     scale, zp = yt.quant.arrays(x.ndim)
     q = tflite_round(x.astype(np.float32) / scale).astype(np.float64) + zp
     lo, hi = _range(yt)
-    return np.clip(q, lo, hi).astype(yt.dtype.numpy)
+    y: np.ndarray = np.clip(q, lo, hi).astype(yt.dtype.numpy)
+    return y
 
 
 # ---- float fallback -----------------------------------------------------------------------------
@@ -581,13 +586,14 @@ def _dequant(x: np.ndarray, t: Tensor) -> np.ndarray:
         return x
     assert t.quant is not None
     scale, zp = t.quant.arrays(x.ndim)
-    return ((x.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+    y: np.ndarray = ((x.astype(np.int64) - zp).astype(np.float32) * scale).astype(np.float32)
+    return y
 
 
 def _fallback(node: Node, io: _ref.NodeIO, *xs: np.ndarray) -> np.ndarray:
     """Dequantise, run the float kernel (and the fused activation), quantise with
     round-half-away. Not TFLM's integer arithmetic: about 1 LSB off at worst."""
-    fx = [_dequant(x, t) for x, t in zip(xs, io.inputs)]
+    fx = [_dequant(x, t) for x, t in zip(xs, io.inputs, strict=True)]
     ftensors = tuple(dataclasses.replace(t, dtype=DType.FLOAT32, quant=None, data=None)
                      if _is_quantised(t) else t for t in io.inputs)
     yt = io.outputs[0]
@@ -602,7 +608,8 @@ def _fallback(node: Node, io: _ref.NodeIO, *xs: np.ndarray) -> np.ndarray:
     scale, zp = yt.quant.arrays(y.ndim)
     q = tflite_round(y / scale).astype(np.float64) + zp
     lo, hi = _range(yt)
-    return np.clip(q, lo, hi).astype(yt.dtype.numpy)
+    out: np.ndarray = np.clip(q, lo, hi).astype(yt.dtype.numpy)
+    return out
 
 
 # ---- dispatch -------------------------------------------------------------------------------------
@@ -621,7 +628,8 @@ def select(node: Node, io: _ref.NodeIO) -> Kernel | None:
     None to keep the float kernel."""
     if not is_quantised_node(node, io):
         return None
-    return INT_KERNELS.get(node.op, _fallback)
+    chosen: Kernel = INT_KERNELS.get(node.op, _fallback)
+    return chosen
 
 
 __all__ = [

@@ -138,7 +138,8 @@ def _prelu(node: Node, io: NodeIO, x: np.ndarray, alpha: np.ndarray) -> np.ndarr
     acc = np.where(v >= 0, multiply_by_quantized_multiplier(v, m1, e1),
                    multiply_by_quantized_multiplier(v * a, m2, e2)) + z_y
     info = np.iinfo(yt.dtype.numpy)
-    return np.clip(acc, info.min, info.max).astype(yt.dtype.numpy)
+    y: np.ndarray = np.clip(acc, info.min, info.max).astype(yt.dtype.numpy)
+    return y
 
 
 KERNELS: dict[Op, Callable[..., np.ndarray]] = {Op.HARD_SWISH: _hard_swish, Op.PRELU: _prelu}

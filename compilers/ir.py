@@ -182,7 +182,7 @@ class Graph:
                 raise
             except Exception as e:  # a rule tripping over malformed attributes
                 raise GraphError(f"{node.label()}: {e}") from e
-            for name, (shape, dtype) in zip(node.outputs, expected):
+            for name, (shape, dtype) in zip(node.outputs, expected, strict=True):
                 t = self.tensors[name]
                 if dtype is not None and t.dtype is not dtype:
                     raise GraphError(f"{node.label()}: output {name!r} is {t.dtype.value}, "

@@ -24,9 +24,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
+from numpy.typing import NDArray
 
 from .ir import Node, Op, Tensor
 from .shapes import window_out
@@ -52,7 +54,7 @@ def kernel(*ops: Op) -> Callable[[Kernel], Kernel]:
     return register
 
 
-def _scalar(x: np.ndarray, v: float) -> np.generic:
+def _scalar(x: NDArray[np.generic], v: float) -> np.generic:
     """``v`` as a scalar of ``x``'s dtype, so float32 arithmetic stays float32."""
     return x.dtype.type(v)
 
@@ -63,15 +65,17 @@ _BINARY = {Op.ADD: np.add, Op.SUB: np.subtract, Op.MUL: np.multiply}
 
 @kernel(Op.ADD, Op.SUB, Op.MUL)
 def _binary(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return _BINARY[node.op](a, b)
+    y: np.ndarray = _BINARY[node.op](a, b)
+    return y
 
 
 @kernel(Op.DIV)
 def _div(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind == "f":
-        return np.divide(a, b)
+        y: np.ndarray = np.divide(a, b)
+        return y
     with np.errstate(divide="ignore"):
-        q = np.floor_divide(a, b)
+        q: np.ndarray = np.floor_divide(a, b)
         if a.dtype.kind == "i":  # truncate toward zero, like C
             q = q + ((np.remainder(a, b) != 0) & ((a < 0) != (b < 0))).astype(a.dtype)
     return q
@@ -79,20 +83,22 @@ def _div(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 @kernel(Op.RELU)
 def _relu(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, _scalar(x, 0))
+    y: np.ndarray = np.maximum(x, _scalar(x, 0))
+    return y
 
 
 def _bound(x: np.ndarray, v: float) -> np.generic:
     if x.dtype.kind in "iu":
         info = np.iinfo(x.dtype)
-        return x.dtype.type(min(max(v, info.min), info.max))
+        return _scalar(x, min(max(v, info.min), info.max))
     return _scalar(x, v)
 
 
 @kernel(Op.CLIP)
 def _clip(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     lo, hi = node.attr_number("min"), node.attr_number("max")
-    return np.minimum(np.maximum(x, _bound(x, lo)), _bound(x, hi))
+    y: np.ndarray = np.minimum(np.maximum(x, _bound(x, lo)), _bound(x, hi))
+    return y
 
 
 @kernel(Op.LEAKY_RELU)
@@ -109,30 +115,35 @@ def _prelu(node: Node, io: NodeIO, x: np.ndarray, slope: np.ndarray) -> np.ndarr
 def _sigmoid(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         e = np.exp(-np.abs(x))
-        return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+        y: np.ndarray = np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+        return y
 
 
 @kernel(Op.HARD_SIGMOID)
 def _hard_sigmoid(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     a, b = _scalar(x, node.attr_float("alpha")), _scalar(x, node.attr_float("beta"))
-    return np.clip(a * x + b, _scalar(x, 0), _scalar(x, 1))
+    y: np.ndarray = np.clip(a * x + b, _scalar(x, 0), _scalar(x, 1))
+    return y
 
 
 @kernel(Op.HARD_SWISH)
 def _hard_swish(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    return x * np.clip(x * _scalar(x, 1 / 6) + _scalar(x, 0.5), _scalar(x, 0), _scalar(x, 1))
+    y: np.ndarray = x * np.clip(x * _scalar(x, 1 / 6) + _scalar(x, 0.5), _scalar(x, 0), _scalar(x, 1))
+    return y
 
 
 @kernel(Op.TANH)
 def _tanh(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
-    return np.tanh(x)
+    y: np.ndarray = np.tanh(x)
+    return y
 
 
 @kernel(Op.SOFTMAX)
 def _softmax(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     axis = node.attr_int("axis")
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    y: np.ndarray = e / np.sum(e, axis=axis, keepdims=True)
+    return y
 
 
 @kernel(Op.IDENTITY)
@@ -149,7 +160,8 @@ def _cast(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
 # ---- linear algebra ---------------------------------------------------------------------------
 @kernel(Op.MATMUL)
 def _matmul(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.matmul(a, b)
+    y: np.ndarray = np.matmul(a, b)
+    return y
 
 
 @kernel(Op.GEMM)
@@ -157,7 +169,7 @@ def _gemm(node: Node, io: NodeIO, a: np.ndarray, b: np.ndarray,
           c: np.ndarray | None = None) -> np.ndarray:
     a = a.T if node.attr_bool("trans_a") else a
     b = b.T if node.attr_bool("trans_b") else b
-    y = a @ b
+    y: np.ndarray = a @ b
     alpha, beta = node.attr_float("alpha"), node.attr_float("beta")
     if alpha != 1.0:
         y = y * _scalar(y, alpha)
@@ -172,7 +184,8 @@ def _batch_norm(node: Node, io: NodeIO, x: np.ndarray, scale: np.ndarray, bias: 
     shape = (1, -1) + (1,) * (x.ndim - 2)
     eps = _scalar(var, node.attr_float("epsilon"))
     inv = scale / np.sqrt(var + eps)
-    return (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+    y: np.ndarray = (x - mean.reshape(shape)) * inv.reshape(shape) + bias.reshape(shape)
+    return y
 
 
 # ---- windows: conv, conv transpose, pools -----------------------------------------------------
@@ -182,10 +195,10 @@ def _plan(spatial: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int,
     """Output sizes, window spans, and the (begin, end) padding per spatial axis: the
     explicit pads plus whatever a ceil_mode window hangs past the end."""
     out = [window_out(n, k, s, d, b, e, ceil_mode)
-           for n, k, s, d, (b, e) in zip(spatial, kernel, strides, dilations, pads)]
-    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+           for n, k, s, d, (b, e) in zip(spatial, kernel, strides, dilations, pads, strict=True)]
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations, strict=True)]
     widths = [(b, e + max(0, (o - 1) * s + sp - (n + b + e)))
-              for n, o, s, sp, (b, e) in zip(spatial, out, strides, spans, pads)]
+              for n, o, s, sp, (b, e) in zip(spatial, out, strides, spans, pads, strict=True)]
     return out, spans, widths
 
 
@@ -194,7 +207,7 @@ def _slide(xp: np.ndarray, out: list[int], spans: list[int], strides: tuple[int,
     """A view (N, C, *out, *kernel) of every window of the padded ``xp`` (N, C, *spatial)."""
     win = sliding_window_view(xp, spans, axis=tuple(range(2, xp.ndim)))
     index = (slice(None), slice(None)) + tuple(slice(0, (o - 1) * s + 1, s) for o, s in
-                                               zip(out, strides))
+                                               zip(out, strides, strict=True))
     return win[index + tuple(slice(None, None, d) for d in dilations)]
 
 
@@ -244,14 +257,14 @@ def _conv_transpose(node: Node, io: NodeIO, x: np.ndarray, w: np.ndarray,
     n, c, *spatial = x.shape
     og, k = w.shape[1], w.shape[2:]
     full = [(i - 1) * s + (kk - 1) * d + 1 + p
-            for i, s, kk, d, p in zip(spatial, strides, k, dilations, out_pad)]
+            for i, s, kk, d, p in zip(spatial, strides, k, dilations, out_pad, strict=True)]
     y = np.zeros((n, g, og, *full), dtype=x.dtype)
     xg = x.reshape(n, g, c // g, -1)                       # (N, G, Cg, P)
     wg = w.reshape(g, c // g, og, -1)                      # (G, Cg, Og, K)
     for t, tap in enumerate(itertools.product(*(range(kk) for kk in k))):
         contrib = np.einsum("ngcp,gco->ngop", xg, wg[..., t]).reshape(n, g, og, *spatial)
         index = tuple(slice(j * d, j * d + (i - 1) * s + 1, s)
-                      for j, d, i, s in zip(tap, dilations, spatial, strides))
+                      for j, d, i, s in zip(tap, dilations, spatial, strides, strict=True))
         y[(slice(None),) * 3 + index] += contrib
     y = y.reshape(n, g * og, *full)
     grow = [(0, 0), (0, 0)] + [(max(0, -pb), max(0, -pe)) for pb, pe in pads]
@@ -273,7 +286,8 @@ def _pool_windows(node: Node, x: np.ndarray, fill: float) -> np.ndarray:
 def _max_pool(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     fill = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     win = _pool_windows(node, x, fill)
-    return win.max(axis=tuple(range(x.ndim, win.ndim)))
+    y: np.ndarray = win.max(axis=tuple(range(x.ndim, win.ndim)))
+    return y
 
 
 @kernel(Op.AVG_POOL)
@@ -288,10 +302,11 @@ def _avg_pool(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
                                node.attr_bool("ceil_mode"))
     mask = np.pad(np.ones(x.shape[2:], dtype=x.dtype), pads,
                   constant_values=1 if node.attr_bool("count_include_pad") else 0)
-    extra = [(0, w[1] - p[1]) for w, p in zip(widths, pads)]
+    extra = [(0, w[1] - p[1]) for w, p in zip(widths, pads, strict=True)]
     mask = np.pad(mask, extra)[None, None]
     count = _slide(mask, out, spans, strides, dilations).sum(axis=axes)
-    return (total / count).astype(x.dtype)
+    y: np.ndarray = (total / count).astype(x.dtype)
+    return y
 
 
 # ---- shape and data movement ------------------------------------------------------------------
@@ -300,7 +315,8 @@ def _reduce_mean(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     axes = node.attr_ints("axes")
     keep = node.attr_bool("keepdims")
     if x.dtype.kind == "f":
-        return np.mean(x, axis=axes, keepdims=keep)
+        y: np.ndarray = np.mean(x, axis=axes, keepdims=keep)
+        return y
     count = int(np.prod([x.shape[a] for a in axes]))
     return (np.sum(x, axis=axes, keepdims=keep, dtype=np.int64) // count).astype(x.dtype)
 
@@ -320,17 +336,25 @@ def _concat(node: Node, io: NodeIO, *xs: np.ndarray) -> np.ndarray:
     return np.concatenate(xs, axis=node.attr_int("axis"))
 
 
+# ONNX's Pad modes besides constant; numpy's meanings are ONNX's.
+_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect", "edge": "edge", "wrap": "wrap"}
+
+
 @kernel(Op.PAD)
 def _pad(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     pads = node.attr_pairs("pads")
-    crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(x.shape, pads))
+    crop = tuple(slice(max(0, -b), n - max(0, -e)) for n, (b, e) in zip(x.shape, pads, strict=True))
     x = x[crop]  # negative pads remove
     widths = [(max(0, b), max(0, e)) for b, e in pads]
-    mode = node.attr_str("mode")  # constant, reflect, edge, wrap: numpy's meanings are ONNX's
+    mode = node.attr_str("mode")
     if mode == "constant":
         return np.pad(x, widths, mode="constant",
                       constant_values=_bound(x, node.attr_number("value")))
-    return np.pad(x, widths, mode=mode)  # type: ignore[call-overload]
+    if mode not in _PAD_MODES:
+        raise ValueError(f"mode {mode!r} is not supported")  # what np.pad says; shapes refuses it first
+    y: np.ndarray = np.pad(x, widths, mode=_PAD_MODES[mode])
+    return y
 
 
 @kernel(Op.ARGMAX)
@@ -355,7 +379,8 @@ def _quantize(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     scale, zp = y.quant.arrays(x.ndim)
     q = np.rint(x.astype(np.float32) / scale).astype(np.float64) + zp
     info = np.iinfo(y.dtype.numpy)
-    return np.clip(q, info.min, info.max).astype(y.dtype.numpy)
+    out: np.ndarray = np.clip(q, info.min, info.max).astype(y.dtype.numpy)
+    return out
 
 
 @kernel(Op.DEQUANTIZE)
@@ -363,8 +388,9 @@ def _dequantize(node: Node, io: NodeIO, x: np.ndarray) -> np.ndarray:
     t = io.inputs[0]
     assert t.quant is not None
     scale, zp = t.quant.arrays(x.ndim)
-    out = io.outputs[0].dtype.numpy
-    return ((x.astype(np.int64) - zp).astype(np.float32) * scale).astype(out)
+    dtype = io.outputs[0].dtype.numpy
+    y: np.ndarray = ((x.astype(np.int64) - zp).astype(np.float32) * scale).astype(dtype)
+    return y
 
 
 assert set(KERNELS) == set(Op), f"ops without a kernel: {set(Op) - set(KERNELS)}"

@@ -259,7 +259,7 @@ def plan(graph: Graph, *, alignment: int = 16, in_place: bool = True,
     lower = lower_bound(buffers, len(steps))
 
     offsets, peak, strategy = place(buffers, lower, search)
-    placed = [Buffer(b.tensors, b.size, b.first, b.last, off) for b, off in zip(buffers, offsets)]
+    placed = [Buffer(b.tensors, b.size, b.first, b.last, off) for b, off in zip(buffers, offsets, strict=True)]
     return Plan({t: b.offset for b in placed for t in b.tensors}, sizes, peak, lower, steps,
                 life, root, tuple(sorted(placed, key=lambda b: (b.first, b.tensors[0]))),
                 alignment, strategy, graph, views)

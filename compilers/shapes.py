@@ -217,7 +217,7 @@ def _concat(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[O
     first = ins[0].shape
     for t in ins[1:]:
         if len(t.shape) != len(first) or any(a != b for i, (a, b) in
-                                             enumerate(zip(t.shape, first)) if i != axis):
+                                             enumerate(zip(t.shape, first, strict=True)) if i != axis):
             raise _fail(node, f"input {t.name!r} {t.shape} does not fit {first} on axis {axis}")
     shape = first[:axis] + (sum(t.shape[axis] for t in ins),) + first[axis + 1:]
     return [(shape, _same_dtype(node, ins))]
@@ -231,7 +231,7 @@ def _pad(node: Node, ins: Sequence[Tensor], outs: Sequence[Tensor]) -> list[Out]
     pads, mode = node.attr_pairs("pads"), node.attr_str("mode")
     if len(pads) != len(x) or mode not in PAD_MODES:
         raise _fail(node, f"pads {pads} / mode {mode!r} do not fit input {x}")
-    shape = tuple(n + b + e for n, (b, e) in zip(x, pads))
+    shape = tuple(n + b + e for n, (b, e) in zip(x, pads, strict=True))
     if min(shape, default=0) < 0:
         raise _fail(node, f"negative pads {pads} remove more than input {x}")
     return [(shape, ins[0].dtype)]

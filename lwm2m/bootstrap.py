@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Mapping
 
-from lwm2m.path import Path, Value
+from lwm2m.path import ObjLink, Path, RawString, Value
 
 SECURITY, SERVER, ACL = 0, 1, 2
 ML_CAPABILITY, TRUST_ANCHOR_RESOURCE = 33100, 12
@@ -102,24 +102,41 @@ def instance_content(object_id: int, instance_id: int, values: Mapping[int, Valu
     return {Path(object_id, instance_id, rid): v for rid, v in values.items()}
 
 
+def _int(v: Value) -> int:
+    """An Integer (or Boolean) resource's value; TypeError, as ``int()`` raises, for an Objlnk or a
+    string that is not clean text."""
+    if isinstance(v, (ObjLink, RawString)):
+        raise TypeError(f"{type(v).__name__} {v} is not a number")
+    return int(v)
+
+
+def _opaque(v: Value) -> bytes:
+    """An Opaque resource's value (a falsy one reads as no bytes); TypeError for any other kind."""
+    if not v:
+        return b""
+    if not isinstance(v, bytes):
+        raise TypeError(f"{type(v).__name__} {v!r} is not Opaque")
+    return v
+
+
 def accounts_of(values: Mapping[Path, Value]) -> list[Account]:
     """Every server account in a client's objects 0 and 1 (bootstrap account included)."""
     by_instance: dict[tuple[int, int | None], dict[int, Value]] = {}
     for p, v in values.items():
-        if p.object_id in (SECURITY, SERVER) and p.depth == 3:
-            by_instance.setdefault((p.object_id, p.instance_id), {})[p.resource_id] = v  # type: ignore[index]
-    servers = {int(r.get(S_SHORT_ID, -1)): r for (o, _), r in by_instance.items() if o == SERVER}  # type: ignore[call-overload]
+        if p.object_id in (SECURITY, SERVER) and p.depth == 3 and p.resource_id is not None:
+            by_instance.setdefault((p.object_id, p.instance_id), {})[p.resource_id] = v
+    servers = {_int(r.get(S_SHORT_ID, -1)): r for (o, _), r in by_instance.items() if o == SERVER}
     out = []
     for (o, _), r in sorted(by_instance.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0)):
         if o != SECURITY:
             continue
         bootstrap = bool(r.get(IS_BOOTSTRAP, False))
-        ssid = int(r.get(SHORT_ID, 0))  # type: ignore[call-overload]
+        ssid = _int(r.get(SHORT_ID, 0))
         srv = servers.get(ssid, {})
         try:
-            out.append(Account(str(r.get(URI, "")), SecurityMode(int(r.get(MODE, 3))),  # type: ignore[call-overload]
-                               bytes(r.get(IDENTITY, b"") or b""), bytes(r.get(SECRET, b"") or b""),  # type: ignore[arg-type]
-                               ssid, int(srv.get(S_LIFETIME, 86400)), str(srv.get(S_BINDING, "U")),  # type: ignore[call-overload]
+            out.append(Account(str(r.get(URI, "")), SecurityMode(_int(r.get(MODE, 3))),
+                               _opaque(r.get(IDENTITY, b"")), _opaque(r.get(SECRET, b"")),
+                               ssid, _int(srv.get(S_LIFETIME, 86400)), str(srv.get(S_BINDING, "U")),
                                bootstrap))
         except ValueError:
             continue  # an unusable instance is not an account
@@ -128,7 +145,7 @@ def accounts_of(values: Mapping[Path, Value]) -> list[Account]:
 
 def server_account(values: Mapping[Path, Value]) -> Account | None:
     """The first LwM2M server account (not the bootstrap one) that has its Server instance."""
-    servers = {int(v) for p, v in values.items()  # type: ignore[call-overload]
+    servers = {_int(v) for p, v in values.items()
                if p.object_id == SERVER and p.depth == 3 and p.resource_id == S_SHORT_ID}
     return next((a for a in accounts_of(values) if not a.bootstrap and a.short_server_id in servers), None)
 

@@ -125,10 +125,16 @@ def anchor_keys(anchor: bytes) -> tuple[bytes, ...]:
 
 
 class Sequenced(Protocol):
-    name: str
-    version: str
-    seq: int
-    rollback_from: int | None
+    """What ``sequence_problem`` reads (read-only, so a frozen ``Manifest`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def rollback_from(self) -> int | None: ...
 
 
 def sequence_problem(manifest: Sequenced, highest: int | None) -> str | None:

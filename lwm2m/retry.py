@@ -48,7 +48,7 @@ class Backoff:
 
     def bound_s(self, retry: int) -> float:
         """The longest delay before retry ``retry`` (1-based)."""
-        return min(self.longest_s, self.first_s * 2 ** max(retry - 1, 0))
+        return min(self.longest_s, self.first_s * 2.0 ** max(retry - 1, 0))
 
     def wait(self) -> wait_random_exponential:
         """The tenacity wait strategy for this policy."""

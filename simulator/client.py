@@ -74,7 +74,7 @@ class ServerUnavailable(LwM2MError):
     """The server did not answer, or answered 5.xx: worth another try later."""
 
 
-class ClientRoot(Resource, PathCapable, ObservableResource):
+class ClientRoot(Resource, PathCapable, ObservableResource):  # type: ignore[misc]  # aiocoap ships no type information
     """Every request under ``/``: dispatch by method and path to the object tree."""
 
     def __init__(self, client: "LwM2MClient") -> None:
@@ -157,7 +157,8 @@ class LwM2MClient:
             links.append(str(Link("/", (("rt", "oma.lwm2m"), ("ct", cts)))))
         return ",".join(links + self.tree.links())
 
-    async def _request(self, code: Code, path: tuple[str, ...], query: tuple[str, ...], payload: bytes = b"") -> Message:
+    async def _request(self, code: Code, path: tuple[str, ...], query: tuple[str, ...],
+                       payload: bytes = b"") -> Message:
         host, port = self.config.server
         msg = Message(code=code, uri=f"{'coaps' if self.config.psk else 'coap'}://{host}:{port}", payload=payload)
         msg.opt.uri_path = path
@@ -190,7 +191,8 @@ class LwM2MClient:
         if resp.code.class_ == 5:
             raise ServerUnavailable(f"{self.config.endpoint}: Register answered {resp.code.dotted}")
         if resp.code != Code.CREATED:
-            raise LwM2MError(f"{self.config.endpoint}: Register refused with {resp.code.dotted}: {resp.payload.decode(errors='replace')}")
+            raise LwM2MError(f"{self.config.endpoint}: Register refused with {resp.code.dotted}: "
+                             f"{resp.payload.decode(errors='replace')}")
         self.location = tuple(resp.opt.location_path)
         self.registrations += 1
 
@@ -241,7 +243,8 @@ class LwM2MClient:
         except ValueError:
             raise NotAcceptable(f"content format {int(request.opt.accept)} is not supported") from None
         if fmt != CF.LINK and canonical(fmt) not in self.formats:
-            raise NotAcceptable(f"content format {int(fmt)} is not supported by this LwM2M {self.config.version} client")
+            raise NotAcceptable(f"content format {int(fmt)} is not supported by this LwM2M "
+                                f"{self.config.version} client")
         return fmt
 
     def _payload_format(self, request: Message) -> ContentFormat:

@@ -128,8 +128,9 @@ class FaultyLink:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        _, self._device_side = await loop.create_datagram_endpoint(lambda: _Side(self, False), local_addr=("127.0.0.1", 0))
-        _, self._server_side = await loop.create_datagram_endpoint(lambda: _Side(self, True), local_addr=("127.0.0.1", 0))
+        local = ("127.0.0.1", 0)
+        _, self._device_side = await loop.create_datagram_endpoint(lambda: _Side(self, False), local_addr=local)
+        _, self._server_side = await loop.create_datagram_endpoint(lambda: _Side(self, True), local_addr=local)
 
     @property
     def address(self) -> tuple[str, int]:

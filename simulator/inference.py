@@ -87,10 +87,10 @@ class Inference:
         try:
             result = await self.device.runner.run(artifact.data, artifact.plan, self.device.sample_inputs)
         except ModelError as exc:
-            self._set("errors", int(tree.values[P["errors"]]) + 1)  # type: ignore[arg-type]
+            self._set("errors", int(tree.values[P["errors"]]) + 1)
             self._set("last_error", f"{exc.result}: {exc}")
             return
-        count = int(tree.values[P["count"]]) + 1  # type: ignore[arg-type]
+        count = int(tree.values[P["count"]]) + 1
         self.total_us += result.latency_us
         self._set("output", b"".join(result.outputs))
         self._set("latency", result.latency_us)

@@ -132,7 +132,7 @@ class ObjectTree:
     def delete(self, path: Path) -> None:
         if (path.object_id, path.instance_id) not in self.instances:
             raise NotFound(f"no object instance {path}")
-        self.instances.discard((path.object_id, path.instance_id))  # type: ignore[arg-type]
+        self.instances.discard((path.object_id, path.instance_id))
         for p in [p for p in self.values if p.startswith(path)]:
             del self.values[p]
 

@@ -222,7 +222,7 @@ class ModelRunner:
         if inputs is not None:
             if len(inputs) != len(m.inputs):
                 raise ModelError("runtime-error", f"{len(inputs)} inputs given; the model takes {len(m.inputs)}")
-            for i, (data, spec) in enumerate(zip(inputs, m.inputs)):
+            for i, (data, spec) in enumerate(zip(inputs, m.inputs, strict=True)):
                 if len(data) != spec.nbytes:
                     raise ModelError("runtime-error", f"input {i} has {len(data):,} bytes; the model takes "
                                                       f"{spec.nbytes:,} ({spec.dtype} {list(spec.shape)})")

@@ -148,7 +148,8 @@ class Packages:
         if backend is None or backend.kind is None or not backend.kind.recognises(data):
             what = f"package kind {kind!r}" if kind is not None else f"content (starts {data[:8].hex()})"
             known = ", ".join(b.kind.name for b in registry.deliverable().values() if b.kind) or "none"
-            raise Failure(Outcome.UNSUPPORTED, f"no installed backend makes this artifact: {what}; known kinds: {known}")
+            raise Failure(Outcome.UNSUPPORTED,
+                          f"no installed backend makes this artifact: {what}; known kinds: {known}")
         if not is_package(package) and key is not None:
             raise Failure(Outcome.INTEGRITY, "unsigned package refused: this device verifies packages")
         runtime = next((r for r in backend.runtimes if self.device.profile.runtime(r)), None)

@@ -75,7 +75,7 @@ def mlp_onnx(clf) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
     """The MLP as Gemm (+ Relu) layers and a final Softmax, from ``coefs_``/``intercepts_``."""
     nodes, inits, prev = [], [], "x"
     layers = len(clf.coefs_)
-    for k, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_)):
+    for k, (w, b) in enumerate(zip(clf.coefs_, clf.intercepts_, strict=True)):
         inits += [(f"W{k}", w), (f"b{k}", b)]
         out = f"gemm{k}"
         nodes.append(helper.make_node("Gemm", [prev, f"W{k}", f"b{k}"], [out], name=out))

@@ -35,7 +35,8 @@ async def coap_client_psk(tool: str, identity: str, key: str, method: str, uri: 
     9 libcoap also logs the negotiated cipher suite)."""
     local = ("-p", str(port)) if port else ()
     proc = await asyncio.create_subprocess_exec(
-        TOOLS[tool] or tool, "-B", "4", "-v", str(verbosity), "-u", identity, "-k", key, *local, "-m", method, *args, uri,
+        TOOLS[tool] or tool, "-B", "4", "-v", str(verbosity), "-u", identity, "-k", key, *local, "-m", method,
+        *args, uri,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 20)
     text = out.decode(errors="replace")

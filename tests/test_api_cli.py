@@ -35,7 +35,8 @@ async def live(tmp_path: FsPath):
     running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{tmp_path / 'db'}",
                                   tmp_path / "home", read_capabilities=False)
     peer = Peer(server=running.server.address)
-    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0), transports=["udp6"])
+    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0),
+                                                               transports=["udp6"])
     yield running, peer
     await peer.context.shutdown()
     await running.stop()

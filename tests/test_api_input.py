@@ -95,8 +95,8 @@ def test_what_answered_500_before_is_refused(api: LiveApi) -> None:
              headers={"Content-Type": "application/json"})
     assert r.status_code == 422 and "1e999" in r.text
     for constant in (b"NaN", b"Infinity", b"-Infinity"):
-        r = post(api, "/devices/x/write-attributes", content=b'{"path": "/3/0/9", "attributes": {"gt": ' + constant + b"}}",
-                 headers={"Content-Type": "application/json"})
+        body = b'{"path": "/3/0/9", "attributes": {"gt": ' + constant + b"}}"
+        r = post(api, "/devices/x/write-attributes", content=body, headers={"Content-Type": "application/json"})
         assert r.status_code == 422 and "not a JSON number" in r.text, r.text
     for route in ("/campaigns/18446744073709551617", "/deployments/18446744073709551617"):
         r = httpx.get(api.url + route, headers=api.auth)
@@ -199,7 +199,8 @@ def test_a_model_whose_shapes_are_absurd_is_refused_at_add(tmp_path: FsPath) -> 
         assert ModelRegistry(tmp_path, store).list() == [] and not (tmp_path / "models").exists()
     finally:
         store.close()
-    r = CliRunner().invoke(cli_app, ["models", "add", str(file), "--name", "absurd", "--db", f"sqlite:///{tmp_path / 'c.db'}"],
+    r = CliRunner().invoke(cli_app, ["models", "add", str(file), "--name", "absurd",
+                                     "--db", f"sqlite:///{tmp_path / 'c.db'}"],
                            env={"TINYMLAAS_HOME": str(tmp_path / "home")})
     assert r.exit_code == 1 and "16.0 GiB" in r.output and "Traceback" not in r.output
     assert r.output.strip().count("\n") == 0, r.output

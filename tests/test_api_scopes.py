@@ -83,7 +83,8 @@ async def test_every_route_has_a_scope_and_is_refused_without_it(live):
             assert r.status_code == 401, (method, path, r.status_code)
             without = lacking(needed)
             if without is not None:
-                r = await http.request(method, url, json=body, headers={"Authorization": f"Bearer {tokens[without[0]]}"})
+                r = await http.request(method, url, json=body,
+                                       headers={"Authorization": f"Bearer {tokens[without[0]]}"})
                 assert r.status_code == 403 and repr(needed) in r.json()["error"], (method, path, r.text)
             r = await http.request(method, url, json=body, headers={"Authorization": f"Bearer {tokens[needed]}"})
             assert r.status_code not in (401, 403, 500), (method, path, r.status_code, r.text)
@@ -192,7 +193,8 @@ async def test_api_over_tls_with_a_certificate_and_key(tmp_path: FsPath):
         assert running.api_url.startswith("https://127.0.0.1:")
         api = json.loads((tmp_path / "home" / "api.json").read_text())
         assert api["url"] == running.api_url and api["ca"] == str(certfile.resolve())
-        async with httpx.AsyncClient(base_url=running.api_url, verify=ssl.create_default_context(cafile=certfile)) as http:
+        verify = ssl.create_default_context(cafile=certfile)
+        async with httpx.AsyncClient(base_url=running.api_url, verify=verify) as http:
             r = await http.get("/devices", headers={"Authorization": f"Bearer {running.token}"})
             assert r.status_code == 200
         async with httpx.AsyncClient(base_url=running.api_url.replace("https", "http")) as plain:

@@ -52,7 +52,7 @@ def wasm(rel: str, precision: str, simd: bool = False):
 
 def outputs(raw: list[bytes], g) -> list[np.ndarray]:
     return [np.frombuffer(b, g.tensors[n].dtype.numpy).reshape(g.tensors[n].shape)
-            for b, n in zip(raw, g.outputs)]
+            for b, n in zip(raw, g.outputs, strict=True)]
 
 
 def compare(got: np.ndarray, want: np.ndarray, what: str) -> float:
@@ -82,7 +82,7 @@ def test_model_in_wasmtime_and_wasm3(rel: str, precision: str) -> None:
     blobs = [np.ascontiguousarray(feeds[n]).tobytes() for n in g.inputs]
     runtimes = [("wasmtime", run_wasmtime)] + ([] if rel in WASM3_SKIP else [("wasm3", run_wasm3)])
     for runtime, fn in runtimes:
-        for got, name in zip(outputs(fn(b.module, blobs), g), g.outputs):
+        for got, name in zip(outputs(fn(b.module, blobs), g), g.outputs, strict=True):
             compare(got, want[name], f"{rel} {precision} {runtime}")
     # the metadata section describes the tensors; memory is the minimum number of pages
     info = parse_wasm(b.module)
@@ -107,7 +107,7 @@ def test_simd_build_equals_mvp(rel: str, precision: str) -> None:
     g = mvp.graph
     blobs = [np.ascontiguousarray(random_feeds(g, 3)[n]).tobytes() for n in g.inputs]
     a, b_ = outputs(run_wasmtime(mvp.module, blobs), g), outputs(run_wasmtime(simd.module, blobs), g)
-    for x, y in zip(a, b_):
+    for x, y in zip(a, b_, strict=True):
         if x.dtype.kind == "f":
             np.testing.assert_allclose(y, x, rtol=1e-6, atol=1e-6 * float(np.abs(x).max() or 1))
         else:
@@ -129,7 +129,7 @@ NODE_CASES = [c for c in CASES if not _expected_skip(c.name)]
 def test_node_case_in_wasm(case) -> None:
     inputs, _ = case.data_sets[0]
     names = [v.name for v in case.model.graph.input]
-    feeds = {n: _array(a) for n, a in zip(names, inputs)}
+    feeds = {n: _array(a) for n, a in zip(names, inputs, strict=True)}
     model = _freeze(case.model, feeds)
     g = optimize(import_onnx(model))
     gap = next((why for pat, why in C_GAPS.items() if re.search(pat, case.name)), None)
@@ -145,7 +145,7 @@ def test_node_case_in_wasm(case) -> None:
     module = compile_wasm(cm.source)
     blobs = [np.ascontiguousarray(feeds[n]).astype(g.tensors[n].dtype.numpy).tobytes() for n in g.inputs]
     for runtime, fn in (("wasmtime", run_wasmtime), ("wasm3", run_wasm3)):
-        for got, name in zip(outputs(fn(module, blobs), g), g.outputs):
+        for got, name in zip(outputs(fn(module, blobs), g), g.outputs, strict=True):
             compare(got, want[name], f"{case.name} {runtime}")
 
 

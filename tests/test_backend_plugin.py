@@ -26,7 +26,6 @@ from compilers.backends import registry
 from compilers.backends.base import BackendUnavailable
 from device_profiles import get_profile, load_profile, load_profiles
 from lwm2m.path import Path
-from simulator.device import SimulatedDevice
 from simulator.runtimes import ModelRunner
 from tinymlaas import bundled
 from tinymlaas.deploy import choice
@@ -89,7 +88,8 @@ def without_tflm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_the_registry_discovers_the_installed_backends() -> None:
     assert set(registry.names()) >= {"tflm", "wasm", "c"} and not registry.problems()
     assert set(registry.deliverable()) >= {"tflm", "wasm"} and "c" not in registry.deliverable()
-    assert registry.for_kind("tflite") is registry.get("tflm") and registry.for_runtime("wamr") == (registry.get("wasm"),)
+    assert registry.for_kind("tflite") is registry.get("tflm")
+    assert registry.for_runtime("wamr") == (registry.get("wasm"),)
     with pytest.raises(BackendUnavailable, match=r"backend 'npu': expected one of c, tflm, wasm"):
         registry.get("npu")
 

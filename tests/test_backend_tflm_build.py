@@ -28,13 +28,10 @@ runtime = pytest.importorskip("tflite_micro.python.tflite_micro.runtime")
 
 from ai_edge_litert import schema_py_generated as S  # noqa: E402
 
-from compilers.backends.tflm.sources import MissingOperators, model_operators  # noqa: E402
-
-from compilers.backends.tflm.build import build_tflm
-
-from compilers.backends.tflm.arena import recommended_arena
-from compilers.backends.tflm.build import TflmBuild, c_name  # noqa: E402
+from compilers.backends.tflm.arena import recommended_arena  # noqa: E402
+from compilers.backends.tflm.build import TflmBuild, build_tflm, c_name  # noqa: E402
 from compilers.backends.tflm.plan import METADATA_NAME, plan_of  # noqa: E402
+from compilers.backends.tflm.sources import MissingOperators, model_operators  # noqa: E402
 from compilers.errors import CompilerError, UnsupportedOp  # noqa: E402
 from compilers.frontends import import_onnx  # noqa: E402
 from compilers.frontends.tflite import import_tflite  # noqa: E402

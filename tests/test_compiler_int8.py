@@ -69,10 +69,9 @@ class TinyModel:
         return self.tensor(name, shape, np.int8, scale, zp)
 
     def op(self, code: int, inputs, outputs, opt_type: int = 0, opt=None, version: int = 1) -> None:
-        for k, oc in enumerate(self.m.operatorCodes):
-            if oc.builtinCode == code and oc.version == version:
-                break
-        else:
+        k = next((i for i, oc in enumerate(self.m.operatorCodes)
+                  if oc.builtinCode == code and oc.version == version), None)
+        if k is None:
             oc = S.OperatorCodeT()
             oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = code, min(code, 127), version
             self.m.operatorCodes.append(oc)
@@ -305,22 +304,22 @@ def _leaky() -> S.LeakyReluOptionsT:
     return o
 
 
-B, O = S.BuiltinOperator, S.BuiltinOptions
+B, Opt = S.BuiltinOperator, S.BuiltinOptions
 CASES = {
     "fully_connected": lambda rng: _fc_model(rng),
     "conv3x3_per_channel": lambda rng: _conv_model(False, rng),
     "depthwise3x3_multiplier2": lambda rng: _conv_model(True, rng),
-    "add_different_scales": lambda rng: _binary_model(B.ADD, O.AddOptions, _add_relu(), 0.09),
-    "sub": lambda rng: _binary_model(B.SUB, O.SubOptions, S.SubOptionsT(), 0.09),
-    "mul": lambda rng: _binary_model(B.MUL, O.MulOptions, S.MulOptionsT(), 0.02),
+    "add_different_scales": lambda rng: _binary_model(B.ADD, Opt.AddOptions, _add_relu(), 0.09),
+    "sub": lambda rng: _binary_model(B.SUB, Opt.SubOptions, S.SubOptionsT(), 0.09),
+    "mul": lambda rng: _binary_model(B.MUL, Opt.MulOptions, S.MulOptionsT(), 0.02),
     "avg_pool_same": lambda rng: _pool_model(B.AVERAGE_POOL_2D),
     "max_pool_same": lambda rng: _pool_model(B.MAX_POOL_2D),
-    "softmax_scale_0.05": lambda rng: _unary_model(B.SOFTMAX, 0.05, 1 / 256, -128, O.SoftmaxOptions, _softmax_opts()),
-    "softmax_scale_1": lambda rng: _unary_model(B.SOFTMAX, 1.0, 1 / 256, -128, O.SoftmaxOptions, _softmax_opts()),
+    "softmax_scale_0.05": lambda rng: _unary_model(B.SOFTMAX, 0.05, 1 / 256, -128, Opt.SoftmaxOptions, _softmax_opts()),
+    "softmax_scale_1": lambda rng: _unary_model(B.SOFTMAX, 1.0, 1 / 256, -128, Opt.SoftmaxOptions, _softmax_opts()),
     "logistic": lambda rng: _unary_model(B.LOGISTIC, 0.06, 1 / 256, -128),
     "tanh": lambda rng: _unary_model(B.TANH, 0.06, 1 / 128, 0),
     "relu_requantising": lambda rng: _unary_model(B.RELU, 0.06, 0.03, -128),
-    "leaky_relu": lambda rng: _unary_model(B.LEAKY_RELU, 0.06, 0.05, -7, O.LeakyReluOptions, _leaky()),
+    "leaky_relu": lambda rng: _unary_model(B.LEAKY_RELU, 0.06, 0.05, -7, Opt.LeakyReluOptions, _leaky()),
     "quantize_float": lambda rng: _unary_model(B.QUANTIZE, 0.0, 0.05, -7, in_dtype=np.float32),
     "mean_hw_same_quant": lambda rng: _mean_model(True, 0.05),
     "mean_hw_requantising": lambda rng: _mean_model(False, 0.07),

@@ -79,7 +79,8 @@ def test_constants_are_copied_not_aliased() -> None:
                                                        alpha=1.0, beta=1.0, trans_a=False),) + g.nodes[1:]),
      "GEMM node 'fc': attributes"),
     (lambda g: dataclasses.replace(g, nodes=(Node.make(Op.GEMM, ["x", "w", "b"], ["h"], name="fc",
-                                                       alpha=1, beta=1.0, trans_a=False, trans_b=False),) + g.nodes[1:]),
+                                                       alpha=1, beta=1.0, trans_a=False, trans_b=False),)
+                                   + g.nodes[1:]),
      "GEMM node 'fc': attribute 'alpha'=1 is not of kind float"),
     (lambda g: dataclasses.replace(g, outputs=("zzz",)), "graph output 'zzz' is never defined"),
     (lambda g: dataclasses.replace(g, nodes=(Node.make(Op.ADD, ["x"], ["h"], name="half"),) + g.nodes[1:]),

@@ -86,7 +86,7 @@ def test_model_matches_onnxruntime(entry: dict) -> None:
     for seed in SEEDS:
         feeds = _random_inputs(graph, seed)
         ours = run(graph, feeds)
-        for name, ref in zip(graph.outputs, session.run(list(graph.outputs), feeds)):
+        for name, ref in zip(graph.outputs, session.run(list(graph.outputs), feeds), strict=True):
             mine = ours[name]
             assert mine.dtype == ref.dtype and mine.shape == ref.shape
             if mine.dtype.kind in "iu":

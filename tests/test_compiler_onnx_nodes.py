@@ -153,7 +153,7 @@ def _check(ours: np.ndarray, ref: np.ndarray, what: str, rtol: float | None = No
 def test_node_case(case) -> None:
     inputs, expected = case.data_sets[0]
     names = [v.name for v in case.model.graph.input]
-    feeds = {n: _array(a) for n, a in zip(names, inputs)}
+    feeds = {n: _array(a) for n, a in zip(names, inputs, strict=True)}
     model = _freeze(case.model, feeds)
     reason = _expected_skip(case.name)
     try:
@@ -169,7 +169,7 @@ def test_node_case(case) -> None:
         session = ort.InferenceSession(_for_onnxruntime(model),
                                        providers=["CPUExecutionProvider"])
     theirs = session.run(None, feeds)
-    for out, ort_value, exp in zip(case.model.graph.output, theirs, expected):
+    for out, ort_value, exp in zip(case.model.graph.output, theirs, expected, strict=True):
         mine = ours[out.name]
         _check(mine, np.asarray(ort_value), f"{out.name} vs onnxruntime")
         _check(mine, _array(exp), f"{out.name} vs expected", case.rtol, case.atol)

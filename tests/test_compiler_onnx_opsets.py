@@ -136,7 +136,8 @@ CASES = [
          [_x(f32(1, 4, 5, 5)), _c("w", f32(4, 1, 3, 3), np.float32)],
          {"group": 2, "pads": [1, 0, 1, 2], "dilations": [1, 2], "output_padding": [0, 1], "strides": [1, 2]}),
     # Gemm across 7 / 9 / 11 / 13
-    Case("gemm_v7_broadcast_c", 7, "Gemm", [_x(f32(3, 5)), _c("b", f32(5, 4), np.float32), _c("c", f32(1, 4), np.float32)]),
+    Case("gemm_v7_broadcast_c", 7, "Gemm",
+         [_x(f32(3, 5)), _c("b", f32(5, 4), np.float32), _c("c", f32(1, 4), np.float32)]),
     Case("gemm_v9_all_attrs", 9, "Gemm", [_x(f32(5, 3)), _c("b", f32(4, 5), np.float32), _c("c", f32(4), np.float32)],
          {"transA": 1, "transB": 1, "alpha": 0.5, "beta": -2.0}),
     Case("gemm_v11_no_c", 11, "Gemm", [_x(f32(3, 5)), _c("b", f32(5, 4), np.float32)]),
@@ -236,9 +237,9 @@ def test_opset_case(case: Case) -> None:
     if case.not_compared:
         from onnx.reference import ReferenceEvaluator
         spec = ReferenceEvaluator(model).run(list(case.not_compared), feeds)
-        for name, ref in zip(case.not_compared, spec):
+        for name, ref in zip(case.not_compared, spec, strict=True):
             _compare(ours[name], ref, f"{case.name}:{name} (onnx.reference)")
-    for name, ref in zip(case.outputs, theirs):
+    for name, ref in zip(case.outputs, theirs, strict=True):
         if name in case.not_compared:
             continue
         _compare(ours[name], ref, f"{case.name}:{name}")

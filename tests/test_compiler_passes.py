@@ -39,8 +39,9 @@ from compilers.passes import (PassError, batchnorm_folding, bias_folding, consta
 from compilers.reference import run
 from compilers.stats import node_macs, stats
 
-F = DType.FLOAT32
 from tests.compiler_helpers import ENTRIES, INPUT_SHAPES, MODELS, ONNX, needs_models, random_feeds
+
+F = DType.FLOAT32
 
 PIPELINE_NODES = {
     "mlperf_tiny/onnx_converted/ad01_fp32.onnx": (29, 10),

@@ -28,8 +28,9 @@ from compilers.ir import DType, Graph, Node, Op, Quant, Tensor
 from compilers.passes import optimize, storage_noop_transposes
 from compilers.planner import PlanError, check, int8_size, plan
 
-F = DType.FLOAT32
 from tests.compiler_helpers import ENTRIES, INPUT_SHAPES, MODELS, ONNX, needs_models
+
+F = DType.FLOAT32
 
 
 def _graph(inputs, outputs, nodes, tensors) -> Graph:

@@ -166,7 +166,7 @@ def _smooth(rng: np.random.Generator, n: int, shape: tuple[int, ...], coarse: tu
             ) -> np.ndarray:
     """Standard-normal noise on a coarse grid, linearly interpolated up to ``shape``."""
     out = rng.standard_normal((n,) + coarse)
-    for ax, (c, s) in enumerate(zip(coarse, shape)):
+    for ax, (c, s) in enumerate(zip(coarse, shape, strict=True)):
         pos = np.linspace(0, c - 1, s)
         i0 = np.floor(pos).astype(int)
         i1, f = np.minimum(i0 + 1, c - 1), pos - i0

@@ -107,7 +107,7 @@ def test_imports_or_is_refused(path: str) -> None:
     g = import_tflite(MODELS / path).validate()
     assert len(g.inputs) == len(entry["inputs"]) and len(g.outputs) == len(entry["outputs"])
     for names, specs in ((g.inputs, entry["inputs"]), (g.outputs, entry["outputs"])):
-        for name, spec in zip(names, specs):
+        for name, spec in zip(names, specs, strict=True):
             t = g.tensors[name]
             assert t.shape == tuple(spec["shape"]), (name, t.shape, spec["shape"])   # NHWC kept
             assert t.dtype is DType(spec["dtype"])
@@ -153,11 +153,11 @@ def test_float_model_matches_litert(path: str) -> None:
     worst = 0.0
     for seed in SEEDS:
         xs = _inputs(ENTRIES[path], seed)
-        for d, x in zip(li.get_input_details(), xs):
+        for d, x in zip(li.get_input_details(), xs, strict=True):
             li.set_tensor(d["index"], x)
         li.invoke()
-        ours = run(g, dict(zip(g.inputs, xs)))
-        for d, name in zip(li.get_output_details(), g.outputs):
+        ours = run(g, dict(zip(g.inputs, xs, strict=True)))
+        for d, name in zip(li.get_output_details(), g.outputs, strict=True):
             worst = max(worst, _rel_err(ours[name], li.get_tensor(d["index"])))
     print(f"\n{path}: relative error vs LiteRT {worst:.2e}")
     assert worst <= 1e-4
@@ -196,7 +196,7 @@ def test_int8_model_bit_exact_with_tflm(path: str) -> None:
         for k, x in enumerate(xs):
             tm.set_input(x, k)
         tm.invoke()
-        ours = run(g, dict(zip(g.inputs, xs)))
+        ours = run(g, dict(zip(g.inputs, xs, strict=True)))
         for k, name in enumerate(g.outputs):
             diffs.append(np.abs(ours[name].astype(np.int64) - tm.get_output(k)).reshape(-1))
     d = np.concatenate(diffs)
@@ -215,12 +215,12 @@ def test_int8_model_matches_litert(path: str) -> None:
     out_diffs, tensor_worst, compared = [], 0, 0
     for seed in SEEDS:
         xs = _inputs(ENTRIES[path], seed)
-        for d, x in zip(li.get_input_details(), xs):
+        for d, x in zip(li.get_input_details(), xs, strict=True):
             li.set_tensor(d["index"], x)
         li.invoke()
-        feeds = dict(zip(g.inputs, xs))
+        feeds = dict(zip(g.inputs, xs, strict=True))
         ours = run(g, feeds)
-        for d, name in zip(li.get_output_details(), g.outputs):
+        for d, name in zip(li.get_output_details(), g.outputs, strict=True):
             out_diffs.append(np.abs(ours[name].astype(np.int64) - li.get_tensor(d["index"])).reshape(-1))
         with I.use_target("litert"):
             env = run(g, feeds, return_all=True)
@@ -301,31 +301,31 @@ def _float_chain() -> bytes:
     rng = np.random.default_rng(5)
     f32 = np.float32
     m = TinyModel()
-    B, O, A = S.BuiltinOperator, S.BuiltinOptions, S.ActivationFunctionType
+    B, Opt, A = S.BuiltinOperator, S.BuiltinOptions, S.ActivationFunctionType
     t = lambda name, shape, data=None: m.tensor(name, shape, f32, data=None if data is None else np.asarray(data, f32))  # noqa: E731
     x = t("x", [1, 6, 5, 3])
     w = t("w", [4, 3, 3, 3], rng.standard_normal((4, 3, 3, 3)))
     b = t("b", [4], rng.standard_normal(4))
     c1 = t("c1", [1, 6, 5, 4])
-    m.op(B.CONV_2D, [x, w, b], [c1], O.Conv2DOptions,
+    m.op(B.CONV_2D, [x, w, b], [c1], Opt.Conv2DOptions,
          _opt(S.Conv2DOptionsT, padding=S.Padding.SAME, strideH=1, strideW=1, dilationHFactor=1,
               dilationWFactor=1, fusedActivationFunction=A.RELU))
     k = t("k", [4], rng.standard_normal(4))
     a1 = t("a1", [1, 6, 5, 4])
-    m.op(B.ADD, [c1, k], [a1], O.AddOptions, _opt(S.AddOptionsT))
+    m.op(B.ADD, [c1, k], [a1], Opt.AddOptions, _opt(S.AddOptionsT))
     two = t("two", [], 2.0)
     d1 = t("d1", [1, 6, 5, 4])
-    m.op(B.DIV, [a1, two], [d1], O.DivOptions, _opt(S.DivOptionsT))
+    m.op(B.DIV, [a1, two], [d1], Opt.DivOptions, _opt(S.DivOptionsT))
     h1 = t("h1", [1, 6, 5, 4])
     m.op(B.HARD_SWISH, [d1], [h1])
     cat = t("cat", [1, 6, 5, 8])
-    m.op(B.CONCATENATION, [h1, c1], [cat], O.ConcatenationOptions,
+    m.op(B.CONCATENATION, [h1, c1], [cat], Opt.ConcatenationOptions,
          _opt(S.ConcatenationOptionsT, axis=-1))
     pads = m.tensor("pads", [4, 2], np.int32, data=np.array([[0, 0], [1, 1], [0, 2], [0, 0]]))
     p1 = t("p1", [1, 8, 7, 8])
     m.op(B.PAD, [cat, pads], [p1])
     mp = t("mp", [1, 4, 3, 8])
-    m.op(B.MAX_POOL_2D, [p1], [mp], O.Pool2DOptions,
+    m.op(B.MAX_POOL_2D, [p1], [mp], Opt.Pool2DOptions,
          _opt(S.Pool2DOptionsT, padding=S.Padding.VALID, strideH=2, strideW=2, filterHeight=2,
               filterWidth=2))
     alpha = t("alpha", [8], rng.uniform(0.1, 0.3, 8))
@@ -336,41 +336,41 @@ def _float_chain() -> bytes:
     m.op(B.TRANSPOSE, [pr, perm], [tr])
     axes = m.tensor("axes", [1], np.int32, data=np.array([1]))
     mean = t("mean", [1, 4, 8])
-    m.op(B.MEAN, [tr, axes], [mean], O.ReducerOptions, _opt(S.ReducerOptionsT, keepDims=False))
+    m.op(B.MEAN, [tr, axes], [mean], Opt.ReducerOptions, _opt(S.ReducerOptionsT, keepDims=False))
     ax2 = m.tensor("ax2", [], np.int32, data=np.array(2))
     ex = t("ex", [1, 4, 1, 8])
     m.op(B.EXPAND_DIMS, [mean, ax2], [ex])
     dw = t("dw", [1, 3, 1, 8], rng.standard_normal((1, 3, 1, 8)))
     dwb = t("dwb", [8], rng.standard_normal(8))
     dwo = t("dwo", [1, 4, 1, 8])
-    m.op(B.DEPTHWISE_CONV_2D, [ex, dw, dwb], [dwo], O.DepthwiseConv2DOptions,
+    m.op(B.DEPTHWISE_CONV_2D, [ex, dw, dwb], [dwo], Opt.DepthwiseConv2DOptions,
          _opt(S.DepthwiseConv2DOptionsT, padding=S.Padding.SAME, strideH=1, strideW=1,
               depthMultiplier=1, dilationHFactor=1, dilationWFactor=1))
     sq = t("sq", [1, 4, 8])
-    m.op(B.SQUEEZE, [dwo], [sq], O.SqueezeOptions, _opt(S.SqueezeOptionsT, squeezeDims=[2]))
+    m.op(B.SQUEEZE, [dwo], [sq], Opt.SqueezeOptions, _opt(S.SqueezeOptionsT, squeezeDims=[2]))
     th = t("th", [1, 4, 8])
     m.op(B.TANH, [sq], [th])
     rs = t("rs", [1, 32])
-    m.op(B.RESHAPE, [th], [rs], O.ReshapeOptions, _opt(S.ReshapeOptionsT, newShape=[1, 32]))
+    m.op(B.RESHAPE, [th], [rs], Opt.ReshapeOptions, _opt(S.ReshapeOptionsT, newShape=[1, 32]))
     fw = t("fw", [5, 32], rng.standard_normal((5, 32)))
     fc = t("fc", [1, 5])
-    m.op(B.FULLY_CONNECTED, [rs, fw, -1], [fc], O.FullyConnectedOptions,
+    m.op(B.FULLY_CONNECTED, [rs, fw, -1], [fc], Opt.FullyConnectedOptions,
          _opt(S.FullyConnectedOptionsT))
     sm = t("sm", [1, 5])
-    m.op(B.SOFTMAX, [fc], [sm], O.SoftmaxOptions, _opt(S.SoftmaxOptionsT, beta=1.0))
+    m.op(B.SOFTMAX, [fc], [sm], Opt.SoftmaxOptions, _opt(S.SoftmaxOptionsT, beta=1.0))
     # side branch on the NCHW tensor c1
     r6 = t("r6", [1, 6, 5, 4])
     m.op(B.RELU6, [a1], [r6])
     lk = t("lk", [1, 6, 5, 4])
-    m.op(B.LEAKY_RELU, [r6], [lk], O.LeakyReluOptions, _opt(S.LeakyReluOptionsT, alpha=0.1))
+    m.op(B.LEAKY_RELU, [r6], [lk], Opt.LeakyReluOptions, _opt(S.LeakyReluOptionsT, alpha=0.1))
     sb = t("sb", [1, 6, 5, 4])
-    m.op(B.SUB, [lk, c1], [sb], O.SubOptions, _opt(S.SubOptionsT))
+    m.op(B.SUB, [lk, c1], [sb], Opt.SubOptions, _opt(S.SubOptionsT))
     ml = t("ml", [1, 6, 5, 4])
-    m.op(B.MUL, [sb, d1], [ml], O.MulOptions, _opt(S.MulOptionsT))
+    m.op(B.MUL, [sb, d1], [ml], Opt.MulOptions, _opt(S.MulOptionsT))
     lg = t("lg", [1, 6, 5, 4])
     m.op(B.LOGISTIC, [ml], [lg])
     ap = t("ap", [1, 3, 3, 4])
-    m.op(B.AVERAGE_POOL_2D, [lg], [ap], O.Pool2DOptions,
+    m.op(B.AVERAGE_POOL_2D, [lg], [ap], Opt.Pool2DOptions,
          _opt(S.Pool2DOptionsT, padding=S.Padding.SAME, strideH=2, strideW=2, filterHeight=3,
               filterWidth=3))
     return m.build([x], [sm, mp, ap])
@@ -389,6 +389,6 @@ def test_float_chain_of_ops_matches_litert() -> None:
         li.set_tensor(li.get_input_details()[0]["index"], x)
         li.invoke()
         ours = run(g, {g.inputs[0]: x})
-        for d, name in zip(li.get_output_details(), g.outputs):
+        for d, name in zip(li.get_output_details(), g.outputs, strict=True):
             ref = li.get_tensor(d["index"])
             assert _rel_err(ours[name], ref) <= 1e-5, name

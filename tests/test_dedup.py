@@ -27,7 +27,8 @@ from tinymlaas.store.tables import EVENTS
 
 # sha256 of each method's source (dedented), as reviewed for aiocoap 0.4.17.
 PINNED = {
-    "Context._append_tokenmanaged_messagemanaged_transport": "be5cc3a4aa424dc7a1b3aa1f1dbf0a46ac3b54adbdf04d6a9b0930051d5c5c97",
+    "Context._append_tokenmanaged_messagemanaged_transport":
+        "be5cc3a4aa424dc7a1b3aa1f1dbf0a46ac3b54adbdf04d6a9b0930051d5c5c97",
     "Context.create_server_context": "51e3a20548142cec13e48c8434e973b5e4a9820f91ce33466b47d8bc2244a835",
     "MessageManager._store_response_for_duplicates": "7e948542271478d03df09a35e88a44fed06dd0cf6eff326bb8798a33c5bd7d4f",
     "MessageManager._deduplicate_message": "17ef90da7ad0cc6fc4396e089a5b933e6b2d3d115b1cf2dc344a85d49cb35d56",

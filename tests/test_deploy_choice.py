@@ -97,7 +97,8 @@ async def test_capability_object_snapshot_from_a_real_read(live):
     assert data["/33100/0/9/0"] == "tflm 2024-06 [cmsis-nn]" and data["/33100/0/13"] == "nrf52840"
     t = target_from_snapshot("nrf", snap["source"], data, PROFILES)
     p = get_profile("nrf52840")
-    assert (t.source, t.profile, t.core, t.clock_mhz, t.fpu) == ("ml-capability-object", "nrf52840", "cortex-m4f", 64, "sp")
+    assert (t.source, t.profile, t.core, t.clock_mhz, t.fpu) == ("ml-capability-object", "nrf52840", "cortex-m4f",
+                                                                  64, "sp")
     assert (t.sram_free, t.flash_free, t.max_package) == (p.sram_free, p.flash_free, p.max_package)
     assert t.runtimes == (RuntimeInfo("tflm", "2024-06", ("cmsis-nn",), 4096, t.operators),
                           RuntimeInfo("wasm3", "0.5.0", (), 16384))
@@ -255,7 +256,8 @@ def test_tflm_operator_check_names_the_missing_operators():
 def test_wasm_below_one_page_cannot_run_at_all():
     t = target(sram_free=WASM3.ram_bytes + PAGE - 1, runtimes=(WASM3,))
     c = choice.evaluate(t, "wasm", "int8", WASM3, needs("wasm", "int8"), MACS, 0.0)
-    assert len(c.problems) == 1 and c.problems[0].startswith("cannot run Wasm at all: 65,535 B of SRAM left after wasm3")
+    assert len(c.problems) == 1
+    assert c.problems[0].startswith("cannot run Wasm at all: 65,535 B of SRAM left after wasm3")
     one_page = target(sram_free=WASM3.ram_bytes + PAGE, runtimes=(WASM3,))
     assert choice.evaluate(one_page, "wasm", "int8", WASM3, needs("wasm", "int8"), MACS, 0.0).fits
     two = choice.evaluate(one_page, "wasm", "float32", WASM3, needs("wasm", "float32"), MACS, 0.0)

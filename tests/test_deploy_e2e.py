@@ -106,8 +106,10 @@ async def test_second_version_beside_the_first_then_rollback(env):
     await check_running(env, d, second)
     assert (d.active[0].name, d.active[0].version.split("+")[0]) == ("mnist", "2")
     slots = await env.server.read("dev", Path(9))
-    assert slots[Path(9, 0, 7)] == 4 and slots[Path(9, 0, 1)] == "1+" + first["artifact_sha256"][:8] and slots[Path(9, 0, 12)] is False  # kept
-    assert slots[Path(9, 1, 7)] == 4 and slots[Path(9, 1, 1)] == "2+" + second["artifact_sha256"][:8] and slots[Path(9, 1, 12)] is True
+    assert slots[Path(9, 0, 7)] == 4 and slots[Path(9, 0, 1)] == "1+" + first["artifact_sha256"][:8]  # kept
+    assert slots[Path(9, 0, 12)] is False
+    assert slots[Path(9, 1, 7)] == 4 and slots[Path(9, 1, 1)] == "2+" + second["artifact_sha256"][:8]
+    assert slots[Path(9, 1, 12)] is True
 
     back = await bounded(env.dep.rollback("dev"), LIMIT)
     assert (back["kind"], back["state"]) == ("rollback", "succeeded"), back["error"]
@@ -159,7 +161,7 @@ async def test_one_compilation_for_identical_devices(tmp_path, runner, db_url):
         assert env.dep.cache.compiles == 4  # one build per candidate, not per device
         assert env.dep.cache.hits >= 3 * 4
         assert len({r["artifact_sha256"] for r in rows}) == 1
-        for d, r in zip(devices, rows):
+        for d, r in zip(devices, rows, strict=True):
             await check_running(env, d, r)
     finally:
         await env.stop()

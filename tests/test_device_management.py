@@ -180,7 +180,7 @@ async def test_discover(server, peer: Peer):
     peer.answer(Code.GET, "/3/0", Code.CONTENT, b"</3/0>;pmin=10,</3/0/0>,</3/0/6>;dim=2,</3/0/9>", 40)
     links = await server.discover(ep, Path(3, 0))
     assert peer.seen[-1].accept == 40
-    assert [l.uri for l in links] == ["/3/0", "/3/0/0", "/3/0/6", "/3/0/9"]
+    assert [link.uri for link in links] == ["/3/0", "/3/0/0", "/3/0/6", "/3/0/9"]
     assert links[2].get("dim") == "2"
 
 

@@ -91,7 +91,7 @@ def test_the_server_hello_names_tls_psk_with_aes_128_ccm_8() -> None:
             net.server.receive(data, a)
         net.to_server.clear()
         seen += [d for _a, d in net.to_clients]
-        for a, data in net.to_clients:
+        for _a, data in net.to_clients:
             client.receive(data, SERVER)
         net.to_clients.clear()
     hello = next(d for d in seen if SERVER_HELLO in handshake_types(d))
@@ -111,7 +111,7 @@ def test_a_stalled_handshake_ends_at_its_deadline(caplog: pytest.LogCaptureFixtu
         for a, d in out:
             net.server.receive(d, a)
         back, net.to_clients = net.to_clients, []
-        for a, d in back:
+        for _a, d in back:
             if HELLO_VERIFY_REQUEST in handshake_types(d):
                 client.receive(d, SERVER)  # ... whose ServerHello flight never arrives
     assert net.server.handshakes == 1 and len(net.server.peers) == 1
@@ -125,7 +125,7 @@ def test_a_stalled_handshake_ends_at_its_deadline(caplog: pytest.LogCaptureFixtu
 def test_half_open_handshakes_are_capped() -> None:
     net = Net(max_handshakes=2)
     clients = [net.client(n, ident, KEYS[ident]) for n, ident in enumerate(KEYS, 1)]
-    for addr, c in clients:
+    for _addr, c in clients:
         c.connect(SERVER)
     # deliver every flight to the server, but nothing back after the HelloVerifyRequests
     for _ in range(2):
@@ -157,7 +157,8 @@ def test_wrong_key_is_reported_at_once(caplog: pytest.LogCaptureFixture) -> None
     peer = client.connect(SERVER)
     net.pump()
     assert not peer.established and net.server.peers == {}
-    [line] = [r.getMessage() for r in caplog.records if r.name == "lwm2m.dtls.engine" and "test server" in r.getMessage()]
+    [line] = [r.getMessage() for r in caplog.records
+              if r.name == "lwm2m.dtls.engine" and "test server" in r.getMessage()]
     assert "identity 'dev-1'" in line and "did not verify" in line
     assert "not-the-key" not in caplog.text and KEYS[b"dev-1"].decode() not in caplog.text
 

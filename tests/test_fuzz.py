@@ -171,7 +171,8 @@ def _ext(value: int) -> tuple[int, bytes]:
     return 14, struct.pack(">H", value - 269)
 
 
-def coap(mtype: int, code: int, mid: int, token: bytes, options: list[tuple[int, bytes]], payload: bytes = b"") -> bytes:
+def coap(mtype: int, code: int, mid: int, token: bytes, options: list[tuple[int, bytes]],
+         payload: bytes = b"") -> bytes:
     out = bytearray((0x40 | mtype << 4 | len(token), code)) + struct.pack("!H", mid) + token
     last = 0
     for number, value in sorted(options, key=lambda o: o[0]):
@@ -221,7 +222,7 @@ async def sentinels(server: LwM2MServer, n: int = 3) -> list[Peer]:
 
 
 async def check_sentinels(server: LwM2MServer, peers: list[Peer], before: dict[str, tuple[str, str]]) -> None:
-    for i, peer in enumerate(peers):
+    for i in range(len(peers)):
         ep = f"sentinel-{i}"
         reg = server.registrations.by_endpoint.get(ep)
         assert reg is not None and (reg.id, reg.address) == before[ep], f"{ep} lost or moved"
@@ -445,8 +446,8 @@ async def test_fuzz_block2_sequences(scale: str) -> None:
             szx = rng.randrange(0, 7)
             body = rng.randbytes(rng.randrange(0, 6000))
             etag = rng.randbytes(4) if rng.random() < 0.3 else None
-            proto = FakeProtocol(lambda m: block2_answer(rng, m.opt.block2.block_number, m.opt.block2.size_exponent,
-                                                          body, etag))
+            proto = FakeProtocol(lambda m, body=body, etag=etag: block2_answer(  # this iteration's body and ETag
+                rng, m.opt.block2.block_number, m.opt.block2.size_exponent, body, etag))
             first = block2_answer(rng, 0, szx, body, etag)
             if rng.random() < 0.3:
                 first.opt.size2 = rng.choice((len(body), rng.randrange(1 << 26)))
@@ -561,7 +562,8 @@ async def test_fuzz_signed_packages_pushed_to_a_simulated_device(tmp_path: FsPat
     blob, public, key = signed_package()
     server = LwM2MServer(f"sqlite:///{tmp_path / 'p.db'}", read_capabilities=False)
     await server.start("127.0.0.1", 0)
-    dev = SimulatedDevice(get_profile("nrf52840"), "pkg", server.address, runner, update_objects=(9,), signing_key=public)
+    dev = SimulatedDevice(get_profile("nrf52840"), "pkg", server.address, runner, update_objects=(9,),
+                          signing_key=public)
     await dev.start()
     rng = random.Random(54)
     crashes: list[str] = []

@@ -127,7 +127,8 @@ async def test_write_execute_and_an_opaque_package(server: LwM2MServer, wakaama:
     # client's heap comes back too (often not UTF-8, or with NULs): that one value may come back
     # as a flagged RawString, the rest of the read is decoded all the same
     echoed = values[Path(31024, 10, 5)]
-    assert (echoed.raw.decode("latin-1") if isinstance(echoed, RawString) else echoed).startswith("written by tinymlaas")
+    echoed_text = echoed.raw.decode("latin-1") if isinstance(echoed, RawString) else echoed
+    assert echoed_text.startswith("written by tinymlaas")
     assert (await server.read(ep, Path(1, 0, 1)))[Path(1, 0, 1)] == 120
 
     await server.execute(ep, Path(31024, 10, 2), "run=1")

@@ -13,13 +13,14 @@ from lwm2m.path import Path
 # TS Core (1.0 and 1.1) registration examples.
 CORE_EXAMPLE = "</1/0>,</2/0>,</2/1>,</2/2>,</2/3>,</2/4>,</3/0>,</4/0>,</5/0>"
 CORE_EXAMPLE_ROOT = '</>;rt="oma.lwm2m";ct=11543,</1/101>,</1/102>,</2/0>,</2/1>,</2/2>,</3/0>,</4/0>,</5>'
-CORE_11_EXAMPLE = '</>;rt="oma.lwm2m";ct="60 110 112 11542 11543",</1>;ver=1.1,</1/0>,</2/0>,</3>;ver=1.1,</3/0>,</4/0>,</5>,</3442>;ver=1.1,</3442/0>'
+CORE_11_EXAMPLE = ('</>;rt="oma.lwm2m";ct="60 110 112 11542 11543",</1>;ver=1.1,</1/0>,</2/0>,</3>;ver=1.1,'
+                   '</3/0>,</4/0>,</5>,</3442>;ver=1.1,</3442/0>')
 
 
 def test_core_registration_example() -> None:
     links = parse_links(CORE_EXAMPLE)
-    assert [l.uri for l in links] == ["/1/0", "/2/0", "/2/1", "/2/2", "/2/3", "/2/4", "/3/0", "/4/0", "/5/0"]
-    assert all(l.attributes == () for l in links)
+    assert [link.uri for link in links] == ["/1/0", "/2/0", "/2/1", "/2/2", "/2/3", "/2/4", "/3/0", "/4/0", "/5/0"]
+    assert all(link.attributes == () for link in links)
     assert links[6].path == Path(3, 0)
     assert format_links(links) == CORE_EXAMPLE
     root, cts, objects = registration_objects(links)
@@ -68,7 +69,8 @@ def test_alternate_root_path() -> None:
 
 
 def test_quoted_values_attributes_without_value_and_whitespace() -> None:
-    text = '</a>;title="a,b;c";obs ;ssid=101,\n  </b>;if="x \\"y\\" \\\\z";sz=12 ,\r\n\t</3/0/1>;pmin=10;pmax=60;gt=5.5;st=-1'
+    text = ('</a>;title="a,b;c";obs ;ssid=101,\n  </b>;if="x \\"y\\" \\\\z";sz=12 ,\r\n'
+            '\t</3/0/1>;pmin=10;pmax=60;gt=5.5;st=-1')
     links = parse_links(text)
     assert links[0] == Link("/a", (("title", "a,b;c"), ("obs", None), ("ssid", "101")))
     assert links[0].get("obs") is None and links[0].has("obs") and not links[0].has("nope")
@@ -212,7 +214,7 @@ def test_parse_arbitrary_text_only_raises_link_format_error(text: str) -> None:
         links = parse_links(text)
     except LinkFormatError:
         return
-    assert all(isinstance(l, Link) for l in links)
+    assert all(isinstance(link, Link) for link in links)
     assert parse_links(format_links(links)) == links
     try:
         registration_objects(links)

@@ -172,9 +172,11 @@ def test_minimal_ddf_parses() -> None:
         (ddf(oid="<ObjectID>70000</ObjectID>"), ["object 70000", "out of range"]),
         (ddf(ITEM.format(rid=3, name="Val", ops="R", type="Strin")),
          ["bad.xml", "object 42000", "resource 3", "<Type>", "'Strin'", "did you mean 'String'"]),
-        (ddf(ITEM.format(rid=1, name="A", ops="R", type="String") + ITEM.format(rid=1, name="B", ops="R", type="Integer")),
+        (ddf(ITEM.format(rid=1, name="A", ops="R", type="String")
+             + ITEM.format(rid=1, name="B", ops="R", type="Integer")),
          ["object 42000", "resource 1", "duplicate resource id 1", "'A'", "'B'"]),
-        (ddf(ITEM.format(rid="one", name="A", ops="R", type="String")), ["resource one", "<Item ID>", "not a non-negative"]),
+        (ddf(ITEM.format(rid="one", name="A", ops="R", type="String")),
+         ["resource one", "<Item ID>", "not a non-negative"]),
         (ddf(ITEM.format(rid=-1, name="A", ops="R", type="String")), ["resource -1", "<Item ID>"]),
         (ddf(ITEM.format(rid=65536, name="A", ops="R", type="String")), ["resource 65536", "out of range"]),
         (ddf(ITEM.format(rid=2, name="A", ops="RX", type="String")), ["resource 2", "<Operations>", "'RX'"]),
@@ -271,7 +273,8 @@ def test_check_value_accepts(registry: ObjectRegistry, path: str, value: object,
         ("/3/0", 1, BadRequest, ["/3/0", "resource"]),
     ],
 )
-def test_check_value_rejects(registry: ObjectRegistry, path: str, value: object, error: type[LwM2MError], needles: list[str]) -> None:
+def test_check_value_rejects(registry: ObjectRegistry, path: str, value: object, error: type[LwM2MError],
+                             needles: list[str]) -> None:
     with pytest.raises(error) as info:
         check_value(registry, P(path), value)  # type: ignore[arg-type]
     for needle in needles:
@@ -294,7 +297,8 @@ def test_check_value_read_only_allowed_when_not_a_write(registry: ObjectRegistry
 
 def test_float_and_corelnk_resources() -> None:
     text = ddf(ITEM.format(rid=0, name="Temp", ops="RW", type="Float").replace("<RangeEnumeration></RangeEnumeration>",
-               "<RangeEnumeration>-40..125</RangeEnumeration>") + ITEM.format(rid=1, name="Links", ops="RW", type="Corelnk"))
+               "<RangeEnumeration>-40..125</RangeEnumeration>")
+               + ITEM.format(rid=1, name="Links", ops="RW", type="Corelnk"))
     reg = ObjectRegistry()
     for model in parse_ddf(text):
         reg.add(model)
@@ -374,7 +378,8 @@ def test_parse_cli_value(registry: ObjectRegistry, path: str, text: str, expecte
         ("/77/0/1", "1", NotFound, ["/77/0/1", "object 77"]),
     ],
 )
-def test_parse_cli_value_rejects(registry: ObjectRegistry, path: str, text: str, error: type[LwM2MError], needles: list[str]) -> None:
+def test_parse_cli_value_rejects(registry: ObjectRegistry, path: str, text: str, error: type[LwM2MError],
+                                 needles: list[str]) -> None:
     with pytest.raises(error) as info:
         parse_cli_value(registry, P(path), text)
     for needle in needles:

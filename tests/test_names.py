@@ -101,7 +101,8 @@ def test_export_of_an_old_row_with_a_path_for_a_name_stays_under_its_directory(t
                                                                size=1, added_at=time.time())))
     store.close()
     monkeypatch.chdir(work)
-    r = CliRunner().invoke(app, ["models", "export", "../../x:1", "--backend", "tflm"], env={"TINYMLAAS_HOME": str(home)})
+    r = CliRunner().invoke(app, ["models", "export", "../../x:1", "--backend", "tflm"],
+                           env={"TINYMLAAS_HOME": str(home)})
     assert r.exit_code == 1 and "is not a plain file name" in r.output, r.output
     assert sorted(p.name for p in (tmp_path / "work").rglob("*")) == ["here"]
     assert not (tmp_path / "x-1-tflm-int8").exists()
@@ -134,7 +135,8 @@ def test_every_cli_call_site_builds_its_route_with_api_path():
                 continue
             route = node.args[1] if fn == "call" and len(node.args) > 1 else node.args[0]
             ok = isinstance(route, ast.Constant) or (
-                isinstance(route, ast.Call) and getattr(route.func, "attr", getattr(route.func, "id", "")) == "api_path")
+                isinstance(route, ast.Call)
+                and getattr(route.func, "attr", getattr(route.func, "id", "")) == "api_path")
             if not ok:
                 offenders.append(f"{file.name}:{node.lineno}")
     assert offenders == []
@@ -154,7 +156,8 @@ async def live(tmp_path: Path):
     running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{tmp_path / 'db'}",
                                   tmp_path / "home", read_capabilities=False)
     peer = Peer(server=running.server.address)
-    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0), transports=["udp6"])
+    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0),
+                                                               transports=["udp6"])
     yield running, peer
     await peer.context.shutdown()
     await running.stop()
@@ -188,4 +191,5 @@ async def test_what_a_device_sends_reaches_the_terminal_without_escapes(live):
     assert r.exit_code == 0 and "ACME" in r.stdout and "\x1b" not in r.stdout and "\x07" not in r.stdout
     r = await cli(running, "read", "dev", "/3/0/0", "--json")
     assert json.loads(r.stdout) == {"/3/0/0": evil} and "\x1b" not in r.stdout  # JSON escapes it
-    assert running.server.store.read_sync(lambda c: [row.endpoint for row in c.execute(select(REGISTRATIONS))]) == ["dev"]
+    endpoints = running.server.store.read_sync(lambda c: [row.endpoint for row in c.execute(select(REGISTRATIONS))])
+    assert endpoints == ["dev"]

@@ -35,7 +35,8 @@ async def test_restart_keeps_registrations(db_url: str):
     await first.start("127.0.0.1", 0)
     port = first.address[1]
     peer = Peer(server=first.address)
-    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0), transports=["udp6"])
+    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0),
+                                                               transports=["udp6"])
     try:
         assert (await peer.register("survivor", b"</3/0>", ("lt=120", "lwm2m=1.1"))).code == Code.CREATED
         old_location = peer.location
@@ -95,7 +96,8 @@ async def test_registration_lifecycle_survives_a_restart(db_url: str):
     server = LwM2MServer(db_url, read_capabilities=False)
     await server.start("127.0.0.1", 0)
     peer = Peer(server=server.address)
-    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0), transports=["udp6"])
+    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0),
+                                                               transports=["udp6"])
     try:
         for i in range(20):
             assert (await peer.register(f"pg-{i}", b"</3/0>", ("lwm2m=1.1",))).code == Code.CREATED

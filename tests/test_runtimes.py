@@ -94,7 +94,7 @@ def litert(blob: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_content=blob)
     it.allocate_tensors()
-    for d, x in zip(it.get_input_details(), inputs):
+    for d, x in zip(it.get_input_details(), inputs, strict=True):
         it.set_tensor(d["index"], x)
     it.invoke()
     return [it.get_tensor(d["index"]).copy() for d in it.get_output_details()]
@@ -295,7 +295,8 @@ async def test_wasm_dense_layer(runner: ModelRunner) -> None:
             (br_if $idone (i32.ge_u (local.get $i) (i32.const 16)))
             (local.set $acc (i32.add (local.get $acc) (i32.mul
               (i32.load8_s (local.get $i))
-              (i32.load8_s (i32.add (i32.const 256) (i32.add (i32.mul (local.get $j) (i32.const 16)) (local.get $i)))))))
+              (i32.load8_s (i32.add (i32.const 256)
+                                    (i32.add (i32.mul (local.get $j) (i32.const 16)) (local.get $i)))))))
             (local.set $i (i32.add (local.get $i) (i32.const 1))) (br $inext)))
           (i32.store (i32.add (i32.const 16) (i32.mul (local.get $j) (i32.const 4))) (local.get $acc))
           (local.set $j (i32.add (local.get $j) (i32.const 1))) (br $jnext)))

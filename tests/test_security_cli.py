@@ -74,7 +74,8 @@ async def test_batch_import_list_revoke_and_where_keys_are(live, tmp_path: FsPat
     assert rotated.exit_code == 0 and "in use now" in rotated.output
     again = await cli(running, "credentials", "add", "batch-0000", "--key-file", "-", stdin=KEYS[0])
     assert again.exit_code == 1 and "has a dm credential already" in again.output
-    async with httpx.AsyncClient(base_url=running.api_url, headers={"Authorization": f"Bearer {running.token}"}) as http:
+    bearer = {"Authorization": f"Bearer {running.token}"}
+    async with httpx.AsyncClient(base_url=running.api_url, headers=bearer) as http:
         for body, why in (({"endpoint": "x", "key": "zz" * 16}, "PSK: not hexadecimal"),
                           ({"endpoint": "x", "key": 1234567890123456}, "field 'key': expected str"),
                           ({"endpoint": "x", "key": "00" * 8}, "PSK: 8 bytes"),
@@ -108,12 +109,13 @@ async def test_a_batch_registers_over_dtls_with_its_csv(live, tmp_path: FsPath, 
     r = await cli(running, "credentials", "import", str(_write(tmp_path / "b.csv", BATCH)))
     assert r.exit_code == 0, r.output
     security = fleet_security(read_credentials_csv(BATCH))
-    devices = build_fleet([FleetSpec(get_profile("nrf52840"), 3, prefix="batch")], running.server.security.coaps_address,
-                          runner, security=security)
+    devices = build_fleet([FleetSpec(get_profile("nrf52840"), 3, prefix="batch")],
+                          running.server.security.coaps_address, runner, security=security)
     try:
         assert await start_fleet(devices) == []
         assert await eventually(lambda: len(running.server.registrations) == 3)
-        assert {r.remote.identity for r in running.server.registrations} == {b"batch-0000-id", b"batch-0001-id", b"batch-0002-id"}
+        assert {r.remote.identity for r in running.server.registrations} == {b"batch-0000-id", b"batch-0001-id",
+                                                                             b"batch-0002-id"}
     finally:
         await stop_fleet(devices)
 

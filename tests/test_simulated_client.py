@@ -71,8 +71,8 @@ async def test_execute_discover_create_delete_observe(server, client: LwM2MClien
     await server.execute(ep, Path(3, 0, 4))
     assert client.tree.values[Path(3, 0, 9)] == 100
     links = await server.discover(ep, Path(3, 0))
-    assert {l.uri for l in links} >= {"/3/0", "/3/0/0", "/3/0/6"}
-    assert next(l for l in links if l.uri == "/3/0/6").get("dim") == "2"
+    assert {link.uri for link in links} >= {"/3/0", "/3/0/0", "/3/0/6"}
+    assert next(link for link in links if link.uri == "/3/0/6").get("dim") == "2"
     await server.write_attributes(ep, Path(3, 0, 9), {"pmin": 1, "pmax": 30})
     assert client.attributes[Path(3, 0, 9)] == {"pmin": "1", "pmax": "30"}
     location = await server.create(ep, Path(1), {Path(1, 5, 0): 5, Path(1, 5, 1): 90, Path(1, 5, 6): False,

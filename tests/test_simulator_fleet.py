@@ -117,8 +117,9 @@ async def test_queue_mode_device_sleeps_and_is_reached_when_it_wakes(server, run
 
 
 async def test_clock_drift_moves_updates(server, runner):
-    fast = SimulatedDevice(get_profile("nrf52840"), "fast", server.address, runner, lifetime=2, faults=Faults(drift=-0.5))
-    slow = SimulatedDevice(get_profile("nrf52840"), "slow", server.address, runner, lifetime=2, faults=Faults(drift=0.2))
+    nrf = get_profile("nrf52840")
+    fast = SimulatedDevice(nrf, "fast", server.address, runner, lifetime=2, faults=Faults(drift=-0.5))
+    slow = SimulatedDevice(nrf, "slow", server.address, runner, lifetime=2, faults=Faults(drift=0.2))
     await fast.start()
     await slow.start()
     try:
@@ -132,8 +133,8 @@ async def test_clock_drift_moves_updates(server, runner):
 
 def test_simulate_cli_against_a_server(tmp_path):
     env_home = tmp_path / "home"
-    serve = subprocess.Popen([sys.executable, "-m", "tinymlaas", "serve", "--coap", "127.0.0.1:0", "--api", "127.0.0.1:0",
-                              "--db", f"sqlite:///{tmp_path / 'db'}", "--no-capabilities"],
+    serve = subprocess.Popen([sys.executable, "-m", "tinymlaas", "serve", "--coap", "127.0.0.1:0",
+                              "--api", "127.0.0.1:0", "--db", f"sqlite:///{tmp_path / 'db'}", "--no-capabilities"],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env={**__import__("os").environ, "TINYMLAAS_HOME": str(env_home)})
     try:

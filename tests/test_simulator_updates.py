@@ -183,7 +183,8 @@ async def test_object_5_push_update_and_failures(server, runner, keys):
     d = await device(server, runner, keys, objects=(5,))
     try:
         assert 9 not in {o for o, _ in d.tree.instances}
-        await server.write("dev", Path(5, 0, 0), {Path(5, 0, 0): package(add_one_wasm(), keys[0], name="m5")}, timeout=30)
+        await server.write("dev", Path(5, 0, 0), {Path(5, 0, 0): package(add_one_wasm(), keys[0], name="m5")},
+                           timeout=30)
         assert await wait_value(server, "dev", Path(5, 0, STATE5), 2) == 2  # Downloaded
         await server.execute("dev", Path(5, 0, 2))
         assert await wait_value(server, "dev", Path(5, 0, RESULT5), 1) == 1  # success

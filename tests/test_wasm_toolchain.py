@@ -111,7 +111,8 @@ def test_a_missing_export_is_an_abi_violation() -> None:
 
 def test_out_of_bounds_reads_trap_in_both_runtimes() -> None:
     bad = compile_wasm(source("out0[0] = (float)*(volatile int *)0x7ffffff0;"))
-    with pytest.raises(WasmTrap, match=r"^wasmtime: Wasm trap in invoke\(\): out of bounds memory access \(memory fault at wasm address 0x7ffffff0"):
+    with pytest.raises(WasmTrap, match=r"^wasmtime: Wasm trap in invoke\(\): out of bounds memory access "
+                                       r"\(memory fault at wasm address 0x7ffffff0"):
         run_wasmtime(bad, [X.tobytes()])
     with pytest.raises(WasmTrap, match=r"^wasm3: Wasm trap in invoke\(\): out of bounds"):
         run_wasm3(bad, [X.tobytes()])

@@ -34,7 +34,8 @@ async def coap_client(*args: str) -> tuple[str, list[str], str]:
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     out, _ = await asyncio.wait_for(proc.communicate(), 20)
     text = out.decode()
-    responses = [m for m in LINE.finditer(text) if m.group(1) in ("ACK", "CON", "NON") and not m.group(2).startswith("0.")]
+    responses = [m for m in LINE.finditer(text)
+                 if m.group(1) in ("ACK", "CON", "NON") and not m.group(2).startswith("0.")]
     assert responses, text
     last = responses[-1]
     payload = text[last.end():].split("\n")[0].partition(" :: ")[2].strip("'")
@@ -57,7 +58,8 @@ async def test_libcoap_register_update_deregister(server):
     address is refused by default (tests/test_security.py)."""
     base = f"coap://127.0.0.1:{server.address[1]}"
     port = str(free_udp_port())
-    code, opts, _ = await coap_client("-p", port, "-m", "post", "-t", "40", "-e", '</>;rt="oma.lwm2m";ct=110,</1/0>,</3/0>',
+    code, opts, _ = await coap_client("-p", port, "-m", "post", "-t", "40",
+                                      "-e", '</>;rt="oma.lwm2m";ct=110,</1/0>,</3/0>',
                                       f"{base}/rd?ep=libcoap-1&lt=300&lwm2m=1.1&b=U")
     assert code == "2.01"
     location = [o.split(":", 1)[1] for o in opts if o.startswith("Location-Path")]

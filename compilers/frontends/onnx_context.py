@@ -155,7 +155,7 @@ class NodeCtx:
             raise
         except Exception as e:  # an attribute the rule cannot digest
             raise GraphError(f"{node.label()}: {e}") from e
-        for o, (shape, dtype) in zip(outs, rules):
+        for o, (shape, dtype) in zip(outs, rules, strict=True):
             known = self.b.onnx_types.get(o)
             if known is not None:
                 k_shape, k_dtype = known

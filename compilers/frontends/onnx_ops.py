@@ -144,13 +144,13 @@ def _window(ctx: NodeCtx, kernel: Sequence[int], ceil_mode: bool = False
         flat = tuple(ctx.attr("pads", (0,) * (2 * n)))
         if len(flat) != 2 * n:
             raise ctx.unsupported(f"pads {flat} do not fit {n} spatial axes")
-        return strides, dilations, tuple(zip(flat[:n], flat[n:]))
+        return strides, dilations, tuple(zip(flat[:n], flat[n:], strict=True))
     if auto == "VALID":
         return strides, dilations, ((0, 0),) * n
     if auto not in ("SAME_UPPER", "SAME_LOWER"):
         raise ctx.unsupported(f"auto_pad={auto!r}")
     pads = []
-    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+    for size, k, s, d in zip(spatial, kernel, strides, dilations, strict=True):
         total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
         small, big = total // 2, total - total // 2
         pads.append((small, big) if auto == "SAME_UPPER" else (big, small))
@@ -192,7 +192,7 @@ def _conv_transpose(ctx: NodeCtx) -> None:
     out_pad = tuple(ctx.attr("output_padding", (0,) * n))
     out_shape = ctx.attr("output_shape")
     if out_shape is None and auto in ("SAME_UPPER", "SAME_LOWER"):
-        out_shape = [i * s for i, s in zip(spatial, strides)]
+        out_shape = [i * s for i, s in zip(spatial, strides, strict=True)]
     if out_shape is not None:
         out_shape = tuple(out_shape)[-n:]
         pads = []
@@ -206,7 +206,7 @@ def _conv_transpose(ctx: NodeCtx) -> None:
         pads_t = ((0, 0),) * n
     else:
         flat = tuple(ctx.attr("pads", (0,) * (2 * n)))
-        pads_t = tuple(zip(flat[:n], flat[n:]))
+        pads_t = tuple(zip(flat[:n], flat[n:], strict=True))
     ins = ctx.present_inputs()
     ctx.emit(Op.CONV_TRANSPOSE, ins, [ctx.output()], strides=strides, dilations=dilations,
              pads=pads_t, output_padding=out_pad, group=int(ctx.attr("group", 1)))

@@ -141,7 +141,7 @@ def import_tflite(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]]
     return graph.toposorted().validate()
 
 
-def _fix_input_shapes(sg: S.SubGraphT, tensors: list, given: dict[str, Sequence[int]]) -> None:
+def _fix_input_shapes(sg: S.SubGraphT, tensors: list[S.TensorT], given: dict[str, Sequence[int]]) -> None:
     """Write ``given`` into the graph inputs' shapes; a dynamic dimension left is refused.
     (Keras exports keep 1 in ``shape`` and -1 only in ``shape_signature``: nothing to do.)"""
     names = {_name(tensors[int(i)], int(i)): int(i) for i in (sg.inputs if sg.inputs is not None else [])}
@@ -153,7 +153,7 @@ def _fix_input_shapes(sg: S.SubGraphT, tensors: list, given: dict[str, Sequence[
         shape = [int(d) for d in (t.shape if t.shape is not None else [])]
         if name in given:
             new = [int(d) for d in given[name]]
-            if len(new) != len(shape) or any(d >= 0 and d != n for d, n in zip(shape, new)):
+            if len(new) != len(shape) or any(d >= 0 and d != n for d, n in zip(shape, new, strict=True)):
                 raise ShapeError(f"input {name!r} has shape {shape}, input_shapes gives {new}")
             t.shape = np.asarray(new, np.int32)
             continue
@@ -194,8 +194,8 @@ def _parse(raw: bytes) -> S.ModelT:
     return m
 
 
-def _check_indices(m: S.ModelT, sg: S.SubGraphT, tensors: list, operators: list,
-                   codes: list) -> None:
+def _check_indices(m: S.ModelT, sg: S.SubGraphT, tensors: list[S.TensorT], operators: list[S.OperatorT],
+                   codes: list[S.OperatorCodeT]) -> None:
     n = len(tensors)
     nbuf = len(m.buffers or [])
     for i, t in enumerate(tensors):
@@ -214,7 +214,7 @@ def _check_indices(m: S.ModelT, sg: S.SubGraphT, tensors: list, operators: list,
                 raise ModelFormatError(f"operator {k}: tensor index {int(i)} of {n}")
 
 
-def _unique_names(tensors: list) -> list[str]:
+def _unique_names(tensors: list[S.TensorT]) -> list[str]:
     names, seen = [], set()
     for i, t in enumerate(tensors):
         base = t.name.decode(errors="replace") if isinstance(t.name, bytes) else (t.name or "")

@@ -38,7 +38,10 @@ def _shape(o: Any, xs: Sequence[np.ndarray], ctx: "OpCtx") -> list[np.ndarray]:
 
 def _strided_slice(o: Any, xs: Sequence[np.ndarray], ctx: "OpCtx") -> list[np.ndarray]:
     x, begin, end, strides = xs[0], xs[1].reshape(-1), xs[2].reshape(-1), xs[3].reshape(-1)
-    get = (lambda k: int(getattr(o, k, 0) or 0)) if o is not None else (lambda k: 0)
+
+    def get(k: str) -> int:
+        return int(getattr(o, k, 0) or 0) if o is not None else 0
+
     if get("ellipsisMask") or get("newAxisMask"):
         raise ctx.unsupported("STRIDED_SLICE with an ellipsis or new-axis mask")
     index: list[slice | int] = []
@@ -79,7 +82,8 @@ def _arith(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Folder:
 
 
 def _floor_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.floor_divide(a, b)
+    q: np.ndarray = np.floor_divide(a, b)
+    return q
 
 
 FOLDERS: dict[int, Folder] = {
@@ -114,7 +118,7 @@ def fold(ctx: "OpCtx", builtin: int) -> None:
     """Store the outputs of a foldable operator as constants."""
     xs = [] if builtin in ONLY_SHAPE else [ctx.b.const(i) for i in ctx.inputs() if i >= 0]
     results = FOLDERS[builtin](ctx.options, xs, ctx)  # type: ignore[arg-type]
-    for k, value in zip(ctx.outputs(), results):
+    for k, value in zip(ctx.outputs(), results, strict=True):
         ctx.b.set_const(k, np.asarray(value, ctx.b.dtype(k).numpy).reshape(ctx.b.shape(k)))
 
 

@@ -377,7 +377,7 @@ def _window(ctx: OpCtx, spatial: Sequence[int], kernel: Sequence[int]
     if o.padding == S.Padding.VALID:
         pads: tuple[tuple[int, int], ...] = ((0, 0), (0, 0))
     elif o.padding == S.Padding.SAME:
-        pads = tuple(_same_pads(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dil))
+        pads = tuple(_same_pads(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dil, strict=True))
     else:
         raise ctx.unsupported(f"padding {o.padding}")
     return strides, dil, pads

@@ -158,7 +158,8 @@ def _check_string(fmt: ContentFormat, path: Path, value: object, what: str) -> s
     text_value = _check_type(fmt, path, value, (str,), what)
     assert isinstance(text_value, str)
     if "\0" in text_value:
-        raise error(fmt, path, f"{what} contains a NUL character at {text_value.index(chr(0))}: C clients end the string there")
+        raise error(fmt, path, f"{what} contains a NUL character at {text_value.index(chr(0))}: "
+                               "C clients end the string there")
     return text_value
 
 
@@ -224,7 +225,8 @@ class Item:
     model: ResourceModel | None
 
 
-def content_items(fmt: ContentFormat, request: Path, content: Mapping[Path, Value], registry: ObjectRegistry) -> list[Item]:
+def content_items(fmt: ContentFormat, request: Path, content: Mapping[Path, Value],
+                  registry: ObjectRegistry) -> list[Item]:
     """Validate ``content`` for encoding under ``request``; items in path order.
 
     Every key must lie under the request path, be a resource path for a single resource or

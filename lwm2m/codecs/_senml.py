@@ -60,7 +60,8 @@ FIELD_FOR_TYPE: dict[ResourceType, str] = {
 }
 
 
-def to_records(fmt: ContentFormat, request: Path, content: Mapping[Path, Value], registry: ObjectRegistry) -> list[Record]:
+def to_records(fmt: ContentFormat, request: Path, content: Mapping[Path, Value],
+               registry: ObjectRegistry) -> list[Record]:
     items = content_items(fmt, request, content, registry)
     if len(items) == 1 and items[0].path == request:
         it = items[0]
@@ -142,7 +143,8 @@ def from_records(
         elif model.type not in FIELD_FOR_TYPE:
             raise error(fmt, path, f"resource {model.name!r} is of type {model.type.value} and carries no value")
         elif FIELD_FOR_TYPE[model.type] != field:
-            raise error(fmt, path, f"resource {model.name!r} is {model.type.value}, carried in {FIELD_FOR_TYPE[model.type]!r}, not {field!r}")
+            raise error(fmt, path, f"resource {model.name!r} is {model.type.value}, "
+                                   f"carried in {FIELD_FOR_TYPE[model.type]!r}, not {field!r}")
         else:
             value = _FROM_FIELD[model.type](fmt, path, raw)
         collector.add(path, value, time)

@@ -106,7 +106,8 @@ def parse(data: bytes, where: Path, start: int = 0, end: int | None = None, insi
         type_byte = data[pos]
         kind = Kind(type_byte >> 6)
         if inside is not None and kind not in CHILDREN[inside]:
-            raise error(FMT, where, f"{kind.name.lower()} TLV at byte {pos} cannot be inside a {inside.name.lower()} TLV")
+            raise error(FMT, where, f"{kind.name.lower()} TLV at byte {pos} cannot be inside a "
+                                    f"{inside.name.lower()} TLV")
         id_size = 2 if type_byte & 0x20 else 1
         len_size = (type_byte >> 3) & 0x3
         pos += 1
@@ -264,7 +265,8 @@ class TlvCodec:
         for tlv in tlvs:
             level = LEVEL[tlv.kind]
             if path.depth < level - 1:
-                raise error(FMT, path, f"a {tlv.kind.name.lower()} TLV needs a request path of at least {level - 1} levels")
+                raise error(FMT, path, f"a {tlv.kind.name.lower()} TLV needs a request path of at least "
+                                       f"{level - 1} levels")
             self._place(tlv, path.ids[: level - 1], collector)
         return collector.values
 

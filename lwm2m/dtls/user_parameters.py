@@ -35,10 +35,16 @@ FLAGS_OFFSET = (MAX_CIPHER_SUITES + 1) * ctypes.sizeof(ctypes.c_int)  # after ci
 FORCE_RENEGOTIATION_INFO = 1 << 1       # bit 0: force_extended_master_secret
 
 
-@ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
-def _user_parameters(_ctx: int, _session: int, parameters: int) -> None:
+# void (*get_user_parameters)(dtls_context_t *, session_t *, dtls_user_parameters_t *)
+_GetUserParameters = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def _clear_force_renegotiation_info(_ctx: int, _session: int, parameters: int) -> None:
     flags = ctypes.c_uint.from_address(parameters + FLAGS_OFFSET)
     flags.value &= ~FORCE_RENEGOTIATION_INFO
+
+
+_user_parameters = _GetUserParameters(_clear_force_renegotiation_info)
 
 
 def _ptr(address: int) -> int:

@@ -169,7 +169,8 @@ TABLE: dict[tuple[Phase5, Event5], Transition[Phase5] | None] = {
     (P.DOWNLOADING, E.REBOOT): _to(P.IDLE, RELEASE, _result(Result5.CONNECTION_LOST), _state(S.IDLE)),
     (P.DOWNLOADING, E.STALE): _to(P.DOWNLOADING, RESET),
 
-    **{(P.VERIFYING, e): _refuse(P.VERIFYING, Answer.BAD_REQUEST, BUSY) for e in (E.WRITE_PACKAGE, E.WRITE_PACKAGE_URI)},
+    **{(P.VERIFYING, e): _refuse(P.VERIFYING, Answer.BAD_REQUEST, BUSY)
+       for e in (E.WRITE_PACKAGE, E.WRITE_PACKAGE_URI)},
     **{(P.VERIFYING, e): _to(P.IDLE, *TO_IDLE) for e in RESETS},
     (P.VERIFYING, E.EXECUTE_CANCEL): _to(P.IDLE, *CANCELLED),
     (P.VERIFYING, E.VERIFIED): _to(P.DOWNLOADED, Do(Effect.NAME_PACKAGE), _result(Result5.INITIAL),
@@ -178,7 +179,8 @@ TABLE: dict[tuple[Phase5, Event5], Transition[Phase5] | None] = {
     (P.VERIFYING, E.REBOOT): _to(P.IDLE, RELEASE, _result(Result5.CONNECTION_LOST), _state(S.IDLE)),
     (P.VERIFYING, E.STALE): _to(P.VERIFYING, RESET),
 
-    **{(P.DOWNLOADED, e): _refuse(P.DOWNLOADED, Answer.BAD_REQUEST, BUSY) for e in (E.WRITE_PACKAGE, E.WRITE_PACKAGE_URI)},
+    **{(P.DOWNLOADED, e): _refuse(P.DOWNLOADED, Answer.BAD_REQUEST, BUSY)
+       for e in (E.WRITE_PACKAGE, E.WRITE_PACKAGE_URI)},
     **{(P.DOWNLOADED, e): _to(P.IDLE, *TO_IDLE) for e in RESETS},
     (P.DOWNLOADED, E.EXECUTE_UPDATE): _to(P.UPDATING, _result(Result5.INITIAL), _state(S.UPDATING),
                                           Do(Effect.INSTALL)),
@@ -200,7 +202,8 @@ REPORTED: dict[Phase5, tuple[int, bool]] = {
     P.IDLE: (S.IDLE, False), P.DOWNLOADING: (S.DOWNLOADING, False), P.VERIFYING: (S.DOWNLOADING, False),
     P.DOWNLOADED: (S.DOWNLOADED, False), P.UPDATING: (S.UPDATING, False),
 }
-STATES: dict[int, str] = {S.IDLE: "Idle", S.DOWNLOADING: "Downloading", S.DOWNLOADED: "Downloaded", S.UPDATING: "Updating"}
+STATES: dict[int, str] = {S.IDLE: "Idle", S.DOWNLOADING: "Downloading", S.DOWNLOADED: "Downloaded",
+                          S.UPDATING: "Updating"}
 RESULTS = {0: "initial", 1: "firmware updated successfully", 2: "not enough flash memory",
            3: "out of RAM during download", 4: "connection lost during download", 5: "integrity check failure",
            6: "unsupported package type", 7: "invalid URI", 8: "firmware update failed", 9: "unsupported protocol",

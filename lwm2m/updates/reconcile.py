@@ -177,9 +177,9 @@ class Reconciler(Generic[P, E]):
                 self.attempt, self.pending = self.attempt + 1, False
                 return Decision(Verdict.BACKOFF, attempt=self.attempt - 1, result=result,
                                 message=f"download to {self.base} on {self.endpoint}: {obj.results[result]}")
+            after = f" after {self.attempt} attempts" if self.attempt > 1 else ""
             return self._fail(f"download to {self.base} on {self.endpoint} failed: Update Result {result} "
-                              f"({obj.results[result]})" + (f" after {self.attempt} attempts" if self.attempt > 1 else ""),
-                              result)
+                              f"({obj.results[result]})" + after, result)
         if installed and phase == route.install_phase and failed:
             if self.acted == (self.last, route.install):  # the old failure, right after a repeated Install
                 self.acted = None

@@ -7,7 +7,8 @@ Python functions, and the int8 -> int8 element-wise ops are 256-entry tables mad
 running the reference kernel on all 256 inputs (exact by construction).
 
 Loops walk the output in row-major order; an operand's offset is a sum of ``index * stride``
-with stride 0 on broadcast axes. What it does not do: float16, per-axis QUANTIZE, int8 kernels other than those ``passes.lower_int8`` produces, or > 6-D tensors.
+with stride 0 on broadcast axes. What it does not do: float16, per-axis QUANTIZE, int8 kernels
+other than those ``passes.lower_int8`` produces, or > 6-D tensors.
 """
 
 from __future__ import annotations
@@ -39,17 +40,17 @@ def bstrides(shape: Sequence[int], out_shape: Sequence[int]) -> list[int]:
     """Strides of ``shape`` broadcast to ``out_shape`` (0 on broadcast axes)."""
     lead = len(out_shape) - len(shape)
     st = strides(shape)
-    return [0] * lead + [0 if d == 1 and o != 1 else s for d, o, s in zip(shape, out_shape[lead:], st)]
+    return [0] * lead + [0 if d == 1 and o != 1 else s for d, o, s in zip(shape, out_shape[lead:], st, strict=True)]
 
 
 def loops(shape: Sequence[int], var: str = "i") -> tuple[str, str, list[str]]:
     names = [f"{var}{k}" for k in range(len(shape))]
-    head = "".join(f"for (int {n} = 0; {n} < {d}; {n}++) " for n, d in zip(names, shape))
+    head = "".join(f"for (int {n} = 0; {n} < {d}; {n}++) " for n, d in zip(names, shape, strict=True))
     return head + "{", "}", names
 
 
 def offset(names: Sequence[str], st: Sequence[int]) -> str:
-    terms = [f"{n}*{s}" if s != 1 else n for n, s in zip(names, st) if s != 0]
+    terms = [f"{n}*{s}" if s != 1 else n for n, s in zip(names, st, strict=True) if s != 0]
     return " + ".join(terms) or "0"
 
 
@@ -278,13 +279,13 @@ def _pad(ctx: Ctx, node: Node) -> str:
         if src is None:
             raise CBackendError(f"{node.label()}: {mode} padding")
         idx = " + ".join(f"({src.replace('j', f'({v} - {b})').format(n=d)})*{s_}"
-                         for v, (b, _), d, s_ in zip(names, pads, x.shape, strides(x.shape)))
+                         for v, (b, _), d, s_ in zip(names, pads, x.shape, strides(x.shape), strict=True))
         return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
                 f"  {head} y[{offset(names, strides(y.shape))}] = x[{idx or '0'}]; {tail}")
     value = node.attr_number("value")
     val = F(value) if y.dtype.is_float else str(int(value))
-    conds = " && ".join(f"{n} >= {b} && {n} < {b + d}" for n, (b, _), d in zip(names, pads, x.shape))
-    ox = " + ".join(f"({n} - {b})*{s}" for n, (b, _), s in zip(names, pads, strides(x.shape)))
+    conds = " && ".join(f"{n} >= {b} && {n} < {b + d}" for n, (b, _), d in zip(names, pads, x.shape, strict=True))
+    ox = " + ".join(f"({n} - {b})*{s}" for n, (b, _), s in zip(names, pads, strides(x.shape), strict=True))
     return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
             f"  {head} y[{offset(names, strides(y.shape))}] = ({conds or '1'}) ? x[{ox or '0'}] : "
             f"({ctype(y)}){val}; {tail}")

@@ -27,9 +27,9 @@ def _window(node: Node, spatial_in: tuple[int, ...], kernel: tuple[int, ...]
     strides_, dil, pads = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
     head, tail, names = loops(kernel, "k")
     pos = [f"(o{d}*{s} - {p[0]} + {k}*{dd})" for d, (s, dd, p, k)
-           in enumerate(zip(strides_, dil, pads, names))]
-    cond = " && ".join(f"{q} >= 0 && {q} < {n}" for q, n in zip(pos, spatial_in))
-    off = " + ".join(f"{q}*{s}" for q, s in zip(pos, strides(spatial_in)))
+           in enumerate(zip(strides_, dil, pads, names, strict=True))]
+    cond = " && ".join(f"{q} >= 0 && {q} < {n}" for q, n in zip(pos, spatial_in, strict=True))
+    off = " + ".join(f"{q}*{s}" for q, s in zip(pos, strides(spatial_in), strict=True))
     return head, tail, off, cond, pos
 
 
@@ -48,7 +48,9 @@ def _conv(ctx: Ctx, node: Node) -> str:
     yoff = offset(onames, strides(sp_out))
     if y.dtype is DType.FLOAT32:
         bias = f"{ctx.ptr(b[0].name)}[oc]" if b else "0.0f"
-        return f"""  const float *x = {ctx.ptr(x.name)}; const float *w = {ctx.ptr(w.name)}; float *y = {ctx.ptr(y.name)};
+        decl = (f"  const float *x = {ctx.ptr(x.name)}; const float *w = {ctx.ptr(w.name)}; "
+                f"float *y = {ctx.ptr(y.name)};")
+        return decl + f"""
   for (int b_ = 0; b_ < {n}; b_++) for (int oc = 0; oc < {o}; oc++) {{
     const int gi = oc / {og};
     {ohead}
@@ -71,7 +73,9 @@ def _conv(ctx: Ctx, node: Node) -> str:
     zws = ctx.array(zw) if np.any(zw) else None
     wsub = f" - {zws}[oc]" if zws else ""
     bias = f"{ctx.ptr(b[0].name)}[oc]" if b else "0"
-    return f"""  const {ctype(x)} *x = {ctx.ptr(x.name)}; const {ctype(w)} *w = {ctx.ptr(w.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};
+    decl = (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; const {ctype(w)} *w = {ctx.ptr(w.name)}; "
+            f"{ctype(y)} *y = {ctx.ptr(y.name)};")
+    return decl + f"""
   for (int b_ = 0; b_ < {n}; b_++) for (int oc = 0; oc < {o}; oc++) {{
     const int gi = oc / {og};
     {ohead}
@@ -181,7 +185,8 @@ def _pool(ctx: Ctx, node: Node) -> str:
             raise CBackendError(f"{node.label()}: integer pool with requantisation")
         lo, hi = I8.activation_range(node, y)
         if is_max:
-            inner = f"int32_t acc = -2147483647; {khead} if ({cond}) {{ int32_t v = xc[{xoff}]; if (v > acc) acc = v; }} {ktail}"
+            inner = (f"int32_t acc = -2147483647; {khead} if ({cond}) {{ int32_t v = xc[{xoff}]; "
+                     f"if (v > acc) acc = v; }} {ktail}")
         else:
             inner = (f"int32_t acc = 0, cnt = 0; {khead} if ({cond}) {{ acc += xc[{xoff}]; cnt++; }} {ktail} "
                      f"if (cnt < 1) cnt = 1; acc = acc > 0 ? (acc + cnt / 2) / cnt : -((-acc + cnt / 2) / cnt);")
@@ -191,9 +196,11 @@ def _pool(ctx: Ctx, node: Node) -> str:
             inner = f"float acc = -__builtin_inff(); {khead} if ({cond}) {{ acc = tm_fmaxf(acc, xc[{xoff}]); }} {ktail}"
         else:
             pads = node.attr_pairs("pads")
-            ccond = (" && ".join(f"{q} >= -{p[0]} && {q} < {nn + p[1]}" for q, p, nn in zip(pos, pads, sp_in))
+            ccond = (" && ".join(f"{q} >= -{p[0]} && {q} < {nn + p[1]}"
+                                 for q, p, nn in zip(pos, pads, sp_in, strict=True))
                      if node.attr_bool("count_include_pad") else cond)
-            inner = (f"float acc = 0.0f; int cnt = 0; {khead} if ({ccond}) cnt++; if ({cond}) acc += xc[{xoff}]; {ktail} "
+            inner = (f"float acc = 0.0f; int cnt = 0; {khead} if ({ccond}) cnt++; "
+                     f"if ({cond}) acc += xc[{xoff}]; {ktail} "
                      f"acc = acc / (float)(cnt < 1 ? 1 : cnt);")
         store = fused_f(node, "acc")
     return pre + f"""  for (int p = 0; p < {n * c}; p++) {{
@@ -209,8 +216,8 @@ def _reduce_mean(ctx: Ctx, node: Node) -> str:
     xs = strides(x.shape)
     ohead, otail, onames = loops([x.shape[d] for d in keep_axes], "o")
     rhead, rtail, rnames = loops([x.shape[d] for d in axes], "r")
-    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep_axes)]
-                      + [f"{r}*{xs[d]}" for r, d in zip(rnames, axes)]) or "0"
+    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep_axes, strict=True)]
+                      + [f"{r}*{xs[d]}" for r, d in zip(rnames, axes, strict=True)]) or "0"
     yoff = offset(onames, strides([x.shape[d] for d in keep_axes]))
     count = int(np.prod([x.shape[d] for d in axes]))
     pre = f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
@@ -234,7 +241,7 @@ def _argmax(ctx: Ctx, node: Node) -> str:
     keep = [d for d in range(len(x.shape)) if d != axis]
     xs = strides(x.shape)
     ohead, otail, onames = loops([x.shape[d] for d in keep], "o")
-    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep)]) or "0"
+    xoff = " + ".join([f"{o}*{xs[d]}" for o, d in zip(onames, keep, strict=True)]) or "0"
     yoff = offset(onames, strides([x.shape[d] for d in keep]))
     cmp = ">=" if node.attr_bool("select_last_index") else ">"
     return (f"  const {ctype(x)} *x = {ctx.ptr(x.name)}; {ctype(y)} *y = {ctx.ptr(y.name)};\n"
@@ -255,7 +262,8 @@ def _softmax(ctx: Ctx, node: Node) -> str:
            f"    const int base = o*{d * inner} + q;\n")
     if y.dtype is DType.FLOAT32:
         return pre + (f"    float mx = x[base]; for (int i = 1; i < {d}; i++) mx = tm_fmaxf(mx, x[base + i*{inner}]);\n"
-                      f"    float sum = 0.0f; for (int i = 0; i < {d}; i++) {{ float e = tm_expf(x[base + i*{inner}] - mx); "
+                      f"    float sum = 0.0f; for (int i = 0; i < {d}; i++) {{ "
+                      f"float e = tm_expf(x[base + i*{inner}] - mx); "
                       f"y[base + i*{inner}] = e; sum += e; }}\n"
                       f"    for (int i = 0; i < {d}; i++) y[base + i*{inner}] /= sum;\n  }}")
     s_in, _ = qparams(x)
@@ -264,10 +272,12 @@ def _softmax(ctx: Ctx, node: Node) -> str:
         raise CBackendError(f"{node.label()}: int8 softmax needs output scale 1/256, zero point -128")
     table, diff_min = I8.softmax_exp_table(s_in)
     exps = ctx.array(table.astype(np.int32))
-    return pre + f"""    int32_t mx = x[base]; for (int i = 1; i < {d}; i++) if (x[base + i*{inner}] > mx) mx = x[base + i*{inner}];
-    int32_t sum = 0;
-    for (int i = 0; i < {d}; i++) {{ int32_t df = (int32_t)x[base + i*{inner}] - mx; if (df >= {diff_min}) sum = (int32_t)((uint32_t)sum + (uint32_t)tm_rdbp({exps}[-df], 12)); }}
-    int hr = __builtin_clz((uint32_t)sum);
+    head = (f"    int32_t mx = x[base]; for (int i = 1; i < {d}; i++) "
+            f"if (x[base + i*{inner}] > mx) mx = x[base + i*{inner}];\n"
+            f"    int32_t sum = 0;\n"
+            f"    for (int i = 0; i < {d}; i++) {{ int32_t df = (int32_t)x[base + i*{inner}] - mx; "
+            f"if (df >= {diff_min}) sum = (int32_t)((uint32_t)sum + (uint32_t)tm_rdbp({exps}[-df], 12)); }}\n")
+    return pre + head + f"""    int hr = __builtin_clz((uint32_t)sum);
     int bits_over = 12 - hr;
     int32_t shifted = (int32_t)(((uint32_t)sum << hr) - 2147483648u);
     int32_t recip = tm_one_over_one_plus_x(shifted);
@@ -307,10 +317,10 @@ def _conv_transpose(ctx: Ctx, node: Node) -> str:
     st, dil, pads = node.attr_ints("strides"), node.attr_ints("dilations"), node.attr_pairs("pads")
     ohead, otail, onames = loops(sp_out, "o")
     khead, ktail, knames = loops(kernel, "k")
-    nums = [f"({on} + {p[0]} - {kn}*{dd})" for on, p, kn, dd in zip(onames, pads, knames, dil)]
+    nums = [f"({on} + {p[0]} - {kn}*{dd})" for on, p, kn, dd in zip(onames, pads, knames, dil, strict=True)]
     cond = " && ".join(f"{q} >= 0 && {q} % {s_} == 0 && {q} / {s_} < {ni}"
-                       for q, s_, ni in zip(nums, st, sp_in))
-    xoff = " + ".join(f"({q} / {s_})*{xs}" for q, s_, xs in zip(nums, st, strides(sp_in)))
+                       for q, s_, ni in zip(nums, st, sp_in, strict=True))
+    xoff = " + ".join(f"({q} / {s_})*{xs}" for q, s_, xs in zip(nums, st, strides(sp_in), strict=True))
     koff = offset(knames, strides(kernel))
     hw_in, hw_out, kk = int(np.prod(sp_in)), int(np.prod(sp_out)), int(np.prod(kernel))
     bias = f"{ctx.ptr(b[0].name)}[oc]" if b else "0.0f"
@@ -328,6 +338,7 @@ def _conv_transpose(ctx: Ctx, node: Node) -> str:
   }}"""
 
 
-EMITTERS: dict[Op, Emitter] = {Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm, Op.MATMUL: _matmul, Op.MAX_POOL: _pool,
-                 Op.AVG_POOL: _pool, Op.REDUCE_MEAN: _reduce_mean, Op.SOFTMAX: _softmax,
-                 Op.BATCH_NORM: _batch_norm, Op.ARGMAX: _argmax}
+EMITTERS: dict[Op, Emitter] = {Op.CONV: _conv, Op.CONV_TRANSPOSE: _conv_transpose, Op.GEMM: _gemm,
+                               Op.MATMUL: _matmul, Op.MAX_POOL: _pool, Op.AVG_POOL: _pool,
+                               Op.REDUCE_MEAN: _reduce_mean, Op.SOFTMAX: _softmax,
+                               Op.BATCH_NORM: _batch_norm, Op.ARGMAX: _argmax}

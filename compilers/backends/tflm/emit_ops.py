@@ -111,8 +111,8 @@ def _conv_transpose(e: Emitter, node: Node) -> None:
     out_hw = yt.shape[2:]
     if all(p == (0, 0) for p in pads) and not any(node.attr_ints("output_padding")):
         padding = S.Padding.VALID
-    elif all(o == i * s for o, i, s in zip(out_hw, xt.shape[2:], strides)) and all(
-            p[0] == same_pads(o, kk, s, 1)[0] for p, o, kk, s in zip(pads, out_hw, k, strides)):
+    elif all(o == i * s for o, i, s in zip(out_hw, xt.shape[2:], strides, strict=True)) and all(
+            p[0] == same_pads(o, kk, s, 1)[0] for p, o, kk, s in zip(pads, out_hw, k, strides, strict=True)):
         padding = S.Padding.SAME
     else:
         raise e.unsupported(node, f"pads {pads} with output size {out_hw} are neither VALID "

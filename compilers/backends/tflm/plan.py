@@ -102,7 +102,7 @@ def offline_plan(model: S.ModelT, sg: S.SubGraphT, inputs: list[int], outputs: l
     lower = lower_bound(buffers, len(ops))
     offsets, peak, strategy = place(buffers, lower, search)
     out = [-1] * len(tensors)
-    for b, off in zip(buffers, offsets):
+    for b, off in zip(buffers, offsets, strict=True):
         for m in b.tensors:
             out[int(m)] = off
     return OfflinePlan(tuple(out), peak, lower, strategy)

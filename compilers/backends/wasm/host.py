@@ -40,7 +40,7 @@ class WasmTrap(CompilerError):
 def _check_inputs(runtime: str, bufs: list[tuple[int, int]], inputs: list[bytes]) -> None:
     if len(inputs) != len(bufs):
         raise WasmTrap(f"{runtime}: {len(inputs)} inputs given; the module takes {len(bufs)}")
-    for i, ((_, size), data) in enumerate(zip(bufs, inputs)):
+    for i, ((_, size), data) in enumerate(zip(bufs, inputs, strict=True)):
         if len(data) != size:
             raise WasmTrap(f"{runtime}: input {i} has {len(data):,} bytes; the module takes {size:,}")
 
@@ -123,7 +123,7 @@ def _wasmtime_ready(module: bytes, inputs: list[bytes]) -> tuple[Any, Callable[.
         raise WasmTrap(f"wasmtime: module speaks tinyml ABI {version}, not {wasm_abi.ABI_VERSION}")
     bufs = _wasmtime_buffers(store, get, memory, "input")
     _check_inputs("wasmtime", bufs, inputs)
-    for (ptr, _), data in zip(bufs, inputs):
+    for (ptr, _), data in zip(bufs, inputs, strict=True):
         memory.write(store, data, ptr)
     return store, get, memory
 
@@ -176,7 +176,7 @@ def _wasm3_ready(module: bytes, inputs: list[bytes]) -> tuple[Any, Any, Any]:
         raise WasmTrap(f"wasm3: {e.message}") from None
     _check_inputs("wasm3", bufs, inputs)
     memory = rt.get_memory(0)
-    for (ptr, size), data in zip(bufs, inputs):
+    for (ptr, size), data in zip(bufs, inputs, strict=True):
         memory[ptr:ptr + size] = data
     return env, rt, loaded
 

@@ -56,7 +56,8 @@ class WasmRuntime:
         buffers = cast(_Buffers, o.value)
         meta = abi.metadata(info)
         ins, outs = (tuple(TensorSpec(name, what, shape, dtype) for name, dtype, shape, _ in
-                           abi.tensor_layout(bufs, meta, what)) for bufs, what in zip(buffers, ("input", "output")))
+                           abi.tensor_layout(bufs, meta, what))
+                     for bufs, what in zip(buffers, ("input", "output"), strict=True))
         return Loaded(mem.min_pages * abi.PAGE_BYTES, ins, outs,
                       {"memory_pages": (mem.min_pages, mem.max_pages), "metadata": meta})
 
