@@ -203,6 +203,6 @@ async def test_inspect_is_the_deploy_decision_for_every_model(shared: Shared, tm
     assert all("LSTM" in why or "SVDF" in why for why in tally.refused.values()), tally.refused
     assert len(tally.refused) <= 3
     assert tally.judged >= (len(models) - len(tally.refused)) * len(load_profiles())
-    print(f"\nverdict truth (shared and exports): {len(models)} models ({len(tally.refused)} refused) x {len(load_profiles())} "
-          f"boards, {tally.judged} verdicts, {len(tally.builds)} builds, planner disagrees "
+    print(f"\nverdict truth (shared and exports): {len(models)} models ({len(tally.refused)} refused) x "
+          f"{len(load_profiles())} boards, {tally.judged} verdicts, {len(tally.builds)} builds, planner disagrees "
           f"{len(tally.planner_disagrees)}x, {time.monotonic() - started:.0f} s")
