@@ -64,7 +64,8 @@ CI = {"datagrams": 20_000, "answers": 20_000, "block1": 10_000, "block2": 10_000
 MILLION = {"datagrams": 1_000_000, "answers": 1_000_000, "block1": 1_000_000, "block2": 1_000_000,
            "packages": 1_000_000, "models": 200_000, "wire_block2": 2_000, "wire_packages": 2_000}
 RSS_BOUND_MB = {"ci": 96, "million": 384}
-SCALES = [pytest.param("ci", id="ci"), pytest.param("million", id="million", marks=pytest.mark.fuzz_million)]
+SCALES = [pytest.param("ci", id="ci"),
+          pytest.param("million", id="million", marks=[pytest.mark.fuzz_million, pytest.mark.timeout(7200)])]
 
 
 def counts(scale: str) -> dict[str, int]:
