@@ -278,6 +278,26 @@ def test_unsupported_op_names_op_version_and_index() -> None:
     assert "FLOOR" in str(e) and "version 2" in str(e) and "operator 1" in str(e)
 
 
+def test_a_zero_stride_or_zero_width_weights_are_malformed_not_a_crash() -> None:
+    """Found by the million-input fuzz run (tests/test_fuzz.py, models): a SAME pool with stride 0
+    and a FULLY_CONNECTED whose weights have 0 columns divided by zero during import."""
+    m = TinyModel()
+    x = m.tensor("x", [1, 4, 4, 1], np.float32)
+    y = m.tensor("y", [1, 2, 2, 1], np.float32)
+    m.op(S.BuiltinOperator.MAX_POOL_2D, [x], [y], S.BuiltinOptions.Pool2DOptions,
+         _opt(S.Pool2DOptionsT, padding=S.Padding.SAME, strideH=0, strideW=2, filterHeight=2, filterWidth=2))
+    with pytest.raises(ModelFormatError, match=r"MAX_POOL_2D#0: strides \(0, 2\).*must be 1 or more"):
+        import_tflite(m.build([x], [y]))
+    m = TinyModel()
+    x = m.tensor("x", [1, 4], np.float32)
+    w = m.tensor("w", [3, 0], np.float32, data=np.zeros((3, 0), np.float32))
+    y = m.tensor("y", [1, 3], np.float32)
+    m.op(S.BuiltinOperator.FULLY_CONNECTED, [x, w], [y], S.BuiltinOptions.FullyConnectedOptions,
+         S.FullyConnectedOptionsT())
+    with pytest.raises(CompilerError, match=r"does not fit weights \(3, 0\)"):
+        import_tflite(m.build([x], [y]))
+
+
 def test_errors_are_compiler_errors() -> None:
     for bad in (b"", b"\x00" * 64):
         with pytest.raises(CompilerError):

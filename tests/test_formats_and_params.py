@@ -21,6 +21,7 @@ from lwm2m.path import Path, RawString
 from tinymlaas.server.operations import DeviceError
 from tinymlaas.store.tables import EVENTS, REGISTRATIONS
 from tests.conftest import Peer, eventually
+from tests.test_wire import COAP_CLIENT, needs_libcoap
 from tests.test_api_cli import cli, live  # noqa: F401  (fixture)
 
 PACKAGE = bytes(range(256)) * 12  # 3 KiB: Block1 at 1 KiB blocks
@@ -90,6 +91,49 @@ async def test_package_pull_is_octet_stream(server):
         assert resp.code == Code.NOT_ACCEPTABLE and b"octet-stream (42)" in resp.payload
     finally:
         await ctx.shutdown()
+
+
+async def test_package_blocks_in_any_order_past_the_end_and_bert(server):
+    """Any block, first or not, is answered from the one stored copy (no per-download cache that
+    could expire and answer 4.08); a block past the end is 4.00 and BERT (SZX 7) 4.02."""
+    path = server.packages.publish(PACKAGE)
+    offer = server.packages.offer(path)
+    ctx = await aiocoap.Context.create_client_context()
+
+    async def block(num: int, szx: int) -> Message:
+        msg = Message(code=Code.GET, uri=server.package_uri(path))
+        msg.opt.block2 = BlockOption.BlockwiseTuple(num, False, szx)
+        return await asyncio.wait_for(ctx.request(msg, handle_blockwise=False).response, 5)
+
+    try:
+        for num, szx in ((2, 6), (47, 2), (0, 4), (5, 4)):
+            resp = await block(num, szx)
+            size = 2 ** (szx + 4)
+            assert resp.code == Code.CONTENT and resp.payload == PACKAGE[num * size:(num + 1) * size]
+            more = (num + 1) * size < len(PACKAGE)
+            assert tuple(resp.opt.block2) == (num, more, szx) and resp.opt.size2 == len(PACKAGE)
+        assert offer is not None and offer.downloads == 1 and offer.blocks_served == 4  # one block 0
+        resp = await block(3, 6)
+        assert resp.code == Code.BAD_REQUEST and b"past the package's 3072 bytes" in resp.payload
+        resp = await block(0, 7)
+        assert resp.code == Code.BAD_OPTION and b"BERT" in resp.payload
+    finally:
+        await ctx.shutdown()
+
+
+@needs_libcoap
+async def test_libcoap_downloads_the_package_blockwise(server, tmp_path):
+    """An independent client (libcoap's coap-client, 64-byte blocks) gets the package byte for byte."""
+    path = server.packages.publish(PACKAGE)
+    out = tmp_path / "package.bin"
+    proc = await asyncio.create_subprocess_exec(COAP_CLIENT, "-B", "20", "-b", "64", "-o", str(out),
+                                                server.package_uri(path), stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    text, _ = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, text.decode()
+    assert out.read_bytes() == PACKAGE
+    offer = server.packages.offer(path)
+    assert offer is not None and offer.downloads == 1 and offer.blocks_served == len(PACKAGE) // 64
 
 
 @pytest.mark.parametrize("lt, why", [("-5", "not positive"), ("0", "not positive"),

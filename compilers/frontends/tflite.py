@@ -132,7 +132,7 @@ def import_tflite(model: ModelLike, *, input_shapes: Mapping[str, Sequence[int]]
                 conv(ctx)
         except (GraphError, ModelFormatError, UnsupportedDType, UnsupportedOp):
             raise
-        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as e:
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError, ArithmeticError) as e:
             raise ModelFormatError(f"{ctx.label}: malformed operator ({type(e).__name__}: "
                                    f"{e})") from e
     outputs = [b.get(int(i), "tf") for i in (sg.outputs if sg.outputs is not None else [])]

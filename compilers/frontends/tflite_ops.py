@@ -374,6 +374,8 @@ def _window(ctx: OpCtx, spatial: Sequence[int], kernel: Sequence[int]
     strides = (int(o.strideH), int(o.strideW))
     dil = (int(getattr(o, "dilationHFactor", None) or 1),
            int(getattr(o, "dilationWFactor", None) or 1))
+    if min(strides) < 1 or min(dil) < 1:
+        raise ModelFormatError(f"{ctx.label}: strides {strides} and dilations {dil} must be 1 or more")
     if o.padding == S.Padding.VALID:
         pads: tuple[tuple[int, int], ...] = ((0, 0), (0, 0))
     elif o.padding == S.Padding.SAME:
@@ -462,7 +464,7 @@ def _fully_connected(ctx: OpCtx) -> None:
         raise ctx.unsupported("shuffled weights format")
     x, w = ctx.input(0), ctx.input(1)
     xs, ws = b.shape(x), b.shape(w)
-    if len(ws) != 2 or not xs or math.prod(xs) % ws[1]:
+    if len(ws) != 2 or not xs or ws[1] < 1 or math.prod(xs) % ws[1]:
         raise ctx.unsupported(f"input {xs} does not fit weights {ws}")
     m, k = math.prod(xs) // ws[1], ws[1]
     a = b.flat(x)

@@ -59,6 +59,11 @@ class RootResource(Resource, PathCapable):  # type: ignore[misc]  # aiocoap is u
         self.packages = server.packages
         self.junk = server.junk
 
+    async def needs_blockwise_assembly(self, request: Message) -> bool:
+        """Package downloads answer their own blocks (``PackageOffers.handle``); the rest is assembled."""
+        path = request.opt.uri_path
+        return not (path and path[0] == PACKAGES_PREFIX)
+
     async def render(self, request: Message) -> Message:
         path = request.opt.uri_path
         try:
