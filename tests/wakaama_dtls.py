@@ -1,18 +1,17 @@
 """Eclipse Wakaama's ``lwm2mclient_tinydtls`` (DTLS-PSK, bootstrap) as a test peer.
 
 Built by ``.ci/build-wakaama-dtls`` into ``build/wakaama/dtls/`` (or ``$TINYMLAAS_WAKAAMA_DTLS``),
-built here when missing and the tarball is next to the checkout. It runs in its own process
-group with stdin a pipe (it reads commands there) and its output collected by a thread; it is
-always stopped by its PID.
+built here when missing and the tarball is next to the checkout. Started, driven and stopped as
+``tests.wakaama.Wakaama`` (its own process group, stdin its command line, stopped by its PID).
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import threading
 from pathlib import Path
+
+from tests.wakaama import Wakaama
 
 REPO = Path(__file__).resolve().parents[1]
 BINARY = REPO / "build" / "wakaama" / "dtls" / "lwm2mclient_tinydtls"
@@ -29,7 +28,10 @@ def binary() -> Path | None:
     return BINARY if BINARY.exists() else None
 
 
-class WakaamaDtls:
+class WakaamaDtls(Wakaama):
+    """``lwm2mclient_tinydtls`` with a PSK (``identity``, ``key_hex``) and/or bootstrap (``-b``);
+    a context manager: started on entry, killed by its PID on exit (``Wakaama.stop``)."""
+
     def __init__(self, port: int, endpoint: str, *, identity: str | None = None, key_hex: str | None = None,
                  bootstrap: bool = False, lifetime: int = 300) -> None:
         exe = binary()
@@ -40,39 +42,14 @@ class WakaamaDtls:
             self.cmd += ["-i", identity, "-s", key_hex]
         if bootstrap:
             self.cmd.append("-b")
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.lines: list[str] = []
-        self._reader: threading.Thread | None = None
+        self.endpoint = endpoint
+        self.proc = None
+        self.lines = []
+        self._reader = None
 
     def __enter__(self) -> "WakaamaDtls":
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self.start()
         return self
 
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for raw in iter(self.proc.stdout.readline, b""):
-            self.lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
-
-    def command(self, text: str) -> None:
-        """Type a command on the client's command line (``update 123``, ``quit``)."""
-        assert self.proc is not None and self.proc.stdin is not None
-        self.proc.stdin.write(text.encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
     def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                stream.close()
-        if self._reader is not None:
-            self._reader.join(5)
+        self.stop()
