@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
 
 import aiocoap
 from aiocoap import Code, Message
@@ -33,9 +32,7 @@ from lwm2m.link_format import Link, format_links
 from lwm2m.numbers import ContentFormat
 from lwm2m.path import Path
 from lwm2m.transport import response_within
-
-if TYPE_CHECKING:
-    from simulator.device import SimulatedDevice
+from simulator.host import Host
 
 log = logging.getLogger(__name__)
 KEEP = frozenset({3})
@@ -47,7 +44,7 @@ class BootstrapFailed(LwM2MError):
 
 
 class BootstrapSite(Resource, PathCapable):  # type: ignore[misc]
-    def __init__(self, device: "SimulatedDevice", finished: "asyncio.Future[None]") -> None:
+    def __init__(self, device: Host, finished: "asyncio.Future[None]") -> None:
         super().__init__()
         self.device, self.tree, self.finished = device, device.tree, finished
         self.operations: list[str] = []
@@ -158,7 +155,7 @@ HANDLERS = {"discover": BootstrapSite.discover, "read": BootstrapSite.read, "wri
             "delete": BootstrapSite.delete}
 
 
-async def bootstrap(device: "SimulatedDevice", timeout: float = 30.0) -> bs.Account:
+async def bootstrap(device: Host, timeout: float = 30.0) -> bs.Account:
     """Bootstrap ``device`` from its bootstrap server; its LwM2M server account."""
     sec = device.security
     assert sec.bootstrap is not None

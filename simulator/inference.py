@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from lwm2m.errors import BadRequest
 from lwm2m.path import Path
+from simulator.host import Host
 from simulator.runtimes import ModelError
 
 if TYPE_CHECKING:
-    from simulator.device import SimulatedDevice
     from simulator.software import Artifact
 
 ML_INFERENCE = 33101
@@ -30,7 +30,7 @@ P = {name: Path(ML_INFERENCE, 0, rid) for rid, name in enumerate(
 
 
 class Inference:
-    def __init__(self, device: "SimulatedDevice", published: bool = True) -> None:
+    def __init__(self, device: Host, published: bool = True) -> None:
         self.device = device
         self.artifact: "Artifact | None" = None
         self.total_us = 0

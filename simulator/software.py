@@ -35,7 +35,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from compilers.backends import registry
 from lwm2m.errors import BadRequest, LwM2MError, MethodNotAllowed
@@ -47,8 +47,7 @@ from lwm2m.updates.software import Res9
 from simulator.download import DownloadError, DownloadStats, pull
 from simulator.runtimes import ModelError
 
-if TYPE_CHECKING:
-    from simulator.device import SimulatedDevice
+from simulator.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ class Artifact:
 class Packages:
     """Receive, verify, install: the steps both update objects share, on one device."""
 
-    def __init__(self, device: "SimulatedDevice") -> None:
+    def __init__(self, device: Host) -> None:
         self.device = device
         self.flash_used: dict[str, int] = {}
         self.download_stats: dict[str, DownloadStats] = {}
@@ -190,6 +189,23 @@ class PkgNames(enum.Enum):
     EMPTY = "empty"  # a real client that leaves them empty
 
 
+class SlotHost(Host, Protocol):
+    """The device as its update slots use it: ``Host`` and its packages and active model."""
+
+    packages: Packages
+
+    async def activate(self, artifact: Artifact, owner: Any) -> None:
+        """Make ``artifact`` (installed by ``owner``, a slot) the model the device runs."""
+
+    def deactivate(self, owner: Any) -> None:
+        """Stop running ``owner``'s model, if it is the active one."""
+
+
+class HasSlots(Protocol):
+    software: list[SoftwareSlot]
+    firmware: FirmwareSlot | None
+
+
 class _Slot:
     """One instance of an update object on the device: the table decides, the slot does the I/O."""
 
@@ -202,7 +218,7 @@ class _Slot:
     verify_failed: Any
     rebooted: Any
 
-    def __init__(self, device: SimulatedDevice, instance: int, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
+    def __init__(self, device: SlotHost, instance: int, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
         self.device, self.instance, self.pkg_names = device, instance, pkg_names
         self.taken = 0  # packages this slot verified and named
         self.owner = f"{self.obj.object_id}/{instance}"
@@ -342,7 +358,7 @@ class SoftwareSlot(_Slot):
     download_finished, download_failed = Event9.DOWNLOAD_FINISHED, Event9.DOWNLOAD_FAILED
     verified, verify_failed, rebooted = Event9.VERIFIED, Event9.VERIFY_FAILED, Event9.REBOOT
 
-    def __init__(self, device: SimulatedDevice, instance: int, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
+    def __init__(self, device: SlotHost, instance: int, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
         super().__init__(device, instance, pkg_names)
         tree, child = device.tree, self.path.child
         tree.add_instance(9, instance, {0: "", 1: "", 7: 0, 8: False, 9: 0, 12: False, 16: ""})
@@ -390,7 +406,7 @@ class FirmwareSlot(_Slot):
     download_finished, download_failed = Event5.DOWNLOAD_FINISHED, Event5.DOWNLOAD_FAILED
     verified, verify_failed, rebooted = Event5.VERIFIED, Event5.VERIFY_FAILED, Event5.REBOOT
 
-    def __init__(self, device: SimulatedDevice, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
+    def __init__(self, device: SlotHost, pkg_names: PkgNames = PkgNames.MANIFEST) -> None:
         super().__init__(device, 0, pkg_names)
         tree, child = device.tree, self.path.child
         tree.add_instance(5, 0, {1: "", 3: 0, 5: 0, 6: "", 7: "", 8: [0], 9: 2})
@@ -438,7 +454,7 @@ class FirmwareSlot(_Slot):
             log.info("%s: registration update after the firmware update failed: %s", self.owner, exc)
 
 
-def real_client_names(device: SimulatedDevice, how: PkgNames = PkgNames.DEVICE) -> None:
+def real_client_names(device: HasSlots, how: PkgNames = PkgNames.DEVICE) -> None:
     """Make every update slot of a built device show PkgName / PkgVersion as a real client does."""
     for slot in [*device.software, *([device.firmware] if device.firmware is not None else [])]:
         slot.pkg_names = how
