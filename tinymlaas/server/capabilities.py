@@ -31,7 +31,7 @@ from tinymlaas.server.registrations import Registration, event_row
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICES
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def profile_matcher(profiles: Mapping[str, Profile] | Callable[[], Mapping[str, 
 
 
 class Capabilities:
-    def __init__(self, server: "LwM2MServer", enabled: bool = True,
+    def __init__(self, server: "Core", enabled: bool = True,
                  profiles: Mapping[str, Profile] | Callable[[], Mapping[str, Profile]] | None = None) -> None:
         self.server = server
         self.enabled = enabled

@@ -36,7 +36,7 @@ from tinymlaas.server.operations import DeviceError, Operation, Write
 from tinymlaas.server.registrations import Registration
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 DEFAULT_TIMEOUT_S = 10.0
 MAX_FORMATS = 4
@@ -80,7 +80,7 @@ def candidate_formats(reg: Registration, op: Operation, registry: Any,
 
 
 class DeviceClient:
-    def __init__(self, server: "LwM2MServer") -> None:
+    def __init__(self, server: "Core") -> None:
         self.server = server
         self.refused: dict[str, set[int]] = {}  # registration id -> formats its device refused
 

@@ -35,7 +35,7 @@ from tinymlaas.server.operations import Observe, decode_response
 from tinymlaas.store.tables import OBSERVED_VALUES
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def sql_latest(conn: Connection, endpoint: str, path: Path, fmt: int, content: d
 
 
 class Observations:
-    def __init__(self, server: "LwM2MServer") -> None:
+    def __init__(self, server: "Core") -> None:
         self.server = server
         self.live: dict[tuple[str, Path], LiveObservation] = {}
 

@@ -39,7 +39,7 @@ from tinymlaas.server.registrations import Registration
 from tinymlaas.store.tables import HELD_REQUESTS
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def result_json(value: Any) -> dict[str, Any]:
 
 
 class QueueMode:
-    def __init__(self, server: "LwM2MServer", awake_s: float = QUEUE_AWAKE_S) -> None:
+    def __init__(self, server: "Core", awake_s: float = QUEUE_AWAKE_S) -> None:
         self.server = server
         self.awake_s = awake_s
         self._held: dict[str, list[Held]] = {}

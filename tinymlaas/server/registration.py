@@ -45,7 +45,7 @@ from tinymlaas import names
 from tinymlaas.server.registrations import Registration, event_row, registration_rows, removal_rows
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +169,7 @@ def new_registration_id() -> str:
 class RegistrationInterface:
     """Handles requests under ``/rd`` for one server."""
 
-    def __init__(self, server: "LwM2MServer") -> None:
+    def __init__(self, server: "Core") -> None:
         self.server = server
 
     async def handle(self, request: Message, subpath: tuple[str, ...]) -> Message:

@@ -35,7 +35,7 @@ from tinymlaas.store.tables import (
 )
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def prune_rows(conn: Connection, now: float, junk_after_s: float, unseen_after_s
 
 
 class Retention:
-    def __init__(self, server: "LwM2MServer") -> None:
+    def __init__(self, server: "Core") -> None:
         self.server = server
 
     async def prune(self, now: float | None = None) -> int:

@@ -31,7 +31,7 @@ from tinymlaas.server.registration import address_of
 from tinymlaas.server.registrations import Registration, removal_rows
 
 if TYPE_CHECKING:
-    from tinymlaas.server.server import LwM2MServer
+    from tinymlaas.server.core import Core
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class NoSession(LwM2MError):
 
 
 class Security:
-    def __init__(self, server: "LwM2MServer", settings: SecuritySettings) -> None:
+    def __init__(self, server: "Core", settings: SecuritySettings) -> None:
         self.server = server
         self.settings = settings
         self.credentials = Credentials(server.store, settings.key_file)

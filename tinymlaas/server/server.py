@@ -103,7 +103,7 @@ class LwM2MServer:
         self.store = Store(db_url, pool_size=pool_size, max_overflow=max_overflow)
         self.objects = objects if objects is not None else default_registry()
         self.registrations = RegistrationTable()
-        self.packages = PackageOffers()
+        self.packages: PackageOffers = PackageOffers()
         self.device_settings = DeviceSettingsTable(self.store)
         self.profiles = ProfileBook(self.store, profile_dirs)
         self.lifetime_range_s = lifetime_range_s
