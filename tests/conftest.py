@@ -203,6 +203,35 @@ async def peer(server: LwM2MServer) -> AsyncIterator[Peer]:
     await p.context.shutdown()
 
 
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[tuple[Any, Peer]]:
+    """``tinymlaas serve`` in process (CoAP and admin API on free ports, SQLite in tmp_path) and an
+    independent aiocoap peer that registers with it: (running, peer)."""
+    from tinymlaas import runtime
+
+    running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{tmp_path / 'db'}",
+                                  tmp_path / "home", read_capabilities=False)
+    p = Peer(server=running.server.address)
+    p.context = await aiocoap.Context.create_server_context(CatchAll(p), bind=("127.0.0.1", 0), transports=["udp6"])
+    yield running, p
+    await p.context.shutdown()
+    await running.stop()
+
+
+async def api_cli(running: Any, *args: str, token: str | None = None, stdin: str | None = None,
+                  columns: int | None = 200) -> Any:
+    """The ``tinymlaas`` CLI against a running server's admin API, as an operator runs it (its
+    token unless ``token``; ``columns``: the terminal width, wide so tables are not clipped)."""
+    from typer.testing import CliRunner
+
+    from tinymlaas.cli.main import app
+
+    env = {"TINYMLAAS_API": running.api_url, "TINYMLAAS_TOKEN": token or running.token}
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
+    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env, input=stdin)
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """Deploy tests: one data directory per module (signing key, registry, compiled artifacts)."""

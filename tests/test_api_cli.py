@@ -6,7 +6,6 @@ as an operator's shell would.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path as FsPath
 
@@ -14,11 +13,8 @@ import aiocoap
 import httpx
 import pytest
 from aiocoap import Code
-from typer.testing import CliRunner
 
-from tinymlaas import runtime
-from tinymlaas.cli.main import app
-from tests.conftest import CatchAll, Peer
+from tests.conftest import api_cli as cli
 
 VENDOR_XML = """<?xml version="1.0" encoding="utf-8"?>
 <LWM2M><Object ObjectType="MODefinition"><Name>Vendor Thing</Name><Description1>test</Description1>
@@ -28,23 +24,6 @@ VENDOR_XML = """<?xml version="1.0" encoding="utf-8"?>
 <Mandatory>Mandatory</Mandatory><Type>Float</Type><RangeEnumeration>0..100</RangeEnumeration><Units>Cel</Units>
 <Description>x</Description></Item></Resources><Description2></Description2></Object></LWM2M>
 """
-
-
-@pytest.fixture
-async def live(tmp_path: FsPath):
-    running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{tmp_path / 'db'}",
-                                  tmp_path / "home", read_capabilities=False)
-    peer = Peer(server=running.server.address)
-    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0),
-                                                               transports=["udp6"])
-    yield running, peer
-    await peer.context.shutdown()
-    await running.stop()
-
-
-async def cli(running, *args: str):
-    env = {"TINYMLAAS_API": running.api_url, "TINYMLAAS_TOKEN": running.token}
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
 
 
 async def test_api_needs_token_and_documents_itself(live):

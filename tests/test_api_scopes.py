@@ -29,6 +29,7 @@ from tinymlaas import runtime
 from tinymlaas.api.scopes import GRANTS, ROUTES, SCOPES
 from tinymlaas.cli.main import app as cli_app
 from tinymlaas.store.tables import API_TOKENS, AUDIT
+from tests.conftest import api_cli as cli
 
 
 @pytest.fixture
@@ -101,11 +102,6 @@ async def test_a_route_without_a_scope_is_refused_and_fails_the_check(live):
     async with httpx.AsyncClient(base_url=live.api_url) as http:
         r = await http.post("/brand-new", headers={"Authorization": f"Bearer {live.token}"})
         assert r.status_code == 403 and "no scope" in r.json()["error"]
-
-
-async def cli(running: Any, *args: str, token: str | None = None) -> Any:
-    env = {"TINYMLAAS_API": running.api_url, "TINYMLAAS_TOKEN": token or running.token}
-    return await asyncio.to_thread(CliRunner().invoke, cli_app, list(args), env=env)
 
 
 async def test_tokens_made_and_revoked_with_the_cli_are_stored_hashed_and_audited(live):

@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path as FsPath
-from typing import Any
 
 import httpx
 import pytest
-from typer.testing import CliRunner
 
 from device_profiles import get_profile
 from tinymlaas import runtime
 from tinymlaas.bundled import MNIST
-from tinymlaas.cli.main import app
 from lwm2m.path import Path
 from simulator.device import SimulatedDevice
+from tests.conftest import api_cli as cli
 from tests.deploy_helpers import bounded
 
 STEPS = ["pending", "deciding", "compiling", "delivering", "installing", "activating", "verifying", "succeeded"]
@@ -48,11 +46,6 @@ async def live(tmp_path: FsPath, runner):
     for b in boards:
         await b.stop()
     await running.stop()
-
-
-async def cli(running: Any, *args: str):
-    env = {"TINYMLAAS_API": running.api_url, "TINYMLAAS_TOKEN": running.token, "COLUMNS": "200"}  # tables unclipped
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
 
 
 async def test_plan_deploy_show_list_and_errors(live):

@@ -20,9 +20,8 @@ from lwm2m.errors import BadRequest
 from lwm2m.path import Path, RawString
 from tinymlaas.server.operations import DeviceError
 from tinymlaas.store.tables import EVENTS, REGISTRATIONS
-from tests.conftest import Peer, eventually
+from tests.conftest import Peer, api_cli as cli, eventually
 from tests.test_wire import COAP_CLIENT, needs_libcoap
-from tests.test_api_cli import cli, live  # noqa: F401  (fixture)
 
 PACKAGE = bytes(range(256)) * 12  # 3 KiB: Block1 at 1 KiB blocks
 

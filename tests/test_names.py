@@ -10,19 +10,17 @@ address another device; terminal output loses control characters, whatever a dev
 from __future__ import annotations
 
 import ast
-import asyncio
 import io
 import json
 import time
 from pathlib import Path
 
-import aiocoap
 import pytest
 from aiocoap import Code
 from sqlalchemy import insert, select
 from typer.testing import CliRunner
 
-from tinymlaas import names, runtime
+from tinymlaas import names
 from tinymlaas.bundled import MNIST
 from tinymlaas.cli import client
 from tinymlaas.cli.main import app
@@ -30,7 +28,7 @@ from tinymlaas.cli.terminal import SafeConsole
 from tinymlaas.registry import ModelRegistry
 from tinymlaas.store import Store
 from tinymlaas.store.tables import DEVICES, EVENTS, MODELS, REGISTRATIONS
-from tests.conftest import CatchAll, Peer
+from tests.conftest import Peer, api_cli as cli
 
 CLI = Path(__file__).resolve().parents[1] / "tinymlaas" / "cli"
 
@@ -151,21 +149,6 @@ def test_terminal_output_loses_control_characters():
     assert "\r" not in text and "]0;pwned" in text and "red" in text
 
 
-@pytest.fixture
-async def live(tmp_path: Path):
-    running = await runtime.start(("127.0.0.1", 0), ("127.0.0.1", 0), f"sqlite:///{tmp_path / 'db'}",
-                                  tmp_path / "home", read_capabilities=False)
-    peer = Peer(server=running.server.address)
-    peer.context = await aiocoap.Context.create_server_context(CatchAll(peer), bind=("127.0.0.1", 0),
-                                                               transports=["udp6"])
-    yield running, peer
-    await peer.context.shutdown()
-    await running.stop()
-
-
-async def cli(running, *args: str):
-    env = {"TINYMLAAS_API": running.api_url, "TINYMLAAS_TOKEN": running.token, "COLUMNS": "200"}
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
 
 
 async def test_a_name_that_is_a_path_cannot_reach_another_device(live):

@@ -7,7 +7,6 @@ response, not in the log, not in ``api.json``, not in the database in clear; the
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import stat
@@ -16,14 +15,12 @@ from pathlib import Path as FsPath
 import httpx
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
 from device_profiles import get_profile
 from simulator.fleet import FleetSpec, build_fleet, start_fleet, stop_fleet
 from simulator.security import fleet_security, read_credentials_csv
-from tests.conftest import eventually
+from tests.conftest import api_cli as cli, eventually
 from tinymlaas import runtime
-from tinymlaas.cli.main import app
 from tinymlaas.security.settings import SecuritySettings
 from tinymlaas.store.tables import DEVICE_CREDENTIALS
 
@@ -38,11 +35,6 @@ async def live(tmp_path: FsPath):
                                   tmp_path / "home", read_capabilities=False, security=settings)
     yield running
     await running.stop()
-
-
-async def cli(running, *args: str, stdin: str | None = None):
-    env = {"TINYMLAAS_API": running.api_url, "TINYMLAAS_TOKEN": running.token, "COLUMNS": "200"}
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env, input=stdin)
 
 
 def no_key_in(text: str) -> None:

@@ -21,7 +21,7 @@ from tinymlaas import runtime
 from tinymlaas.deploy.service import DeployOptions
 from tinymlaas.deploy.target import Figures, NoCapabilities
 from tinymlaas.store.tables import CAPABILITY_SNAPSHOTS, DEVICE_SETTINGS, STORED_PROFILES
-from tests.test_api_cli import cli, live  # noqa: F401  (fixture)
+from tests.conftest import api_cli as cli
 
 MODEL_NUMBER_BLOCK = 'model = ["nRF52840", "PCA10056"]'
 
